@@ -1,0 +1,277 @@
+//! The metrics registry of a binary: process metrics, build info, leadership and one
+//! labelled sub-registry per controller. Label values never carry object names.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The registry of one binary, shared by the admin server (which encodes it on every
+/// scrape) and the controllers (which register into it at start-up).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Arc<RwLock<Registry>>,
+    controllers: ControllerFamilies,
+}
+
+impl Metrics {
+    /// A registry with `process_*` metrics, `mla_build_info{binary, version}` and the
+    /// reconcile metrics every controller shares (`mla_reconciles_total`,
+    /// `mla_reconcile_errors_total`, `mla_reconcile_duration_seconds`, each labelled with
+    /// the controller's name).
+    pub fn new(binary: &'static str) -> Self {
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let metrics = Self { registry: Arc::new(RwLock::new(root)), controllers: ControllerFamilies::default() };
+        metrics.register("", |registry| {
+            let build_info = Family::<BuildLabels, Gauge>::default();
+            build_info
+                .get_or_create(&BuildLabels {
+                    binary: binary.to_string(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                })
+                .set(1);
+            registry.register("build_info", "Build of this binary; always 1", build_info);
+            metrics.controllers.register(registry);
+        });
+        metrics
+    }
+
+    /// Runs `f` with a sub-registry whose metrics are named `mla_<prefix>_<name>` (or
+    /// `mla_<name>` for an empty prefix): one per controller for the metrics only it has.
+    /// Names must be unique across the binary.
+    pub fn register(&self, prefix: &str, f: impl FnOnce(&mut Registry)) {
+        let mut root = self.registry.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mla = root.sub_registry_with_prefix("mla");
+        if prefix.is_empty() { f(mla) } else { f(mla.sub_registry_with_prefix(prefix)) }
+    }
+
+    /// The reconcile metrics of one controller.
+    pub fn controller(&self, name: &'static str) -> ControllerMetrics {
+        ControllerMetrics { controller: name, families: self.controllers.clone() }
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        let registry = self.registry.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    binary: String,
+    version: String,
+}
+
+/// Labels of reconcile outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// Name of the controller.
+    pub controller: &'static str,
+    /// `success` or `error`.
+    pub result: &'static str,
+}
+
+/// Labels of reconcile errors.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Name of the controller.
+    pub controller: &'static str,
+    /// [`crate::Error::category`].
+    pub category: &'static str,
+}
+
+/// Labels naming a controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// Name of the controller.
+    pub controller: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.5, 12))
+}
+
+#[derive(Clone, Debug)]
+struct ControllerFamilies {
+    reconciles: Family<ReconcileLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: HistogramFamily<ControllerLabels>,
+}
+
+impl Default for ControllerFamilies {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            errors: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+        }
+    }
+}
+
+impl ControllerFamilies {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("reconciles", "Reconciles by controller and result", self.reconciles.clone());
+        registry.register("reconcile_errors", "Failed reconciles by controller and error category", self.errors.clone());
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Duration of one reconcile",
+            prometheus_client::registry::Unit::Seconds,
+            self.duration.clone(),
+        );
+    }
+}
+
+/// The reconcile metrics of one controller.
+#[derive(Clone, Debug)]
+pub struct ControllerMetrics {
+    controller: &'static str,
+    families: ControllerFamilies,
+}
+
+impl ControllerMetrics {
+    /// Records one reconcile's outcome and duration.
+    pub fn observe(&self, elapsed: Duration, error: Option<&crate::Error>) {
+        let controller = self.controller;
+        self.families.duration.get_or_create(&ControllerLabels { controller }).observe(elapsed.as_secs_f64());
+        let result = if error.is_some() { "error" } else { "success" };
+        self.families.reconciles.get_or_create(&ReconcileLabels { controller, result }).inc();
+        if let Some(error) = error {
+            self.families.errors.get_or_create(&ErrorLabels { controller, category: error.category() }).inc();
+        }
+    }
+}
+
+/// The standard `process_*` metrics, read from procfs on each scrape (Linux only; on other
+/// systems nothing is reported).
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Clock ticks per second of `/proc/self/stat` times; 100 on every Linux architecture we
+/// ship for (the kernel's USER_HZ).
+const USER_HZ: f64 = 100.0;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = ProcessStats::read() else { return Ok(()) };
+        let counter = ConstCounter::new(stats.cpu_seconds);
+        counter.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            counter.metric_type(),
+        )?)?;
+        let gauges: [(&str, &str, f64); 6] = [
+            ("process_resident_memory_bytes", "Resident memory size in bytes", stats.resident_bytes),
+            ("process_virtual_memory_bytes", "Virtual memory size in bytes", stats.virtual_bytes),
+            ("process_open_fds", "Number of open file descriptors", stats.open_fds),
+            ("process_max_fds", "Maximum number of open file descriptors", stats.max_fds),
+            ("process_start_time_seconds", "Start time of the process since unix epoch in seconds", stats.start_time),
+            ("process_threads", "Number of OS threads in the process", stats.threads),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident_bytes: f64,
+    virtual_bytes: f64,
+    open_fds: f64,
+    max_fds: f64,
+    start_time: f64,
+    threads: f64,
+}
+
+impl ProcessStats {
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+        let cpu_seconds = (field(14)? + field(15)?) / USER_HZ;
+        let threads = field(20)?;
+        let start_ticks = field(22)?;
+        let virtual_bytes = field(23)?;
+
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let resident_bytes = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb * 1024.0);
+        let boot_time = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as f64;
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|limits| {
+                limits
+                    .lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3))
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        Some(Self {
+            cpu_seconds,
+            resident_bytes,
+            virtual_bytes,
+            open_fds,
+            max_fds,
+            start_time: boot_time + start_ticks / USER_HZ,
+            threads,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_stats_are_read_from_procfs() {
+        let stats = ProcessStats::read().expect("procfs is readable on Linux");
+        assert!(stats.resident_bytes > 1_000_000.0, "rss {}", stats.resident_bytes);
+        assert!(stats.threads >= 1.0);
+        assert!(stats.open_fds >= 3.0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+        assert!((now - stats.start_time).abs() < 3600.0, "start time {} now {now}", stats.start_time);
+    }
+
+    #[test]
+    fn encodes_prefixed_controller_metrics_and_unprefixed_process_metrics() {
+        let metrics = Metrics::new("test-binary");
+        let controller = metrics.controller("widgets");
+        controller.observe(Duration::from_millis(3), None);
+        controller.observe(
+            Duration::from_millis(5),
+            Some(&crate::Error::InvalidSpec { kind: "Widget", object: "w".into(), reason: "bad".into() }),
+        );
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains(r#"mla_reconciles_total{controller="widgets",result="success"} 1"#), "{text}");
+        assert!(text.contains(r#"mla_reconcile_errors_total{controller="widgets",category="invalid_spec"} 1"#), "{text}");
+        assert!(text.contains(r#"mla_build_info{binary="test-binary",version=""#), "{text}");
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
