@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
@@ -96,16 +96,50 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     (status, state.readiness.report())
 }
 
-async fn metrics_handler(State(state): State<AdminState>) -> impl IntoResponse {
-    match state.metrics.encode() {
-        Ok(body) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            body,
-        )
-            .into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
+/// Serves OpenMetrics to scrapers that ask for it (Prometheus does) and the classic
+/// Prometheus text format to everyone else (curl, older tools, `promtool check metrics`).
+async fn metrics_handler(State(state): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {
+    let Ok(body) = state.metrics.encode() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response();
+    };
+    let wants_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+    } else {
+        let content_type = "text/plain; version=0.0.4; charset=utf-8";
+        (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], openmetrics_to_text(&body)).into_response()
     }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text format 0.0.4: counter families are named
+/// with their `_total` suffix (as their samples are), and `# UNIT` and `# EOF` go.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(line.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Binds the admin address and serves until `shutdown` is cancelled. Binding happens
@@ -123,4 +157,34 @@ pub async fn serve(
         axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
     });
     Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_counters_become_total_families() {
+        let om = "# HELP a_seconds Time.\n# TYPE a_seconds counter\n# UNIT a_seconds seconds\na_seconds_total 1\n# HELP g A gauge.\n# TYPE g gauge\ng 2\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(om),
+            "# HELP a_seconds_total Time.\n# TYPE a_seconds_total counter\na_seconds_total 1\n# HELP g A gauge.\n# TYPE g gauge\ng 2\n"
+        );
+    }
+
+    #[test]
+    fn readiness_needs_every_gate_and_no_shutdown() {
+        let readiness = Readiness::default();
+        let seeds = readiness.gate("seeds");
+        let secrets = readiness.gate("secrets");
+        assert!(!readiness.is_ready());
+        seeds.set_ready();
+        assert!(!readiness.is_ready());
+        secrets.set_ready();
+        assert!(readiness.is_ready());
+        assert_eq!(readiness.report(), "[+]secrets\n[+]seeds\n");
+        readiness.shutting_down();
+        assert!(!readiness.is_ready());
+        assert!(readiness.report().starts_with("[-]shutdown"));
+    }
 }

@@ -177,8 +177,11 @@ impl Runtime {
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
+        // The admin server outlives the controllers' grace period, so that during it
+        // `/readyz` answers 503 rather than refusing connections.
+        let admin_stop = CancellationToken::new();
         let (addr, admin_task) =
-            admin::serve(self.admin_addr, self.readiness.clone(), self.metrics.clone(), self.shutdown.clone())
+            admin::serve(self.admin_addr, self.readiness.clone(), self.metrics.clone(), admin_stop.clone())
                 .await
                 .with_context(|| format!("binding the admin server to {}", self.admin_addr))?;
         tracing::info!(binary = self.binary, admin = %addr, identity = %self.identity, "started");
@@ -186,7 +189,13 @@ impl Runtime {
         let signals = tokio::spawn(watch_signals(self.readiness.clone(), self.shutdown.clone()));
         let mut elector = match self.elector {
             Some(elector) => tokio::spawn(elector.run(self.shutdown.clone())),
-            None => tokio::spawn(async { futures::future::pending().await }),
+            None => {
+                let shutdown = self.shutdown.clone();
+                tokio::spawn(async move {
+                    shutdown.cancelled().await;
+                    Ok(())
+                })
+            }
         };
         let mut controllers = tokio::spawn(controllers);
 
@@ -213,6 +222,7 @@ impl Runtime {
         if !elector.is_finished() {
             let _ = tokio::time::timeout(Duration::from_secs(1), &mut elector).await;
         }
+        admin_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_millis(500), admin_task).await;
         signals.abort();
         tracing::info!(binary = self.binary, "stopped");
