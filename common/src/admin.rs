@@ -119,10 +119,8 @@ async fn metrics_handler(State(state): State<AdminState>, headers: HeaderMap) ->
 /// Rewrites OpenMetrics text as Prometheus text format 0.0.4: counter families are named
 /// with their `_total` suffix (as their samples are), and `# UNIT` and `# EOF` go.
 pub fn openmetrics_to_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
     let mut out = String::with_capacity(openmetrics.len());
     for line in openmetrics.lines() {
         if line == "# EOF" || line.starts_with("# UNIT ") {
@@ -153,9 +151,10 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = router(readiness, metrics);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
-    });
+    let task =
+        tokio::spawn(
+            async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await },
+        );
     Ok((local, task))
 }
 

@@ -52,10 +52,10 @@ impl Applier {
     {
         let object = desired.name_any();
         let desired_json = to_json(desired, &object)?;
-        if let Some(current) = current {
-            if json_contains(&to_json(current, &object)?, &desired_json) {
-                return Ok(Applied::Unchanged);
-            }
+        if let Some(current) = current
+            && json_contains(&to_json(current, &object)?, &desired_json)
+        {
+            return Ok(Applied::Unchanged);
         }
         self.ensure_leader("apply", &object)?;
         api.patch(&object, &self.params(), &Patch::Apply(&desired_json))
@@ -72,11 +72,11 @@ impl Applier {
     {
         let object = desired.name_any();
         let desired_json = to_json(desired, &object)?;
-        if let Some(current) = current {
-            let status = |v: &serde_json::Value| v.get("status").cloned().unwrap_or_default();
-            if json_contains(&status(&to_json(current, &object)?), &status(&desired_json)) {
-                return Ok(Applied::Unchanged);
-            }
+        let status = |v: &serde_json::Value| v.get("status").cloned().unwrap_or_default();
+        if let Some(current) = current
+            && json_contains(&status(&to_json(current, &object)?), &status(&desired_json))
+        {
+            return Ok(Applied::Unchanged);
         }
         self.ensure_leader("apply status of", &object)?;
         api.patch_status(&object, &self.params(), &Patch::Apply(&desired_json))
@@ -122,7 +122,7 @@ where
     K::DynamicType: Default,
 {
     let kind = K::kind(&K::DynamicType::default()).into_owned();
-    Error::Kube { verb, kind, object, source }
+    Error::Kube { verb, kind, object, source: Box::new(source) }
 }
 
 /// Whether `current` already holds everything in `desired`: every field of a desired

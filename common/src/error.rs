@@ -15,9 +15,9 @@ pub enum Error {
         kind: String,
         /// `namespace/name` or `name` of the object.
         object: String,
-        /// The client's error.
+        /// The client's error (boxed: it is large and errors travel by value).
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The object's spec cannot be acted on until someone changes it.
     #[error("invalid {kind} {object}: {reason}")]
@@ -77,7 +77,7 @@ impl Error {
     /// Events, never carrying object names.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::Kube { source, .. } => match source {
+            Error::Kube { source, .. } => match source.as_ref() {
                 kube::Error::Api(status) if status.code == 409 => "kube_conflict",
                 kube::Error::Api(status) if status.code == 404 => "kube_not_found",
                 kube::Error::Api(status) if status.code == 403 => "kube_forbidden",
@@ -97,7 +97,9 @@ impl Error {
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::InvalidSpec { .. } | Error::Serialization { .. } => true,
-            Error::Kube { source: kube::Error::Api(status), .. } => status.code == 422 || status.code == 400,
+            Error::Kube { source, .. } => {
+                matches!(source.as_ref(), kube::Error::Api(status) if status.code == 422 || status.code == 400)
+            }
             _ => false,
         }
     }

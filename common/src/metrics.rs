@@ -123,7 +123,11 @@ impl Default for ControllerFamilies {
 impl ControllerFamilies {
     fn register(&self, registry: &mut Registry) {
         registry.register("reconciles", "Reconciles by controller and result", self.reconciles.clone());
-        registry.register("reconcile_errors", "Failed reconciles by controller and error category", self.errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by controller and error category",
+            self.errors.clone(),
+        );
         registry.register_with_unit(
             "reconcile_duration",
             "Duration of one reconcile",
@@ -269,7 +273,10 @@ mod tests {
         );
         let text = metrics.encode().expect("encodes");
         assert!(text.contains(r#"mla_reconciles_total{controller="widgets",result="success"} 1"#), "{text}");
-        assert!(text.contains(r#"mla_reconcile_errors_total{controller="widgets",category="invalid_spec"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"mla_reconcile_errors_total{controller="widgets",category="invalid_spec"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"mla_build_info{binary="test-binary",version=""#), "{text}");
         assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
         assert!(text.ends_with("# EOF\n"));

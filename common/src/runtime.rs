@@ -69,7 +69,10 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("binary", &self.binary).field("identity", &self.identity).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("binary", &self.binary)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,7 +125,12 @@ impl Runtime {
 
     /// An Event publisher for `controller`, publishing while leading.
     pub fn events(&self, client: kube::Client, controller: &str) -> EventPublisher {
-        EventPublisher::new(client, field_manager(self.binary, controller), Some(self.identity.clone()), self.leader.clone())
+        EventPublisher::new(
+            client,
+            field_manager(self.binary, controller),
+            Some(self.identity.clone()),
+            self.leader.clone(),
+        )
     }
 
     /// Starts a reflector of `api` whose readiness gate `name` opens once its first list

@@ -1,6 +1,8 @@
 //! The API types: generated CRDs are committed, every kind round-trips, and objects KKP
 //! itself writes (with many fields we do not model) deserialize.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may panic
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -71,14 +73,21 @@ fn every_kind_round_trips() {
     .expect("Cluster parses");
     assert_eq!(cluster.project_id(), Some("p1"));
     assert!(cluster.mla_enabled());
-    assert_eq!(cluster.status.as_ref().and_then(|s| s.address.as_ref()).and_then(|a| a.internal_url.as_deref()), Some("apiserver-external.cluster-abc123.svc"));
+    assert_eq!(
+        cluster.status.as_ref().and_then(|s| s.address.as_ref()).and_then(|a| a.internal_url.as_deref()),
+        Some("apiserver-external.cluster-abc123.svc")
+    );
     round_trip(cluster);
 
     round_trip(Project::new("p1", ProjectSpec { name: "Shop".into() }));
     round_trip(User::new("u1", UserSpec { email: "a@example.com".into(), name: "A".into(), admin: true }));
     let binding = UserProjectBinding::new(
         "b1",
-        UserProjectBindingSpec { user_email: "a@example.com".into(), project_id: "p1".into(), group: "editors-p1".into() },
+        UserProjectBindingSpec {
+            user_email: "a@example.com".into(),
+            project_id: "p1".into(),
+            group: "editors-p1".into(),
+        },
     );
     assert_eq!(binding.spec.role(), Some("editors"));
     assert_eq!(serde_json::to_value(&binding.spec).expect("json")["projectID"], "p1");
@@ -95,11 +104,17 @@ fn every_kind_round_trips() {
         MLA_ADMIN_SETTING_NAME,
         MLAAdminSettingSpec {
             cluster_name: "abc123".into(),
-            monitoring_rate_limits: Some(MonitoringRateLimitSettings { ingestion_rate: Some(10), ..Default::default() }),
+            monitoring_rate_limits: Some(MonitoringRateLimitSettings {
+                ingestion_rate: Some(10),
+                ..Default::default()
+            }),
             logging_rate_limits: Some(LoggingRateLimitSettings { query_rate: Some(0), ..Default::default() }),
         },
     ));
-    round_trip(Alertmanager::new(ALERTMANAGER_NAME, AlertmanagerSpec { config_secret: LocalObjectReference { name: "alertmanager".into() } }));
+    round_trip(Alertmanager::new(
+        ALERTMANAGER_NAME,
+        AlertmanagerSpec { config_secret: LocalObjectReference { name: "alertmanager".into() } },
+    ));
     let rule_group = RuleGroup::new(
         "node-alerts",
         RuleGroupSpec {
@@ -165,7 +180,11 @@ fn objects_written_by_kkp_parse() {
 
 #[test]
 fn binding_role_requires_the_projects_suffix() {
-    let spec = |group: &str| UserProjectBindingSpec { user_email: "a@b.c".into(), project_id: "p1".into(), group: group.into() };
+    let spec = |group: &str| UserProjectBindingSpec {
+        user_email: "a@b.c".into(),
+        project_id: "p1".into(),
+        group: group.into(),
+    };
     assert_eq!(spec("owners-p1").role(), Some("owners"));
     assert_eq!(spec("projectmanagers-p1").role(), Some("projectmanagers"));
     assert_eq!(spec("owners-p2").role(), None);

@@ -44,6 +44,7 @@ pub enum Identity {
 pub struct ControlPlane {
     name: String,
     dir: PathBuf,
+    keep: bool,
     bin_dir: PathBuf,
     port: u16,
     etcd_url: String,
@@ -72,7 +73,8 @@ pub fn binaries() -> anyhow::Result<PathBuf> {
                 return Ok(PathBuf::from(dir));
             }
             let script = workspace_root().join("hack/build-control-plane.sh");
-            let output = Command::new("bash").arg(&script).output().map_err(|e| format!("running {}: {e}", script.display()))?;
+            let output =
+                Command::new("bash").arg(&script).output().map_err(|e| format!("running {}: {e}", script.display()))?;
             if !output.status.success() {
                 return Err(format!("{} failed:\n{}", script.display(), String::from_utf8_lossy(&output.stderr)));
             }
@@ -84,11 +86,23 @@ pub fn binaries() -> anyhow::Result<PathBuf> {
 }
 
 impl ControlPlane {
-    /// Starts etcd and kube-apiserver and waits until the API server is ready.
+    /// Starts etcd and kube-apiserver in a fresh temporary directory (removed on drop)
+    /// and waits until the API server is ready.
     pub async fn start(name: &str) -> anyhow::Result<Self> {
-        let bin_dir = binaries()?;
         let instance = INSTANCES.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("mla-cp-{name}-{}-{instance}", std::process::id()));
+        let keep = std::env::var_os("MLA_KEEP_CONTROL_PLANE").is_some();
+        Self::start_at(name, dir, keep).await
+    }
+
+    /// Starts a control plane whose data, certificates and logs live in `<base>/<name>`
+    /// (emptied first, kept after drop so its logs can be read).
+    pub async fn start_in(name: &str, base: &Path) -> anyhow::Result<Self> {
+        Self::start_at(name, base.join(name), true).await
+    }
+
+    async fn start_at(name: &str, dir: PathBuf, keep: bool) -> anyhow::Result<Self> {
+        let bin_dir = binaries()?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
 
@@ -116,12 +130,16 @@ impl ControlPlane {
         let port = free_port()?;
         let admin = ca.client("admin", Some("system:masters"))?;
         let admin_kubeconfig = dir.join("admin.kubeconfig");
-        write(&admin_kubeconfig, &kubeconfig_yaml(name, port, &ca.cert_pem, Auth::Cert(&admin.cert_pem, &admin.key_pem)))?;
+        write(
+            &admin_kubeconfig,
+            &kubeconfig_yaml(name, port, &ca.cert_pem, Auth::Cert(&admin.cert_pem, &admin.key_pem)),
+        )?;
         let client = mla_common::runtime::client_for(Some(&admin_kubeconfig), None).await?;
 
         let mut plane = Self {
             name: name.to_string(),
             dir,
+            keep,
             bin_dir,
             port,
             etcd_url,
@@ -262,7 +280,8 @@ impl ControlPlane {
     /// Creates a namespace `<prefix>-<n>` that no other test uses.
     pub async fn namespace(&self, prefix: &str) -> anyhow::Result<String> {
         let name = format!("{prefix}-{:08x}", rand_u32());
-        let ns = Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+        let ns =
+            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
         Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await?;
         Ok(name)
     }
@@ -274,7 +293,15 @@ impl ControlPlane {
             Identity::Admin => return Ok(self.admin_kubeconfig.clone()),
             Identity::User { name, group } => {
                 let cert = self.ca.client(name, group.as_deref())?;
-                (format!("user-{name}.kubeconfig"), kubeconfig_yaml(&self.name, self.port, &self.ca.cert_pem, Auth::Cert(&cert.cert_pem, &cert.key_pem)))
+                (
+                    format!("user-{name}.kubeconfig"),
+                    kubeconfig_yaml(
+                        &self.name,
+                        self.port,
+                        &self.ca.cert_pem,
+                        Auth::Cert(&cert.cert_pem, &cert.key_pem),
+                    ),
+                )
             }
             Identity::ServiceAccount { namespace, name } => {
                 let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
@@ -296,7 +323,10 @@ impl ControlPlane {
                     .status
                     .and_then(|s| s.token)
                     .context("token request returned no token")?;
-                (format!("sa-{namespace}-{name}.kubeconfig"), kubeconfig_yaml(&self.name, self.port, &self.ca.cert_pem, Auth::Token(&token)))
+                (
+                    format!("sa-{namespace}-{name}.kubeconfig"),
+                    kubeconfig_yaml(&self.name, self.port, &self.ca.cert_pem, Auth::Token(&token)),
+                )
             }
         };
         let path = self.dir.join(file);
@@ -313,8 +343,8 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop_apiserver();
-        // etcd is killed by its own drop; the directory goes unless the test wants logs.
-        if std::env::var_os("MLA_KEEP_CONTROL_PLANE").is_none() {
+        // etcd is killed by its own drop; the directory goes unless its logs are wanted.
+        if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

@@ -18,9 +18,8 @@ impl ManagedProcess {
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> anyhow::Result<Self> {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-        let child = command
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("starting {name} ({:?}): {e}", command.get_program()))?;
+        let child =
+            command.spawn().map_err(|e| anyhow::anyhow!("starting {name} ({:?}): {e}", command.get_program()))?;
         // Polls the test process; once it is gone (however it died), kills the child.
         let watchdog = Command::new("sh")
             .arg("-c")

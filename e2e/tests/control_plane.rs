@@ -15,7 +15,10 @@ async fn control_planes_are_independent_and_enforce_rbac() -> anyhow::Result<()>
     let (a, b) = tokio::try_join!(ControlPlane::start("a"), ControlPlane::start("b"))?;
     let ns = a.namespace("harness").await?;
     Api::<ConfigMap>::namespaced(a.client(), &ns).create(&PostParams::default(), &config_map("only-in-a")).await?;
-    assert!(Api::<Namespace>::all(b.client()).get_opt(&ns).await?.is_none(), "namespace leaked into the other control plane");
+    assert!(
+        Api::<Namespace>::all(b.client()).get_opt(&ns).await?.is_none(),
+        "namespace leaked into the other control plane"
+    );
 
     // A ServiceAccount may do exactly what its Role allows.
     let sa = Identity::ServiceAccount { namespace: ns.clone(), name: "reader".into() };
@@ -36,8 +39,17 @@ async fn control_planes_are_independent_and_enforce_rbac() -> anyhow::Result<()>
     Api::<Role>::namespaced(a.client(), &ns).create(&PostParams::default(), &role).await?;
     let binding = RoleBinding {
         metadata: ObjectMeta { name: Some("read-cms".into()), ..Default::default() },
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: "read-cms".into() },
-        subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name: "reader".into(), namespace: Some(ns.clone()), ..Default::default() }]),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: "read-cms".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "reader".into(),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        }]),
     };
     Api::<RoleBinding>::namespaced(a.client(), &ns).create(&PostParams::default(), &binding).await?;
     let listed = mla_e2e::eventually("RBAC to allow the ServiceAccount", std::time::Duration::from_secs(10), || {
@@ -46,7 +58,8 @@ async fn control_planes_are_independent_and_enforce_rbac() -> anyhow::Result<()>
     })
     .await?;
     assert_eq!(listed.items.len(), 1);
-    let write = cms.create(&PostParams::default(), &config_map("not-allowed")).await.expect_err("create is not granted");
+    let write =
+        cms.create(&PostParams::default(), &config_map("not-allowed")).await.expect_err("create is not granted");
     assert!(matches!(write, kube::Error::Api(ref s) if s.code == 403), "{write:?}");
 
     // A certificate user without bindings can do nothing.

@@ -22,7 +22,13 @@ fn api(plane: &ControlPlane, kind: &str, namespace: Option<&str>) -> Api<Dynamic
     }
 }
 
-async fn create(plane: &ControlPlane, ns: &str, kind: &str, namespaced: bool, object: &Value) -> Result<(), kube::Error> {
+async fn create(
+    plane: &ControlPlane,
+    ns: &str,
+    kind: &str,
+    namespaced: bool,
+    object: &Value,
+) -> Result<(), kube::Error> {
     let mut object: DynamicObject = serde_json::from_value(object.clone()).map_err(kube::Error::SerdeError)?;
     object.types = Some(kube::core::TypeMeta { api_version: "kubermatic.k8c.io/v1".into(), kind: kind.into() });
     api(plane, kind, namespaced.then_some(ns)).create(&PostParams::default(), &object).await.map(|_| ())
@@ -31,50 +37,156 @@ async fn create(plane: &ControlPlane, ns: &str, kind: &str, namespaced: bool, ob
 fn valid_objects() -> Vec<(&'static str, bool, Value)> {
     vec![
         ("Project", false, json!({"metadata": {"name": "p1"}, "spec": {"name": "Shop"}})),
-        ("User", false, json!({"metadata": {"name": "u1"}, "spec": {"email": "a@example.com", "name": "A", "admin": true}})),
-        ("UserProjectBinding", false, json!({"metadata": {"name": "b1"}, "spec": {"userEmail": "a@example.com", "projectID": "p1", "group": "projectmanagers-p1"}})),
-        ("Seed", true, json!({"metadata": {"name": "europe"}, "spec": {"kubeconfig": {"name": "kc"}, "exposeStrategy": "Tunneling", "mla": {"userClusterMLAEnabled": true}}})),
-        ("Cluster", false, json!({"metadata": {"name": "c1", "labels": {"project-id": "p1"}}, "spec": {"exposeStrategy": "NodePort", "mla": {"monitoringEnabled": true, "monitoringReplicas": 1, "monitoringResources": {"requests": {"cpu": "100m"}}}}})),
-        ("MLAAdminSetting", true, json!({"metadata": {"name": "mla-admin-settings"}, "spec": {"clusterName": "c1", "monitoringRateLimits": {"ingestionRate": 0, "maxSeriesTotal": 1000}, "loggingRateLimits": {"queryBurstSize": 5}}})),
-        ("Alertmanager", true, json!({"metadata": {"name": "alertmanager"}, "spec": {"configSecret": {"name": "alertmanager"}}})),
-        ("RuleGroup", true, json!({"metadata": {"name": "r1"}, "spec": {"ruleGroupType": "Metrics", "cluster": {"name": "c1"}, "data": "Z3JvdXBzOiBbXQo=", "isDefault": false}})),
+        (
+            "User",
+            false,
+            json!({"metadata": {"name": "u1"}, "spec": {"email": "a@example.com", "name": "A", "admin": true}}),
+        ),
+        (
+            "UserProjectBinding",
+            false,
+            json!({"metadata": {"name": "b1"}, "spec": {"userEmail": "a@example.com", "projectID": "p1", "group": "projectmanagers-p1"}}),
+        ),
+        (
+            "Seed",
+            true,
+            json!({"metadata": {"name": "europe"}, "spec": {"kubeconfig": {"name": "kc"}, "exposeStrategy": "Tunneling", "mla": {"userClusterMLAEnabled": true}}}),
+        ),
+        (
+            "Cluster",
+            false,
+            json!({"metadata": {"name": "c1", "labels": {"project-id": "p1"}}, "spec": {"exposeStrategy": "NodePort", "mla": {"monitoringEnabled": true, "monitoringReplicas": 1, "monitoringResources": {"requests": {"cpu": "100m"}}}}}),
+        ),
+        (
+            "MLAAdminSetting",
+            true,
+            json!({"metadata": {"name": "mla-admin-settings"}, "spec": {"clusterName": "c1", "monitoringRateLimits": {"ingestionRate": 0, "maxSeriesTotal": 1000}, "loggingRateLimits": {"queryBurstSize": 5}}}),
+        ),
+        (
+            "Alertmanager",
+            true,
+            json!({"metadata": {"name": "alertmanager"}, "spec": {"configSecret": {"name": "alertmanager"}}}),
+        ),
+        (
+            "RuleGroup",
+            true,
+            json!({"metadata": {"name": "r1"}, "spec": {"ruleGroupType": "Metrics", "cluster": {"name": "c1"}, "data": "Z3JvdXBzOiBbXQo=", "isDefault": false}}),
+        ),
     ]
 }
 
 fn invalid_objects() -> Vec<Case> {
     let case = |kind, namespaced, object, expect| Case { kind, namespaced, object, expect };
     vec![
-        case("MLAAdminSetting", true, json!({"metadata": {"name": "neg"}, "spec": {"clusterName": "c1", "monitoringRateLimits": {"ingestionRate": -1}}}),
-            &["spec.monitoringRateLimits.ingestionRate", "greater than or equal to 0"]),
-        case("MLAAdminSetting", true, json!({"metadata": {"name": "neg2"}, "spec": {"clusterName": "c1", "loggingRateLimits": {"queryBurstSize": -5}}}),
-            &["spec.loggingRateLimits.queryBurstSize"]),
-        case("MLAAdminSetting", true, json!({"metadata": {"name": "noname"}, "spec": {}}), &["spec.clusterName", "Required"]),
-        case("MLAAdminSetting", true, json!({"metadata": {"name": "big"}, "spec": {"clusterName": "c1", "monitoringRateLimits": {"maxSeriesTotal": 3_000_000_000u64}}}),
-            &["spec.monitoringRateLimits.maxSeriesTotal"]),
-        case("UserProjectBinding", false, json!({"metadata": {"name": "bad-group"}, "spec": {"userEmail": "a@example.com", "projectID": "p1", "group": "admins-p1"}}),
-            &["spec.group", "should match"]),
-        case("UserProjectBinding", false, json!({"metadata": {"name": "other-project"}, "spec": {"userEmail": "a@example.com", "projectID": "p1", "group": "owners-p2"}}),
-            &["spec.group", "must end with"]),
-        case("UserProjectBinding", false, json!({"metadata": {"name": "no-email"}, "spec": {"projectID": "p1", "group": "owners-p1"}}),
-            &["spec.userEmail", "Required"]),
-        case("UserProjectBinding", false, json!({"metadata": {"name": "bad-email"}, "spec": {"userEmail": "nobody", "projectID": "p1", "group": "owners-p1"}}),
-            &["spec.userEmail"]),
-        case("Cluster", false, json!({"metadata": {"name": "bad-expose"}, "spec": {"exposeStrategy": "Ingress"}}),
-            &["spec.exposeStrategy", "Unsupported value"]),
-        case("Cluster", false, json!({"metadata": {"name": "neg-replicas"}, "spec": {"mla": {"monitoringReplicas": -1}}}),
-            &["spec.mla.monitoringReplicas"]),
-        case("Seed", true, json!({"metadata": {"name": "bad-expose"}, "spec": {"kubeconfig": {"name": "kc"}, "exposeStrategy": "Magic"}}),
-            &["spec.exposeStrategy", "Unsupported value"]),
-        case("Seed", true, json!({"metadata": {"name": "no-kubeconfig"}, "spec": {}}), &["spec.kubeconfig", "Required"]),
-        case("Seed", true, json!({"metadata": {"name": "empty-kubeconfig"}, "spec": {"kubeconfig": {"namespace": "x"}}}), &["spec.kubeconfig", "name is required"]),
+        case(
+            "MLAAdminSetting",
+            true,
+            json!({"metadata": {"name": "neg"}, "spec": {"clusterName": "c1", "monitoringRateLimits": {"ingestionRate": -1}}}),
+            &["spec.monitoringRateLimits.ingestionRate", "greater than or equal to 0"],
+        ),
+        case(
+            "MLAAdminSetting",
+            true,
+            json!({"metadata": {"name": "neg2"}, "spec": {"clusterName": "c1", "loggingRateLimits": {"queryBurstSize": -5}}}),
+            &["spec.loggingRateLimits.queryBurstSize"],
+        ),
+        case(
+            "MLAAdminSetting",
+            true,
+            json!({"metadata": {"name": "noname"}, "spec": {}}),
+            &["spec.clusterName", "Required"],
+        ),
+        case(
+            "MLAAdminSetting",
+            true,
+            json!({"metadata": {"name": "big"}, "spec": {"clusterName": "c1", "monitoringRateLimits": {"maxSeriesTotal": 3_000_000_000u64}}}),
+            &["spec.monitoringRateLimits.maxSeriesTotal"],
+        ),
+        case(
+            "UserProjectBinding",
+            false,
+            json!({"metadata": {"name": "bad-group"}, "spec": {"userEmail": "a@example.com", "projectID": "p1", "group": "admins-p1"}}),
+            &["spec.group", "should match"],
+        ),
+        case(
+            "UserProjectBinding",
+            false,
+            json!({"metadata": {"name": "other-project"}, "spec": {"userEmail": "a@example.com", "projectID": "p1", "group": "owners-p2"}}),
+            &["spec.group", "must end with"],
+        ),
+        case(
+            "UserProjectBinding",
+            false,
+            json!({"metadata": {"name": "no-email"}, "spec": {"projectID": "p1", "group": "owners-p1"}}),
+            &["spec.userEmail", "Required"],
+        ),
+        case(
+            "UserProjectBinding",
+            false,
+            json!({"metadata": {"name": "bad-email"}, "spec": {"userEmail": "nobody", "projectID": "p1", "group": "owners-p1"}}),
+            &["spec.userEmail"],
+        ),
+        case(
+            "Cluster",
+            false,
+            json!({"metadata": {"name": "bad-expose"}, "spec": {"exposeStrategy": "Ingress"}}),
+            &["spec.exposeStrategy", "Unsupported value"],
+        ),
+        case(
+            "Cluster",
+            false,
+            json!({"metadata": {"name": "neg-replicas"}, "spec": {"mla": {"monitoringReplicas": -1}}}),
+            &["spec.mla.monitoringReplicas"],
+        ),
+        case(
+            "Seed",
+            true,
+            json!({"metadata": {"name": "bad-expose"}, "spec": {"kubeconfig": {"name": "kc"}, "exposeStrategy": "Magic"}}),
+            &["spec.exposeStrategy", "Unsupported value"],
+        ),
+        case(
+            "Seed",
+            true,
+            json!({"metadata": {"name": "no-kubeconfig"}, "spec": {}}),
+            &["spec.kubeconfig", "Required"],
+        ),
+        case(
+            "Seed",
+            true,
+            json!({"metadata": {"name": "empty-kubeconfig"}, "spec": {"kubeconfig": {"namespace": "x"}}}),
+            &["spec.kubeconfig", "name is required"],
+        ),
         case("Project", false, json!({"metadata": {"name": "no-name"}, "spec": {}}), &["spec.name", "Required"]),
-        case("Project", false, json!({"metadata": {"name": "bad-phase"}, "spec": {"name": "x"}, "status": {"phase": "Gone"}}), &[]),
-        case("User", false, json!({"metadata": {"name": "no-email"}, "spec": {"name": "x"}}), &["spec.email", "Required"]),
-        case("RuleGroup", true, json!({"metadata": {"name": "bad-type"}, "spec": {"ruleGroupType": "Traces", "cluster": {"name": "c1"}, "data": ""}}),
-            &["spec.ruleGroupType", "Unsupported value"]),
-        case("RuleGroup", true, json!({"metadata": {"name": "bad-data"}, "spec": {"ruleGroupType": "Logs", "cluster": {"name": "c1"}, "data": "not base64!"}}),
-            &["spec.data"]),
-        case("Alertmanager", true, json!({"metadata": {"name": "alertmanager"}, "spec": {}}), &["spec.configSecret", "Required"]),
+        case(
+            "Project",
+            false,
+            json!({"metadata": {"name": "bad-phase"}, "spec": {"name": "x"}, "status": {"phase": "Gone"}}),
+            &[],
+        ),
+        case(
+            "User",
+            false,
+            json!({"metadata": {"name": "no-email"}, "spec": {"name": "x"}}),
+            &["spec.email", "Required"],
+        ),
+        case(
+            "RuleGroup",
+            true,
+            json!({"metadata": {"name": "bad-type"}, "spec": {"ruleGroupType": "Traces", "cluster": {"name": "c1"}, "data": ""}}),
+            &["spec.ruleGroupType", "Unsupported value"],
+        ),
+        case(
+            "RuleGroup",
+            true,
+            json!({"metadata": {"name": "bad-data"}, "spec": {"ruleGroupType": "Logs", "cluster": {"name": "c1"}, "data": "not base64!"}}),
+            &["spec.data"],
+        ),
+        case(
+            "Alertmanager",
+            true,
+            json!({"metadata": {"name": "alertmanager"}, "spec": {}}),
+            &["spec.configSecret", "Required"],
+        ),
     ]
 }
 
@@ -85,7 +197,9 @@ async fn api_server_accepts_valid_and_refuses_invalid_objects_naming_the_field()
     let ns = plane.namespace("crds").await?;
 
     for (kind, namespaced, object) in valid_objects() {
-        create(&plane, &ns, kind, namespaced, &object).await.map_err(|e| anyhow::anyhow!("valid {kind} refused: {e}"))?;
+        create(&plane, &ns, kind, namespaced, &object)
+            .await
+            .map_err(|e| anyhow::anyhow!("valid {kind} refused: {e}"))?;
     }
 
     let mut failures = Vec::new();
@@ -98,7 +212,10 @@ async fn api_server_accepts_valid_and_refuses_invalid_objects_naming_the_field()
             Err(kube::Error::Api(status)) => {
                 let missing: Vec<_> = case.expect.iter().filter(|s| !status.message.contains(**s)).collect();
                 if status.code != 422 || !missing.is_empty() {
-                    failures.push(format!("{} {}: code {} message {:?} lacks {missing:?}", case.kind, case.object["metadata"]["name"], status.code, status.message));
+                    failures.push(format!(
+                        "{} {}: code {} message {:?} lacks {missing:?}",
+                        case.kind, case.object["metadata"]["name"], status.code, status.message
+                    ));
                 }
             }
             Err(other) => failures.push(format!("{}: unexpected error {other}", case.kind)),
@@ -113,7 +230,10 @@ async fn api_server_accepts_valid_and_refuses_invalid_objects_naming_the_field()
         .patch_status("p1", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
         .await
         .expect_err("unknown phase must be refused");
-    assert!(matches!(&error, kube::Error::Api(s) if s.message.contains("status.phase") && s.message.contains("Unsupported value")), "{error:?}");
+    assert!(
+        matches!(&error, kube::Error::Api(s) if s.message.contains("status.phase") && s.message.contains("Unsupported value")),
+        "{error:?}"
+    );
     Ok(())
 }
 
@@ -127,7 +247,11 @@ async fn typed_objects_read_back_equal() -> anyhow::Result<()> {
         MLA_ADMIN_SETTING_NAME,
         MLAAdminSettingSpec {
             cluster_name: "c1".into(),
-            monitoring_rate_limits: Some(MonitoringRateLimitSettings { ingestion_rate: Some(100), max_series_total: Some(0), ..Default::default() }),
+            monitoring_rate_limits: Some(MonitoringRateLimitSettings {
+                ingestion_rate: Some(100),
+                max_series_total: Some(0),
+                ..Default::default()
+            }),
             logging_rate_limits: None,
         },
     );

@@ -34,7 +34,8 @@ async fn readyz_is_false_before_sync_true_while_running_false_during_shutdown() 
         "--leader-elect=false".into(),
     ]);
     let runtime = Runtime::new("runtime-test", &args.common).await?;
-    let (_store, watch) = runtime.reflect("projects", Api::<Project>::all(runtime.client.clone()), watcher::Config::default());
+    let (_store, watch) =
+        runtime.reflect("projects", Api::<Project>::all(runtime.client.clone()), watcher::Config::default());
     let shutdown = runtime.shutdown.clone();
     let controllers_done = tokio_util::sync::CancellationToken::new();
     let done = controllers_done.clone();
@@ -53,7 +54,8 @@ async fn readyz_is_false_before_sync_true_while_running_false_during_shutdown() 
     assert_eq!(readyz(&url).await, Some(503), "no CRDs: the Project watch cannot have synced");
 
     plane.install_crds().await?;
-    eventually("/readyz 200", Duration::from_secs(45), || async { Ok(readyz(&url).await.filter(|c| *c == 200)) }).await?;
+    eventually("/readyz 200", Duration::from_secs(45), || async { Ok(readyz(&url).await.filter(|c| *c == 200)) })
+        .await?;
 
     shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;

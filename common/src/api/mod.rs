@@ -5,6 +5,10 @@
 //! every optional field is left out when serialized so that server-side apply never claims
 //! (or clears) a field we did not mean to own.
 
+// clippy reads the repeated `printcolumn(type_ = ...)` arguments of `#[kube]` as
+// duplicated attributes; they are distinct columns.
+#![allow(clippy::duplicated_attributes)]
+
 mod alertmanager;
 mod cluster;
 mod common;
@@ -25,8 +29,8 @@ pub use seed::*;
 pub use user::*;
 pub use user_project_binding::*;
 
-use kube::core::crd::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::core::crd::CustomResourceExt;
 
 /// The API group of every kind here.
 pub const GROUP: &str = "kubermatic.k8c.io";

@@ -30,7 +30,10 @@ pub struct UserProjectBindingSpec {
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub project_id: String,
     /// Role in the project: `<owners|editors|viewers|projectmanagers>-<projectID>`.
-    #[schemars(length(max = 127), regex(pattern = r"^(owners|editors|viewers|projectmanagers)-[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(max = 127),
+        regex(pattern = r"^(owners|editors|viewers|projectmanagers)-[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub group: String,
 }
 

@@ -1,0 +1,45 @@
+# The two set-up commands: `make test` and `make demo`. Both work on a fresh machine:
+# they install what they need (Debian packages, control-plane binaries built from their
+# Go modules) through hack/.
+
+CARGO ?= cargo
+export MLA_TOOLS_CACHE ?= $(HOME)/.cache/mla-controllers
+
+.PHONY: all build test deps fmt-check clippy unit-and-integration crds demo demo-down clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --bins
+
+## Installs what the tests need, then runs everything: fmt check, clippy -D warnings,
+## unit and integration tests (against real kube-apiservers).
+test: deps fmt-check clippy unit-and-integration
+
+deps:
+	hack/install-test-deps.sh
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit-and-integration:
+	$(CARGO) test --workspace --locked
+
+## Regenerates manifests/crds/ from the Rust types in common/src/api.
+crds:
+	$(CARGO) run --quiet --locked -p mla-common --bin crdgen -- manifests/crds
+
+## Starts master, seed and user-cluster control planes with the three binaries running
+## against them, in the background; prints kubeconfigs and admin URLs.
+demo: deps
+	hack/demo.sh up
+
+demo-down:
+	hack/demo.sh down
+
+clean:
+	$(CARGO) clean
+	rm -rf .demo

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make demo` / `make demo-down`: runs the demo (e2e/src/bin/mla-demo.rs) in the
+# background with its state in .demo/, and stops it again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STATE="${MLA_DEMO_DIR:-$PWD/.demo}"
+PIDFILE="$STATE/demo.pid"
+
+running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+up() {
+  if running; then
+    echo "[demo] already running (pid $(cat "$PIDFILE"))"; cat "$STATE/info.txt"; return
+  fi
+  mkdir -p "$STATE"
+  rm -f "$STATE/ready" "$STATE/info.txt"
+  echo "[demo] building the binaries (cargo build --bins)"
+  cargo build --locked --bins
+  echo "[demo] starting; progress below, full output in $STATE/demo.log"
+  nohup target/debug/mla-demo "$STATE" >"$STATE/demo.log" 2>&1 &
+  echo $! >"$PIDFILE"
+  local printed=0
+  for _ in $(seq 1 240); do
+    if [[ -f "$STATE/ready" ]]; then
+      echo; cat "$STATE/info.txt"; return
+    fi
+    if ! running; then
+      echo "[demo] failed; last lines of $STATE/demo.log:" >&2; tail -20 "$STATE/demo.log" >&2; exit 1
+    fi
+    local lines; lines=$(grep -c '^\[demo\]' "$STATE/demo.log" 2>/dev/null || true)
+    if (( lines > printed )); then
+      grep '^\[demo\]' "$STATE/demo.log" | tail -n +"$((printed + 1))"; printed=$lines
+    fi
+    sleep 0.5
+  done
+  echo "[demo] not ready after 120 s; see $STATE/demo.log" >&2; exit 1
+}
+
+down() {
+  if running; then
+    local pid; pid=$(cat "$PIDFILE")
+    kill -TERM "$pid"
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    echo "[demo] stopped"
+  else
+    echo "[demo] not running"
+  fi
+  rm -f "$PIDFILE" "$STATE/ready"
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
