@@ -246,6 +246,7 @@ impl ControlPlane {
             .with_context(|| format!("reading {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .filter(|p| p.file_name().is_some_and(|f| f != "kustomization.yaml"))
             .collect();
         files.sort();
         for file in files {
