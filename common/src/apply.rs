@@ -53,7 +53,7 @@ impl Applier {
         let object = desired.name_any();
         let desired_json = to_json(desired, &object)?;
         if let Some(current) = current
-            && json_contains(&to_json(current, &object)?, &desired_json)
+            && self.holds(&to_json(current, &object)?, &desired_json, None)
         {
             return Ok(Applied::Unchanged);
         }
@@ -72,9 +72,9 @@ impl Applier {
     {
         let object = desired.name_any();
         let desired_json = to_json(desired, &object)?;
-        let status = |v: &serde_json::Value| v.get("status").cloned().unwrap_or_default();
+        let desired_status = serde_json::json!({ "status": desired_json.get("status").cloned().unwrap_or_default() });
         if let Some(current) = current
-            && json_contains(&status(&to_json(current, &object)?), &status(&desired_json))
+            && self.holds(&to_json(current, &object)?, &desired_status, Some("status"))
         {
             return Ok(Applied::Unchanged);
         }
@@ -83,6 +83,68 @@ impl Applier {
             .await
             .map_err(|source| kube_error::<K>("apply status of", object, source))?;
         Ok(Applied::Patched)
+    }
+
+    /// Whether `current` already is what applying `desired` would make it: it contains
+    /// every desired field, and we own no field that `desired` leaves out (applying would
+    /// remove that field, so skipping the apply would leave it behind).
+    fn holds(&self, current: &serde_json::Value, desired: &serde_json::Value, subresource: Option<&str>) -> bool {
+        json_contains(current, desired)
+            && !managed_fields(current, &self.field_manager, subresource)
+                .is_some_and(|fields| owned_field_missing(fields, desired))
+    }
+
+    /// Adds `finalizer` to the object unless present, with a test-and-set JSON patch
+    /// that fails (409/422) if the finalizers changed since `current` was read.
+    pub async fn add_finalizer<K>(&self, api: &Api<K>, current: &K, finalizer: &str) -> Result<()>
+    where
+        K: Resource + DeserializeOwned + Clone + Debug,
+        K::DynamicType: Default,
+    {
+        let finalizers = current.meta().finalizers.clone().unwrap_or_default();
+        if finalizers.iter().any(|f| f == finalizer) {
+            return Ok(());
+        }
+        let name = current.name_any();
+        self.ensure_leader("add finalizer to", &name)?;
+        let patch: json_patch::Patch = if current.meta().finalizers.is_none() {
+            serde_json::from_value(serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]},
+            ]))
+        } else {
+            serde_json::from_value(serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+                {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer},
+            ]))
+        }
+        .map_err(|source| Error::Serialization { kind: "finalizer patch", object: name.clone(), source })?;
+        api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .map_err(|source| kube_error::<K>("add finalizer to", name, source))?;
+        Ok(())
+    }
+
+    /// Removes `finalizer` from the object if present, with a test-and-set JSON patch.
+    pub async fn remove_finalizer<K>(&self, api: &Api<K>, current: &K, finalizer: &str) -> Result<()>
+    where
+        K: Resource + DeserializeOwned + Clone + Debug,
+        K::DynamicType: Default,
+    {
+        let finalizers = current.meta().finalizers.clone().unwrap_or_default();
+        let Some(index) = finalizers.iter().position(|f| f == finalizer) else { return Ok(()) };
+        let name = current.name_any();
+        self.ensure_leader("remove finalizer from", &name)?;
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": finalizer},
+            {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
+        ]))
+        .map_err(|source| Error::Serialization { kind: "finalizer patch", object: name.clone(), source })?;
+        match api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(source) => Err(kube_error::<K>("remove finalizer from", name, source)),
+        }
     }
 
     /// Deletes `name`; an object that is already gone is success.
@@ -145,6 +207,36 @@ pub fn json_contains(current: &serde_json::Value, desired: &serde_json::Value) -
     }
 }
 
+/// The `fieldsV1` set that `manager` owns through Apply on `subresource` (None: the main
+/// resource), from the object's managedFields.
+fn managed_fields<'a>(
+    object: &'a serde_json::Value,
+    manager: &str,
+    subresource: Option<&str>,
+) -> Option<&'a serde_json::Value> {
+    object.pointer("/metadata/managedFields")?.as_array()?.iter().find_map(|entry| {
+        let matches = entry.get("manager")?.as_str()? == manager
+            && entry.get("operation")?.as_str()? == "Apply"
+            && entry.get("subresource").and_then(|s| s.as_str()) == subresource;
+        matches.then(|| entry.get("fieldsV1")).flatten()
+    })
+}
+
+/// Whether `fields` (a managedFields `fieldsV1` set) names a field, by `f:<name>` path,
+/// that `desired` does not have. List elements (`k:`, `v:`, `i:`) are left to
+/// [`json_contains`], which compares lists whole.
+pub fn owned_field_missing(fields: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    let Some(fields) = fields.as_object() else { return false };
+    fields.iter().any(|(key, sub)| {
+        let Some(name) = key.strip_prefix("f:") else { return false };
+        match desired.get(name) {
+            None | Some(serde_json::Value::Null) => true,
+            Some(value) if value.is_object() => owned_field_missing(sub, value),
+            Some(_) => false,
+        }
+    })
+}
+
 fn is_empty(value: &serde_json::Value) -> bool {
     use serde_json::Value;
     match value {
@@ -176,6 +268,33 @@ mod tests {
         assert!(json_contains(&current, &json!({"l": [{"a": 1}, {"a": 3}]})));
         assert!(!json_contains(&current, &json!({"l": [{"a": 1}]})));
         assert!(!json_contains(&current, &json!({"l": [{"a": 3}, {"a": 1}]})));
+    }
+
+    #[test]
+    fn a_field_we_own_but_no_longer_want_needs_an_apply() {
+        let owned =
+            json!({"f:metadata": {"f:labels": {"f:a": {}, "f:b": {}}}, "f:spec": {"f:name": {}, "f:admin": {}}});
+        let desired = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"name": "x", "admin": false}});
+        assert!(!owned_field_missing(&owned, &desired));
+        let label_dropped = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"name": "x", "admin": false}});
+        assert!(owned_field_missing(&owned, &label_dropped));
+        let no_labels = json!({"metadata": {}, "spec": {"name": "x", "admin": false}});
+        assert!(owned_field_missing(&owned, &no_labels));
+        let field_dropped = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"name": "x"}});
+        assert!(owned_field_missing(&owned, &field_dropped));
+    }
+
+    #[test]
+    fn managed_fields_are_found_by_manager_operation_and_subresource() {
+        let object = json!({"metadata": {"managedFields": [
+            {"manager": "me", "operation": "Update", "fieldsV1": {"f:x": {}}},
+            {"manager": "me", "operation": "Apply", "subresource": "status", "fieldsV1": {"f:status": {}}},
+            {"manager": "me", "operation": "Apply", "fieldsV1": {"f:spec": {}}},
+            {"manager": "other", "operation": "Apply", "fieldsV1": {"f:y": {}}},
+        ]}});
+        assert_eq!(managed_fields(&object, "me", None), Some(&json!({"f:spec": {}})));
+        assert_eq!(managed_fields(&object, "me", Some("status")), Some(&json!({"f:status": {}})));
+        assert_eq!(managed_fields(&object, "nobody", None), None);
     }
 
     #[test]

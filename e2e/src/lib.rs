@@ -3,10 +3,12 @@
 //! needs, and helpers to run the binaries under restricted identities.
 
 pub mod control_plane;
+mod manifests;
 mod pki;
 mod process;
 
 pub use control_plane::{ControlPlane, Identity};
+pub use manifests::{apply_manifest, write_requests};
 pub use process::ManagedProcess;
 
 use std::path::{Path, PathBuf};

@@ -1,16 +1,31 @@
-//! master-controller-manager: copies Projects, Users and UserProjectBindings from the
-//! master cluster to every seed (synchronizers come with their issue; this binary already
-//! watches the Seeds it will serve, serves its admin endpoints and takes part in leader
-//! election).
+//! master-controller-manager: keeps every seed's copy of Projects, Users and
+//! UserProjectBindings current (see docs/master-controller-manager.md).
+
+mod cleanup;
+mod fanout;
+mod kinds;
+mod metrics;
+mod seed_sync;
+mod seeds;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use kube::Api;
-use kube::runtime::watcher;
-use mla_common::api::Seed;
-use mla_common::cli::CommonArgs;
+use mla_common::api::{Project, User, UserProjectBinding};
+use mla_common::cli::{CommonArgs, parse_duration};
 use mla_common::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+
+use crate::fanout::Fanout;
+use crate::kinds::Synced;
+use crate::metrics::SyncMetrics;
+use crate::seed_sync::SyncSettings;
+use crate::seeds::{Discovery, Registry, SeedHandle};
 
 const BINARY: &str = "master-controller-manager";
+const KINDS: [&str; 3] = [Project::CONTROLLER, User::CONTROLLER, UserProjectBinding::CONTROLLER];
 
 /// Keeps every seed's copy of Projects, Users and UserProjectBindings current.
 #[derive(Debug, Parser)]
@@ -19,29 +34,167 @@ struct Args {
     /// Namespace of the Seed objects (and their kubeconfig Secrets) in the master.
     #[arg(long, env = "MLA_SEED_NAMESPACE", default_value = "kubermatic")]
     seed_namespace: String,
+    /// Every object is compared with its copies this often even without a change.
+    #[arg(long, env = "MLA_RESYNC_PERIOD", default_value = "10m", value_parser = parse_duration)]
+    resync_period: Duration,
+    /// Objects synced at once per seed and kind.
+    #[arg(long, env = "MLA_SYNC_CONCURRENCY", default_value_t = 16)]
+    sync_concurrency: u16,
     #[command(flatten)]
     common: CommonArgs,
+}
+
+/// The master-side state every seed worker shares.
+#[derive(Clone)]
+struct Shared {
+    master: kube::Client,
+    projects: Fanout<Project>,
+    users: Fanout<User>,
+    bindings: Fanout<UserProjectBinding>,
+    metrics: SyncMetrics,
+    runtime_metrics: mla_common::metrics::Metrics,
+    settings: SyncSettings,
+    seed_applier: mla_common::apply::Applier,
+}
+
+impl Shared {
+    /// Serves one seed until `stop`: finds out whether it is the master itself, and if not
+    /// runs a synchronizer per kind.
+    async fn serve_seed(self, seed: Arc<SeedHandle>, stop: CancellationToken) {
+        let mut delay = Duration::from_millis(500);
+        let same = loop {
+            match seed_sync::is_same_cluster(&self.master, &seed.client).await {
+                Ok(same) => break same,
+                Err(error) => {
+                    tracing::warn!(seed = %seed.name, %error, ?delay, "cannot reach the seed yet");
+                    seed.set_reachable(false);
+                    self.metrics.reachable.get_or_create(&metrics::SeedLabels { seed: seed.name.clone() }).set(0);
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        };
+        seed.set_same_cluster(same);
+        if same {
+            tracing::info!(seed = %seed.name, "the seed is the master cluster: nothing to copy");
+            return stop.cancelled().await;
+        }
+        let run = |kind: &'static str| {
+            (self.seed_applier.clone(), self.metrics.clone(), self.runtime_metrics.controller(kind))
+        };
+        let (a, m, r) = run(Project::CONTROLLER);
+        let projects =
+            seed_sync::run(seed.clone(), self.projects.clone(), a, m, r, self.settings.clone(), stop.clone());
+        let (a, m, r) = run(User::CONTROLLER);
+        let users = seed_sync::run(seed.clone(), self.users.clone(), a, m, r, self.settings.clone(), stop.clone());
+        let (a, m, r) = run(UserProjectBinding::CONTROLLER);
+        let bindings =
+            seed_sync::run(seed.clone(), self.bindings.clone(), a, m, r, self.settings.clone(), stop.clone());
+        tokio::join!(projects, users, bindings);
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     mla_common::telemetry::init(&args.common.log)?;
+    anyhow::ensure!(args.sync_concurrency > 0, "--sync-concurrency must be at least 1");
     let runtime = Runtime::new(BINARY, &args.common).await?;
-    let seeds = Api::<Seed>::namespaced(runtime.client.clone(), &args.seed_namespace);
-    let (_store, watch_seeds) = runtime.reflect("seeds", seeds, watcher::Config::default());
+    let master = runtime.client.clone();
+
+    let (projects, watch_projects) =
+        Fanout::<Project>::new(Api::all(master.clone()), runtime.readiness.gate("projects"));
+    let (users, watch_users) = Fanout::<User>::new(Api::all(master.clone()), runtime.readiness.gate("users"));
+    let (bindings, watch_bindings) =
+        Fanout::<UserProjectBinding>::new(Api::all(master.clone()), runtime.readiness.gate("userprojectbindings"));
+    let metrics = SyncMetrics::new(&runtime.metrics);
+    let shared = Shared {
+        master: master.clone(),
+        projects: projects.clone(),
+        users: users.clone(),
+        bindings: bindings.clone(),
+        metrics: metrics.clone(),
+        runtime_metrics: runtime.metrics.clone(),
+        settings: SyncSettings { resync_period: args.resync_period, concurrency: args.sync_concurrency },
+        seed_applier: runtime.applier("seed-sync"),
+    };
+
+    let registry = Arc::new(Registry::default());
+    let worker = shared.clone();
+    let forget = metrics.clone();
+    let discovery = Discovery {
+        namespace: args.seed_namespace.clone(),
+        master: master.clone(),
+        registry: registry.clone(),
+        applier: runtime.applier("seed-discovery"),
+        events: runtime.events(master.clone(), "seed-discovery"),
+        leader: runtime.leader.clone(),
+        start_worker: Arc::new(move |seed, stop| {
+            tokio::spawn(worker.clone().serve_seed(seed, stop));
+        }),
+        forget_seed: Arc::new(move |seed| forget.forget_seed(seed, &KINDS)),
+    };
+
+    let readiness = runtime.readiness.clone();
+    let shutdown = runtime.shutdown.clone();
     let mut leader = runtime.leader.clone();
+    let cleanup_applier = runtime.applier("cleanup");
+    let cleanup_metrics = |kind: &'static str| {
+        runtime.metrics.controller(match kind {
+            k if k == Project::CONTROLLER => "project-cleanup",
+            k if k == User::CONTROLLER => "user-cleanup",
+            _ => "userprojectbinding-cleanup",
+        })
+    };
+    let (pm, um, bm) = (
+        cleanup_metrics(Project::CONTROLLER),
+        cleanup_metrics(User::CONTROLLER),
+        cleanup_metrics(UserProjectBinding::CONTROLLER),
+    );
     runtime
         .run(async move {
-            let lead = async {
-                if leader.wait_for_leadership().await {
-                    tracing::info!("leading: synchronizers would start here");
-                }
-                futures::future::pending::<()>().await
+            let watches = async { tokio::join!(watch_projects, watch_users, watch_bindings) };
+            let work = async {
+                let discovery = discovery.run(readiness, shutdown.clone());
+                let cleanups = async {
+                    if !leader.wait_for_leadership().await {
+                        return;
+                    }
+                    tokio::join!(
+                        cleanup::run(
+                            master.clone(),
+                            projects,
+                            registry.clone(),
+                            cleanup_applier.clone(),
+                            pm,
+                            shutdown.clone()
+                        ),
+                        cleanup::run(
+                            master.clone(),
+                            users,
+                            registry.clone(),
+                            cleanup_applier.clone(),
+                            um,
+                            shutdown.clone()
+                        ),
+                        cleanup::run(
+                            master.clone(),
+                            bindings,
+                            registry.clone(),
+                            cleanup_applier.clone(),
+                            bm,
+                            shutdown.clone()
+                        ),
+                    );
+                };
+                tokio::join!(discovery, cleanups);
             };
             tokio::select! {
-                () = watch_seeds => {}
-                () = lead => {}
+                _ = watches => {}
+                () = work => {}
             }
             Ok(())
         })
@@ -63,10 +216,20 @@ mod tests {
     fn defaults_and_env_fallbacks() {
         let args = Args::try_parse_from([BINARY]).expect("defaults parse");
         assert_eq!(args.seed_namespace, "kubermatic");
+        assert_eq!(args.resync_period, Duration::from_secs(600));
         assert!(args.common.leader_election.enabled);
-        let args = Args::try_parse_from([BINARY, "--seed-namespace", "seeds", "--leader-elect", "false"])
-            .expect("flags parse");
+        let args = Args::try_parse_from([
+            BINARY,
+            "--seed-namespace",
+            "seeds",
+            "--leader-elect",
+            "false",
+            "--resync-period",
+            "30s",
+        ])
+        .expect("flags parse");
         assert_eq!(args.seed_namespace, "seeds");
+        assert_eq!(args.resync_period, Duration::from_secs(30));
         assert!(!args.common.leader_election.enabled);
     }
 }

@@ -1,0 +1,57 @@
+//! Applying the YAML in `manifests/` to a test control plane, as an operator would.
+
+use std::path::Path;
+
+use anyhow::Context;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{Scope, pinned_kind};
+use serde::Deserialize;
+
+/// Server-side applies every document of a (multi-document) YAML file; namespaced objects
+/// without a namespace go to `default`.
+pub async fn apply_manifest(client: &kube::Client, path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut applied = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(document)?;
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject =
+            serde_yaml::from_value(value).with_context(|| format!("parsing {}", path.display()))?;
+        let types =
+            object.types.clone().with_context(|| format!("{}: a document without apiVersion/kind", path.display()))?;
+        let gvk = GroupVersionKind::try_from(&types)?;
+        let (resource, capabilities) =
+            pinned_kind(client, &gvk).await.with_context(|| format!("discovering {gvk:?}"))?;
+        let name = object.metadata.name.clone().context("a document without metadata.name")?;
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Namespaced => {
+                let namespace = object.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                Api::namespaced_with(client.clone(), &namespace, &resource)
+            }
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(&name, &PatchParams::apply("mla-e2e").force(), &Patch::Apply(&object))
+            .await
+            .with_context(|| format!("applying {} {name} from {}", types.kind, path.display()))?;
+        applied.push(format!("{}/{name}", types.kind));
+    }
+    Ok(applied)
+}
+
+/// The write requests (POST, PUT, PATCH, DELETE) the API server has served for `group`,
+/// from its own `apiserver_request_total` counter.
+pub async fn write_requests(client: &kube::Client, group: &str) -> anyhow::Result<u64> {
+    let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
+    let mut total = 0.0;
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+        let has = |label: &str, values: &[&str]| values.iter().any(|v| labels.contains(&format!("{label}=\"{v}\"")));
+        if has("group", &[group]) && has("verb", &["POST", "PUT", "PATCH", "DELETE", "APPLY"]) {
+            total += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    Ok(total as u64)
+}

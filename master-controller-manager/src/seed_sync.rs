@@ -1,0 +1,260 @@
+//! Keeps one seed's copies of one kind in step with the master: labels and spec, then
+//! status; deletes copies of objects being deleted, and orphaned copies we made. Each seed
+//! and kind has its own controller and queue, so a slow or unreachable seed holds up
+//! nobody else.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use mla_common::apply::{Applied, Applier};
+use mla_common::backoff::Backoff;
+use mla_common::metrics::ControllerMetrics;
+use tokio_util::sync::CancellationToken;
+
+use crate::fanout::Fanout;
+use crate::kinds::Synced;
+use crate::metrics::{SeedKindLabels, SyncErrorLabels, SyncMetrics};
+use crate::seeds::SeedHandle;
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The seed's API server did not answer our watch; the object is synced when it does.
+    #[error("seed {0} is unreachable")]
+    Unreachable(String),
+    /// A write failed.
+    #[error(transparent)]
+    Write(#[from] mla_common::Error),
+}
+
+impl SyncError {
+    fn category(&self) -> &'static str {
+        match self {
+            SyncError::Unreachable(_) => "seed_unreachable",
+            SyncError::Write(error) => error.category(),
+        }
+    }
+}
+
+/// Settings shared by all seed synchronizers.
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    /// Every object is looked at again this often, even without a change.
+    pub resync_period: Duration,
+    /// Objects reconciled at once per seed and kind.
+    pub concurrency: u16,
+}
+
+struct Context<K: Synced> {
+    seed: Arc<SeedHandle>,
+    api: Api<K>,
+    copies: Store<K>,
+    fanout: Fanout<K>,
+    applier: Applier,
+    backoff: Backoff<String>,
+    metrics: SyncMetrics,
+    reconciles: ControllerMetrics,
+    in_sync: Mutex<HashSet<String>>,
+}
+
+impl<K: Synced> Context<K> {
+    fn labels(&self) -> SeedKindLabels {
+        SeedKindLabels { seed: self.seed.name.clone(), kind: K::CONTROLLER }
+    }
+
+    fn mark(&self, name: &str, in_sync: bool) {
+        let mut set = self.in_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let changed = if in_sync { set.insert(name.to_string()) } else { set.remove(name) };
+        if changed {
+            self.metrics.in_sync.get_or_create(&self.labels()).set(set.len() as i64);
+        }
+    }
+}
+
+/// Whether the seed is the master cluster itself: the same `kube-system` namespace UID.
+pub async fn is_same_cluster(master: &kube::Client, seed: &kube::Client) -> Result<bool, kube::Error> {
+    let uid = |client: kube::Client| async move {
+        Api::<Namespace>::all(client).get("kube-system").await.map(|ns| ns.metadata.uid)
+    };
+    Ok(uid(master.clone()).await? == uid(seed.clone()).await?)
+}
+
+/// Syncs kind `K` to `seed` until `stop`.
+pub async fn run<K: Synced>(
+    seed: Arc<SeedHandle>,
+    fanout: Fanout<K>,
+    applier: Applier,
+    metrics: SyncMetrics,
+    reconciles: ControllerMetrics,
+    settings: SyncSettings,
+    stop: CancellationToken,
+) {
+    let api: Api<K> = Api::all(seed.client.clone());
+    let (copies, writer) = reflector::store();
+    let (resync_tx, resync_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watch_seed = seed.clone();
+    let seed_labels = crate::metrics::SeedLabels { seed: seed.name.clone() };
+    let reachable = metrics.reachable.clone();
+    let copy_events = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
+        .default_backoff()
+        .inspect(move |event| match event {
+            Ok(watcher::Event::InitDone) => {
+                // (Re)connected: look at everything, including what failed meanwhile.
+                watch_seed.set_reachable(true);
+                reachable.get_or_create(&seed_labels).set(1);
+                let _ = resync_tx.send(());
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if watch_seed.reachable() {
+                    tracing::warn!(seed = %watch_seed.name, kind = K::CONTROLLER, %error, "seed unreachable");
+                }
+                watch_seed.set_reachable(false);
+                reachable.get_or_create(&seed_labels).set(0);
+            }
+        })
+        .touched_objects();
+
+    let (objects, lagged) = fanout.subscribe();
+    let periodic =
+        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(settings.resync_period)).map(|_| ());
+    let resync = futures::stream::select(
+        futures::stream::select(lagged, tokio_stream::wrappers::UnboundedReceiverStream::new(resync_rx)),
+        periodic,
+    );
+    let master_store = fanout.store();
+    let context = Arc::new(Context {
+        seed: seed.clone(),
+        api,
+        copies: copies.clone(),
+        fanout,
+        applier,
+        backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+        metrics,
+        reconciles,
+        in_sync: Mutex::default(),
+    });
+    if tokio::select! { () = stop.cancelled() => true, r = master_store.wait_until_ready() => r.is_err() } {
+        return;
+    }
+    let controller = Controller::for_shared_stream(objects, master_store)
+        .watches_stream(copy_events, |copy: K| Some(ObjectRef::new(&copy.name_any())))
+        .reconcile_all_on(resync)
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile::<K>, error_policy::<K>, context.clone())
+        .for_each(|_| futures::future::ready(()));
+    let sweep = sweep_orphans(context, settings.resync_period, stop.clone());
+    tokio::join!(controller, sweep);
+}
+
+#[tracing::instrument(skip(object, ctx), fields(seed = %ctx.seed.name, kind = K::CONTROLLER, name = %object.name_any()))]
+async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context<K>>) -> Result<Action, SyncError> {
+    let started = Instant::now();
+    let result = sync::<K>(&object, &ctx).await;
+    let common_error = match &result {
+        Err(SyncError::Write(error)) => Some(error),
+        _ => None,
+    };
+    ctx.reconciles.observe(started.elapsed(), common_error);
+    result
+}
+
+async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncError> {
+    let name = object.name_any();
+    if !ctx.seed.reachable() {
+        return Err(SyncError::Unreachable(ctx.seed.name.clone()));
+    }
+    let current = ctx.copies.get(&ObjectRef::new(&name));
+    if object.meta().deletion_timestamp.is_some() {
+        if current.is_some() {
+            ctx.applier.delete(&ctx.api, &name).await?;
+            tracing::info!("deleted the copy");
+        }
+        ctx.mark(&name, false);
+        return Ok(Action::await_change());
+    }
+    let mut wrote = ctx.applier.apply(&ctx.api, &object.copy(), current.as_deref()).await? == Applied::Patched;
+    if let Some(status) = object.status_copy() {
+        // After a create the cached copy has no status yet; compare against nothing then.
+        let current = if wrote { None } else { current.as_deref() };
+        wrote |= ctx.applier.apply_status(&ctx.api, &status, current).await? == Applied::Patched;
+    }
+    if wrote {
+        tracing::debug!("copied");
+        if let Some(observed) = ctx.fanout.observed_at(object) {
+            ctx.metrics.latency.get_or_create(&ctx.labels()).observe(observed.elapsed().as_secs_f64());
+        }
+    }
+    ctx.backoff.reset(&name);
+    ctx.mark(&name, true);
+    Ok(Action::await_change())
+}
+
+fn error_policy<K: Synced>(object: Arc<K>, error: &SyncError, ctx: Arc<Context<K>>) -> Action {
+    let name = object.name_any();
+    ctx.mark(&name, false);
+    ctx.metrics
+        .errors
+        .get_or_create(&SyncErrorLabels {
+            seed: ctx.seed.name.clone(),
+            kind: K::CONTROLLER,
+            category: error.category(),
+        })
+        .inc();
+    match error {
+        // Everything is looked at again when the seed's watch reconnects.
+        SyncError::Unreachable(_) => Action::await_change(),
+        SyncError::Write(error) if error.is_permanent() => {
+            tracing::warn!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, %error, "sync failed permanently");
+            Action::requeue(mla_common::Error::PERMANENT_RECHECK)
+        }
+        SyncError::Write(error) => {
+            let delay = ctx.backoff.next_delay(&name);
+            tracing::warn!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, %error, ?delay, "sync failed; retrying");
+            Action::requeue(delay)
+        }
+    }
+}
+
+/// Deletes copies whose original is gone (deleted while we were not looking, or before
+/// it carried our finalizer). Only copies our field manager wrote are touched.
+async fn sweep_orphans<K: Synced>(ctx: Arc<Context<K>>, period: Duration, stop: CancellationToken) {
+    let master = ctx.fanout.store();
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if !ctx.seed.reachable() || ctx.copies.wait_until_ready().await.is_err() {
+            continue;
+        }
+        for copy in ctx.copies.state() {
+            let name = copy.name_any();
+            let ours = copy
+                .meta()
+                .managed_fields
+                .iter()
+                .flatten()
+                .any(|m| m.manager.as_deref() == Some(ctx.applier.field_manager()));
+            if ours && copy.meta().deletion_timestamp.is_none() && master.get(&ObjectRef::new(&name)).is_none() {
+                match ctx.applier.delete(&ctx.api, &name).await {
+                    Ok(()) => {
+                        tracing::info!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, "deleted an orphaned copy")
+                    }
+                    Err(error) => {
+                        tracing::warn!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, %error, "deleting an orphaned copy failed")
+                    }
+                }
+            }
+        }
+    }
+}

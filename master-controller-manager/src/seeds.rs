@@ -1,0 +1,351 @@
+//! Seed discovery: a client per Seed, built from the kubeconfig in the Secret the Seed
+//! names, replaced when that Secret changes and dropped when the Seed goes. Problems are
+//! reported on the Seed (condition `KubeconfigValid` and an Event); the other seeds carry
+//! on regardless.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use mla_common::admin::Readiness;
+use mla_common::api::{Condition, ConditionStatus, Seed, SeedStatus};
+use mla_common::apply::Applier;
+use mla_common::events::EventPublisher;
+use mla_common::leader::LeaderState;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Condition on a Seed saying whether its kubeconfig could be used.
+pub const KUBECONFIG_VALID: &str = "KubeconfigValid";
+/// Key of the kubeconfig in the Secret a Seed names.
+pub const KUBECONFIG_KEY: &str = "kubeconfig";
+
+/// A seed this replica serves.
+pub struct SeedHandle {
+    /// Name of the Seed object.
+    pub name: String,
+    /// Client of the seed cluster.
+    pub client: kube::Client,
+    same_cluster: watch::Sender<Option<bool>>,
+    reachable: AtomicBool,
+}
+
+impl std::fmt::Debug for SeedHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedHandle").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl SeedHandle {
+    /// Whether the seed is the master cluster itself; None until known.
+    pub fn same_cluster(&self) -> Option<bool> {
+        *self.same_cluster.borrow()
+    }
+
+    pub(crate) fn set_same_cluster(&self, same: bool) {
+        self.same_cluster.send_replace(Some(same));
+    }
+
+    /// Whether the seed's API server answered our watches last time.
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_reachable(&self, reachable: bool) {
+        self.reachable.store(reachable, Ordering::SeqCst);
+    }
+}
+
+struct Entry {
+    kubeconfig_hash: u64,
+    handle: Arc<SeedHandle>,
+    stop: CancellationToken,
+}
+
+/// The seeds being served, shared with the cleanup controllers.
+#[derive(Default)]
+pub struct Registry {
+    seeds: RwLock<BTreeMap<String, Entry>>,
+    changed: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("seeds", &self.snapshot().iter().map(|s| &s.name).collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Registry {
+    /// The seeds served right now.
+    pub fn snapshot(&self) -> Vec<Arc<SeedHandle>> {
+        self.read().values().map(|e| e.handle.clone()).collect()
+    }
+
+    /// A stream that yields whenever a seed was added, replaced or removed.
+    pub fn changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        tokio_stream::wrappers::WatchStream::from_changes(self.changed.subscribe()).map(|_| ())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+        self.seeds.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
+        self.seeds.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Stops serving every seed.
+    pub fn stop_all(&self) {
+        for (_, entry) in std::mem::take(&mut *self.write()) {
+            entry.stop.cancel();
+        }
+    }
+}
+
+/// Starts serving a seed; returns when `stop` is cancelled.
+pub type StartWorker = Arc<dyn Fn(Arc<SeedHandle>, CancellationToken) + Send + Sync>;
+
+/// What discovery needs.
+pub struct Discovery {
+    pub namespace: String,
+    pub master: kube::Client,
+    pub registry: Arc<Registry>,
+    pub applier: Applier,
+    pub events: EventPublisher,
+    pub leader: LeaderState,
+    pub start_worker: StartWorker,
+    pub forget_seed: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Discovery {
+    /// Watches Seeds and Secrets in the namespace (readiness gates `seeds` and `secrets`)
+    /// and, while leading, keeps the registry in step with them.
+    pub async fn run(self, readiness: Readiness, shutdown: CancellationToken) {
+        let seeds_api: Api<Seed> = Api::namespaced(self.master.clone(), &self.namespace);
+        let secrets_api: Api<Secret> = Api::namespaced(self.master.clone(), &self.namespace);
+        let (seeds, seed_changes) = watch_store(seeds_api, readiness.gate("seeds"));
+        let (secrets, secret_changes) = watch_store(secrets_api, readiness.gate("secrets"));
+        // Seeds whose kubeconfig failed are retried on this tick, as are conditions.
+        let tick =
+            tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(30))).map(|_| ());
+        let mut triggers = futures::stream::select(futures::stream::select(seed_changes, secret_changes), tick).boxed();
+        let mut leader = self.leader.clone();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            leading = leader.wait_for_leadership() => if !leading { return },
+        }
+        let (seeds_ready, secrets_ready) = (seeds.clone(), secrets.clone());
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = async { seeds_ready.wait_until_ready().await.ok(); secrets_ready.wait_until_ready().await.ok() } => {}
+        }
+        loop {
+            self.sync(&seeds, &secrets).await;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = triggers.next() => if next.is_none() { break },
+            }
+            // Coalesce a burst of changes into one pass.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while futures::FutureExt::now_or_never(triggers.next()).flatten().is_some() {}
+        }
+        self.registry.stop_all();
+    }
+
+    async fn sync(&self, seeds: &Store<Seed>, secrets: &Store<Secret>) {
+        let mut changed = false;
+        let present: Vec<Arc<Seed>> = seeds.state();
+        for seed in &present {
+            let name = seed.name_any();
+            let outcome = match resolve(seed, &self.namespace, secrets) {
+                Ok(kubeconfig) => self.ensure_worker(&name, &kubeconfig, &mut changed).await,
+                Err(problem) => Err(problem),
+            };
+            self.report(seed, outcome).await;
+        }
+        let gone: Vec<String> = {
+            let current = self.registry.read();
+            current.keys().filter(|name| !present.iter().any(|s| s.name_any() == **name)).cloned().collect()
+        };
+        for name in gone {
+            if let Some(entry) = self.registry.write().remove(&name) {
+                tracing::info!(seed = %name, "Seed removed: no longer syncing to it; its copies stay as they are");
+                entry.stop.cancel();
+                (self.forget_seed)(&name);
+                changed = true;
+            }
+        }
+        if changed {
+            self.registry.bump();
+        }
+    }
+
+    /// Starts (or restarts, when the kubeconfig changed) the worker of a seed.
+    async fn ensure_worker(&self, name: &str, kubeconfig: &str, changed: &mut bool) -> Result<(), Problem> {
+        let hash = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            kubeconfig.hash(&mut hasher);
+            hasher.finish()
+        };
+        if self.registry.read().get(name).is_some_and(|e| e.kubeconfig_hash == hash) {
+            return Ok(());
+        }
+        let client = client_from_kubeconfig(kubeconfig).await?;
+        let handle = Arc::new(SeedHandle {
+            name: name.to_string(),
+            client,
+            same_cluster: watch::Sender::new(None),
+            reachable: AtomicBool::new(false),
+        });
+        let stop = CancellationToken::new();
+        let previous = self
+            .registry
+            .write()
+            .insert(name.to_string(), Entry { kubeconfig_hash: hash, handle: handle.clone(), stop: stop.clone() });
+        match previous {
+            Some(previous) => {
+                tracing::info!(seed = %name, "kubeconfig changed: replacing the seed client");
+                previous.stop.cancel();
+            }
+            None => tracing::info!(seed = %name, "serving seed"),
+        }
+        (self.start_worker)(handle, stop);
+        *changed = true;
+        Ok(())
+    }
+
+    /// Writes the `KubeconfigValid` condition when it changes, with an Event.
+    async fn report(&self, seed: &Seed, outcome: Result<(), Problem>) {
+        let (status, reason, message) = match &outcome {
+            Ok(()) => (
+                ConditionStatus::True,
+                "KubeconfigValid",
+                "the kubeconfig Secret holds a usable kubeconfig".to_string(),
+            ),
+            Err(problem) => (ConditionStatus::False, problem.reason, problem.message.clone()),
+        };
+        let current = seed.status.as_ref().and_then(|s| s.conditions.get(KUBECONFIG_VALID));
+        if current.is_some_and(|c| {
+            c.status == status && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(&message)
+        }) {
+            return;
+        }
+        let transitioned = current.is_none_or(|c| c.status != status);
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let condition = Condition {
+            status,
+            kubermatic_version: None,
+            last_heartbeat_time: Some(now.clone()),
+            last_transition_time: if transitioned {
+                Some(now)
+            } else {
+                current.and_then(|c| c.last_transition_time.clone())
+            },
+            reason: Some(reason.into()),
+            message: Some(message.clone()),
+        };
+        let mut desired = Seed::new(&seed.name_any(), seed.spec.clone());
+        desired.metadata.namespace = seed.namespace();
+        desired.status = Some(SeedStatus { conditions: [(KUBECONFIG_VALID.to_string(), condition)].into() });
+        let api: Api<Seed> = Api::namespaced(self.master.clone(), &self.namespace);
+        if let Err(error) = self.applier.apply_status(&api, &desired, Some(seed)).await {
+            tracing::warn!(seed = %seed.name_any(), %error, "writing the Seed condition failed");
+        }
+        let reference = seed.object_ref(&());
+        match outcome {
+            Ok(()) => self.events.normal(&reference, "KubeconfigValid", "ConnectSeed", message).await,
+            Err(problem) => {
+                tracing::warn!(seed = %seed.name_any(), reason = problem.reason, "{}", problem.message);
+                self.events.warning(&reference, problem.reason, "ConnectSeed", problem.message).await
+            }
+        }
+    }
+}
+
+/// Why a Seed's kubeconfig cannot be used.
+#[derive(Debug)]
+struct Problem {
+    reason: &'static str,
+    message: String,
+}
+
+fn resolve(seed: &Seed, namespace: &str, secrets: &Store<Secret>) -> Result<String, Problem> {
+    let reference = &seed.spec.kubeconfig;
+    let name = reference.name.as_deref().filter(|n| !n.is_empty()).ok_or_else(|| Problem {
+        reason: "KubeconfigSecretMissing",
+        message: "spec.kubeconfig names no Secret".into(),
+    })?;
+    let secret_namespace = reference.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(namespace);
+    if secret_namespace != namespace {
+        return Err(Problem {
+            reason: "KubeconfigSecretNamespaceUnsupported",
+            message: format!("the kubeconfig Secret must be in namespace {namespace}, not {secret_namespace}"),
+        });
+    }
+    let secret = secrets.get(&ObjectRef::new(name).within(namespace)).ok_or_else(|| Problem {
+        reason: "KubeconfigSecretMissing",
+        message: format!("Secret {namespace}/{name} does not exist"),
+    })?;
+    let bytes = secret.data.as_ref().and_then(|d| d.get(KUBECONFIG_KEY)).ok_or_else(|| Problem {
+        reason: "KubeconfigMissing",
+        message: format!("Secret {namespace}/{name} has no key {KUBECONFIG_KEY:?}"),
+    })?;
+    String::from_utf8(bytes.0.clone()).map_err(|_| Problem {
+        reason: "KubeconfigInvalid",
+        message: format!("key {KUBECONFIG_KEY:?} of Secret {namespace}/{name} is not UTF-8"),
+    })
+}
+
+async fn client_from_kubeconfig(kubeconfig: &str) -> Result<kube::Client, Problem> {
+    let invalid =
+        |what: &str, error: String| Problem { reason: "KubeconfigInvalid", message: format!("{what}: {error}") };
+    let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig)
+        .map_err(|e| invalid("parsing the kubeconfig", e.to_string()))?;
+    let mut config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
+        .await
+        .map_err(|e| invalid("loading the kubeconfig", e.to_string()))?;
+    // A seed that does not answer must fail fast so it never holds up a sync pass.
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(60));
+    kube::Client::try_from(config).map_err(|e| invalid("building a client", e.to_string()))
+}
+
+/// A reflector store and a stream that yields on every change of it.
+fn watch_store<K>(
+    api: Api<K>,
+    ready: mla_common::admin::ReadinessGate,
+) -> (Store<K>, impl futures::Stream<Item = ()> + Send + Unpin + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ready_store = store.clone();
+    tokio::spawn(async move {
+        if ready_store.wait_until_ready().await.is_ok() {
+            ready.set_ready();
+        }
+    });
+    tokio::spawn(reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().for_each(
+        move |event| {
+            if let Err(error) = &event {
+                tracing::warn!(%error, "watch failed; retrying");
+            }
+            let _ = tx.send(());
+            futures::future::ready(())
+        },
+    ));
+    (store, tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+}

@@ -1,0 +1,408 @@
+//! master-controller-manager against real control planes (a master and two seeds), running
+//! as a process under the RBAC of `manifests/master-controller-manager/`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use mla_common::api::*;
+use mla_e2e::{
+    ControlPlane, Identity, ManagedProcess, apply_manifest, eventually, free_port, workspace_root, write_requests,
+};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_master-controller-manager");
+const NS: &str = "kubermatic";
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Setup {
+    master: ControlPlane,
+    seeds: Vec<ControlPlane>,
+    binary: Option<ManagedProcess>,
+    admin: String,
+}
+
+fn manifest(file: &str) -> std::path::PathBuf {
+    workspace_root().join("manifests/master-controller-manager").join(file)
+}
+
+async fn create_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let ns = Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
+    Api::<Namespace>::all(client.clone()).patch(name, &PatchParams::apply("test").force(), &Patch::Apply(ns)).await?;
+    Ok(())
+}
+
+/// Registers `plane` as Seed `name` in the master: its seed RBAC applied, a kubeconfig
+/// for the seed ServiceAccount in a Secret, and the Seed object.
+async fn register_seed(master: &ControlPlane, plane: &ControlPlane, name: &str) -> anyhow::Result<()> {
+    create_namespace(&plane.client(), NS).await?;
+    apply_manifest(&plane.client(), &manifest("seed-rbac.yaml")).await?;
+    let identity = Identity::ServiceAccount { namespace: NS.into(), name: "master-controller-manager-seed".into() };
+    let kubeconfig = std::fs::read_to_string(plane.kubeconfig(&identity).await?)?;
+    put_secret(master, &format!("{name}-kubeconfig"), &kubeconfig).await?;
+    create_seed(master, name, &format!("{name}-kubeconfig")).await
+}
+
+async fn put_secret(master: &ControlPlane, name: &str, kubeconfig: &str) -> anyhow::Result<()> {
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        string_data: Some(BTreeMap::from([("kubeconfig".to_string(), kubeconfig.to_string())])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(master.client(), NS)
+        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(secret))
+        .await?;
+    Ok(())
+}
+
+async fn create_seed(master: &ControlPlane, name: &str, secret: &str) -> anyhow::Result<()> {
+    let seed = Seed::new(
+        name,
+        SeedSpec {
+            kubeconfig: ObjectReference { name: Some(secret.into()), ..Default::default() },
+            expose_strategy: None,
+            mla: None,
+        },
+    );
+    Api::<Seed>::namespaced(master.client(), NS).create(&PostParams::default(), &seed).await?;
+    Ok(())
+}
+
+impl Setup {
+    /// A master and `seeds` seed control planes with CRDs, the master RBAC applied, and
+    /// each seed registered.
+    async fn new(test: &str, seeds: usize) -> anyhow::Result<Self> {
+        let names: Vec<String> = (0..=seeds)
+            .map(|i| if i == 0 { format!("{test}-master") } else { format!("{test}-seed{}", i - 1) })
+            .collect();
+        let mut planes = futures::future::try_join_all(names.iter().map(|name| ControlPlane::start(name))).await?;
+        futures::future::try_join_all(planes.iter().map(|p| p.install_crds())).await?;
+        let master = planes.remove(0);
+        create_namespace(&master.client(), NS).await?;
+        apply_manifest(&master.client(), &manifest("rbac.yaml")).await?;
+        for (i, plane) in planes.iter().enumerate() {
+            register_seed(&master, plane, &format!("seed-{i}")).await?;
+        }
+        Ok(Self { master, seeds: planes, binary: None, admin: String::new() })
+    }
+
+    /// Starts the binary with a kubeconfig of its ServiceAccount (the RBAC of the
+    /// manifests, not cluster admin).
+    async fn start_binary(&mut self, resync: &str) -> anyhow::Result<()> {
+        let identity = Identity::ServiceAccount { namespace: NS.into(), name: "master-controller-manager".into() };
+        let kubeconfig = self.master.kubeconfig(&identity).await?;
+        let port = free_port()?;
+        let mut command = Command::new(BINARY);
+        command
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--admin-addr=127.0.0.1:{port}"))
+            .arg(format!("--leader-election-namespace={NS}"))
+            .arg(format!("--resync-period={resync}"))
+            .arg("--log-level=info,kube=warn");
+        let log = self.master.dir().join("master-controller-manager.log");
+        self.binary = Some(ManagedProcess::spawn("master-controller-manager", command, &log)?);
+        self.admin = format!("http://127.0.0.1:{port}");
+        let readyz = format!("{}/readyz", self.admin);
+        eventually("the binary to be ready", WAIT, || {
+            let readyz = readyz.clone();
+            async move { Ok(reqwest::get(&readyz).await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
+        })
+        .await
+        .map_err(|e| e.context(format!("log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())))
+    }
+
+    async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.admin)).await?.text().await?)
+    }
+}
+
+fn project(name: &str, display: &str, labels: &[(&str, &str)]) -> Project {
+    let mut project = Project::new(name, ProjectSpec { name: display.into() });
+    project.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    project
+}
+
+/// What a copy must equal: name, labels, spec, status.
+fn essence<K: kube::Resource + serde::Serialize>(object: &K) -> serde_json::Value {
+    let json = serde_json::to_value(object).unwrap_or_default();
+    serde_json::json!({
+        "name": object.meta().name,
+        "labels": object.meta().labels.clone().unwrap_or_default(),
+        "spec": json.get("spec"),
+        "status": json.get("status"),
+    })
+}
+
+/// Waits until every seed holds a copy of the master object `name` equal to it.
+async fn wait_copied<K>(setup: &Setup, name: &str) -> anyhow::Result<Duration>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let started = Instant::now();
+    let original = Api::<K>::all(setup.master.client()).get(name).await?;
+    for seed in &setup.seeds {
+        let api = Api::<K>::all(seed.client());
+        let want = essence(&original);
+        eventually(&format!("{name} copied to {} as {want}", seed.name()), WAIT, || {
+            let api = api.clone();
+            let want = want.clone();
+            async move { Ok(api.get_opt(name).await?.filter(|copy| essence(copy) == want).map(|_| ())) }
+        })
+        .await?;
+    }
+    Ok(started.elapsed())
+}
+
+async fn wait_gone<K>(plane: &ControlPlane, name: &str) -> anyhow::Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api = Api::<K>::all(plane.client());
+    eventually(&format!("{name} gone from {}", plane.name()), WAIT, || {
+        let api = api.clone();
+        async move { Ok(api.get_opt(name).await?.is_none().then_some(())) }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn create_update_delete_drift_and_zero_write_resync() -> anyhow::Result<()> {
+    let mut setup = Setup::new("sync", 2).await?;
+    setup.start_binary("4s").await?;
+    let master = setup.master.client();
+    let projects: Api<Project> = Api::all(master.clone());
+    let users: Api<User> = Api::all(master.clone());
+    let bindings: Api<UserProjectBinding> = Api::all(master.clone());
+
+    // Create: each kind, with labels and status, reaches both seeds.
+    projects.create(&PostParams::default(), &project("p1", "Shop", &[("team", "a"), ("tier", "gold")])).await?;
+    let status = serde_json::json!({"status": {"phase": "Active"}});
+    projects.patch_status("p1", &PatchParams::default(), &Patch::Merge(&status)).await?;
+    users
+        .create(
+            &PostParams::default(),
+            &User::new("u1", UserSpec { email: "a@example.com".into(), name: "A".into(), admin: false }),
+        )
+        .await?;
+    let binding = UserProjectBindingSpec {
+        user_email: "a@example.com".into(),
+        project_id: "p1".into(),
+        group: "editors-p1".into(),
+    };
+    bindings.create(&PostParams::default(), &UserProjectBinding::new("b1", binding)).await?;
+    wait_copied::<Project>(&setup, "p1").await?;
+    wait_copied::<User>(&setup, "u1").await?;
+    wait_copied::<UserProjectBinding>(&setup, "b1").await?;
+    let p1 = projects.get("p1").await?;
+    assert!(p1.finalizers().iter().any(|f| f == "kubermatic.k8c.io/cleanup-seed-projects"), "{:?}", p1.finalizers());
+
+    // Update: a label added, one removed, spec and status changed.
+    let patch = serde_json::json!({"metadata": {"labels": {"team": "b", "tier": null, "env": "prod"}}, "spec": {"name": "Shop 2"}});
+    projects.patch("p1", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let status = serde_json::json!({"status": {"phase": "Inactive"}});
+    projects.patch_status("p1", &PatchParams::default(), &Patch::Merge(&status)).await?;
+    let patch = serde_json::json!({"spec": {"admin": true, "name": "Anna"}});
+    users.patch("u1", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let patch = serde_json::json!({"spec": {"group": "viewers-p1"}});
+    bindings.patch("b1", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    wait_copied::<Project>(&setup, "p1").await?;
+    wait_copied::<User>(&setup, "u1").await?;
+    wait_copied::<UserProjectBinding>(&setup, "b1").await?;
+    let copy = Api::<Project>::all(setup.seeds[0].client()).get("p1").await?;
+    assert_eq!(copy.labels().get("tier"), None, "a label removed in the master is removed from the copy");
+
+    // Drift: a copy edited in seed 0 and one deleted in seed 1 are put back.
+    let edit = serde_json::json!({"spec": {"name": "tampered"}, "metadata": {"labels": {"team": "evil"}}});
+    Api::<Project>::all(setup.seeds[0].client()).patch("p1", &PatchParams::default(), &Patch::Merge(&edit)).await?;
+    Api::<User>::all(setup.seeds[1].client()).delete("u1", &DeleteParams::default()).await?;
+    wait_copied::<Project>(&setup, "p1").await?;
+    wait_copied::<User>(&setup, "u1").await?;
+
+    // Steady state: two resync periods without a change make no write to either seed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before: Vec<u64> = futures::future::try_join_all(
+        setup.seeds.iter().map(|s| async move { write_requests(&s.client(), "kubermatic.k8c.io").await }),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let after: Vec<u64> = futures::future::try_join_all(
+        setup.seeds.iter().map(|s| async move { write_requests(&s.client(), "kubermatic.k8c.io").await }),
+    )
+    .await?;
+    assert_eq!(before, after, "writes to the seeds during two no-change resync periods");
+    let metrics = setup.metrics().await?;
+    for seed in ["seed-0", "seed-1"] {
+        for kind in ["project-sync", "user-sync", "userprojectbinding-sync"] {
+            let line = format!("mla_seed_objects_in_sync{{seed=\"{seed}\",kind=\"{kind}\"}} 1");
+            assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+        }
+        assert!(metrics.contains(&format!("mla_seed_reachable{{seed=\"{seed}\"}} 1")), "{metrics}");
+    }
+    assert!(
+        metrics.contains("mla_seed_sync_latency_seconds_count{seed=\"seed-0\",kind=\"project-sync\"}"),
+        "{metrics}"
+    );
+
+    // Delete: copies go from every seed, then the finalizer is released.
+    projects.delete("p1", &DeleteParams::default()).await?;
+    users.delete("u1", &DeleteParams::default()).await?;
+    bindings.delete("b1", &DeleteParams::default()).await?;
+    for seed in &setup.seeds {
+        wait_gone::<Project>(seed, "p1").await?;
+        wait_gone::<User>(seed, "u1").await?;
+        wait_gone::<UserProjectBinding>(seed, "b1").await?;
+    }
+    wait_gone::<Project>(&setup.master, "p1").await?;
+    wait_gone::<User>(&setup.master, "u1").await?;
+    wait_gone::<UserProjectBinding>(&setup.master, "b1").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_seed_delays_nobody_and_converges_when_back() -> anyhow::Result<()> {
+    let mut setup = Setup::new("outage", 2).await?;
+    setup.start_binary("10m").await?;
+    let projects: Api<Project> = Api::all(setup.master.client());
+    projects.create(&PostParams::default(), &project("before", "Before", &[])).await?;
+    wait_copied::<Project>(&setup, "before").await?;
+
+    setup.seeds[1].stop_apiserver();
+    let patch = serde_json::json!({"spec": {"name": "Changed while away"}});
+    projects.patch("before", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    for i in 0..20 {
+        projects
+            .create(&PostParams::default(), &project(&format!("during-{i}"), "During", &[("n", &i.to_string())]))
+            .await?;
+    }
+    projects.delete("before", &DeleteParams::default()).await?;
+    // Seed 0 gets everything promptly although seed 1 is down.
+    let started = Instant::now();
+    let api0 = Api::<Project>::all(setup.seeds[0].client());
+    eventually("seed 0 to get the changes", Duration::from_secs(10), || {
+        let api0 = api0.clone();
+        async move {
+            let names: Vec<String> = api0.list(&Default::default()).await?.items.iter().map(|p| p.name_any()).collect();
+            Ok((names.len() == 20 && names.iter().all(|n| n.starts_with("during-"))).then_some(()))
+        }
+    })
+    .await?;
+    let healthy_seed = started.elapsed();
+    // The deleted original waits for the unreachable seed's copy.
+    let waiting = projects.get("before").await?;
+    assert!(waiting.metadata.deletion_timestamp.is_some() && !waiting.finalizers().is_empty());
+    eventually("seed-1 reported unreachable", WAIT, || async {
+        Ok(setup.metrics().await?.contains("mla_seed_reachable{seed=\"seed-1\"} 0").then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    setup.seeds[1].start_apiserver().await?;
+    let back = Instant::now();
+    let api1 = Api::<Project>::all(setup.seeds[1].client());
+    eventually("seed 1 to converge", Duration::from_secs(60), || {
+        let api1 = api1.clone();
+        async move {
+            let names: Vec<String> = api1.list(&Default::default()).await?.items.iter().map(|p| p.name_any()).collect();
+            Ok((names.len() == 20 && names.iter().all(|n| n.starts_with("during-"))).then_some(()))
+        }
+    })
+    .await?;
+    wait_gone::<Project>(&setup.master, "before").await?;
+    println!(
+        "healthy seed synced 20 creations in {healthy_seed:?} while the other was down; converged {:?} after it came back",
+        back.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn broken_kubeconfigs_are_reported_and_the_rest_syncs() -> anyhow::Result<()> {
+    let mut setup = Setup::new("broken", 1).await?;
+    create_seed(&setup.master, "missing-secret", "does-not-exist").await?;
+    put_secret(&setup.master, "garbage-kubeconfig", "this: [is not a kubeconfig").await?;
+    create_seed(&setup.master, "garbage", "garbage-kubeconfig").await?;
+    setup.start_binary("10m").await?;
+
+    let seeds: Api<Seed> = Api::namespaced(setup.master.client(), NS);
+    for (seed, status, reason) in [
+        ("seed-0", ConditionStatus::True, "KubeconfigValid"),
+        ("missing-secret", ConditionStatus::False, "KubeconfigSecretMissing"),
+        ("garbage", ConditionStatus::False, "KubeconfigInvalid"),
+    ] {
+        let condition = eventually(&format!("{seed} condition"), WAIT, || {
+            let seeds = seeds.clone();
+            async move { Ok(seeds.get(seed).await?.status.and_then(|s| s.conditions.get("KubeconfigValid").cloned())) }
+        })
+        .await?;
+        assert_eq!((condition.status, condition.reason.as_deref()), (status, Some(reason)), "{seed}: {condition:?}");
+    }
+    let events: Api<Event> = Api::namespaced(setup.master.client(), NS);
+    let warnings = eventually("a Warning event for the missing Secret", WAIT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await?;
+            let found: Vec<_> = list
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("missing-secret"))
+                .filter(|e| e.type_.as_deref() == Some("Warning"))
+                .collect();
+            Ok((!found.is_empty()).then_some(found))
+        }
+    })
+    .await?;
+    assert!(warnings[0].note.as_deref().unwrap_or_default().contains("does-not-exist"), "{warnings:?}");
+
+    // The good seed syncs regardless.
+    Api::<Project>::all(setup.master.client()).create(&PostParams::default(), &project("p", "P", &[])).await?;
+    wait_copied::<Project>(&setup, "p").await?;
+
+    // Fixing the Secret brings the broken seed in (and rotating a Secret replaces the client).
+    let identity = Identity::ServiceAccount { namespace: NS.into(), name: "master-controller-manager-seed".into() };
+    let kubeconfig = std::fs::read_to_string(setup.seeds[0].kubeconfig(&identity).await?)?;
+    put_secret(&setup.master, "garbage-kubeconfig", &kubeconfig).await?;
+    eventually("garbage seed valid after the fix", WAIT, || {
+        let seeds = seeds.clone();
+        async move {
+            let seed = seeds.get("garbage").await?;
+            Ok(seed
+                .status
+                .and_then(|s| s.conditions.get("KubeconfigValid").cloned())
+                .filter(|c| c.status == ConditionStatus::True))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_master_that_is_its_own_seed_writes_nothing() -> anyhow::Result<()> {
+    let mut setup = Setup::new("self", 0).await?;
+    // The master registers itself as a seed.
+    register_seed(&setup.master, &setup.master, "itself").await?;
+    let projects: Api<Project> = Api::all(setup.master.client());
+    projects.create(&PostParams::default(), &project("p", "P", &[("a", "b")])).await?;
+    let writes_before = write_requests(&setup.master.client(), "kubermatic.k8c.io").await?;
+    setup.start_binary("3s").await?;
+    // Long enough for discovery, the same-cluster check and two resync periods.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let writes_after = write_requests(&setup.master.client(), "kubermatic.k8c.io").await?;
+    let p = projects.get("p").await?;
+    assert!(p.finalizers().is_empty(), "no finalizer on a master that is its own seed: {:?}", p.finalizers());
+    let managers: Vec<_> = p.managed_fields().iter().filter_map(|m| m.manager.clone()).collect();
+    assert!(!managers.iter().any(|m| m.starts_with("master-controller-manager")), "{managers:?}");
+    // Only the Seed's own condition (status of the Seed object) may have been written.
+    let seed_writes = writes_after - writes_before;
+    assert!(seed_writes <= 1, "{seed_writes} writes to kubermatic.k8c.io objects");
+    Ok(())
+}
