@@ -4,6 +4,7 @@
 
 pub mod control_plane;
 mod manifests;
+pub mod master;
 mod pki;
 mod process;
 

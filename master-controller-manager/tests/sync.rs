@@ -1,21 +1,20 @@
 //! master-controller-manager against real control planes (a master and two seeds), running
 //! as a process under the RBAC of `manifests/master-controller-manager/`.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use mla_common::api::*;
-use mla_e2e::{
-    ControlPlane, Identity, ManagedProcess, apply_manifest, eventually, free_port, workspace_root, write_requests,
+use mla_e2e::master::{
+    NAMESPACE as NS, create_seed, master_identity, prepare_master, put_kubeconfig_secret as put_secret, register_seed,
+    seed_identity,
 };
+use mla_e2e::{ControlPlane, ManagedProcess, eventually, free_port, write_requests};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_master-controller-manager");
-const NS: &str = "kubermatic";
 const WAIT: Duration = Duration::from_secs(30);
 
 struct Setup {
@@ -23,52 +22,6 @@ struct Setup {
     seeds: Vec<ControlPlane>,
     binary: Option<ManagedProcess>,
     admin: String,
-}
-
-fn manifest(file: &str) -> std::path::PathBuf {
-    workspace_root().join("manifests/master-controller-manager").join(file)
-}
-
-async fn create_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
-    let ns = Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
-    Api::<Namespace>::all(client.clone()).patch(name, &PatchParams::apply("test").force(), &Patch::Apply(ns)).await?;
-    Ok(())
-}
-
-/// Registers `plane` as Seed `name` in the master: its seed RBAC applied, a kubeconfig
-/// for the seed ServiceAccount in a Secret, and the Seed object.
-async fn register_seed(master: &ControlPlane, plane: &ControlPlane, name: &str) -> anyhow::Result<()> {
-    create_namespace(&plane.client(), NS).await?;
-    apply_manifest(&plane.client(), &manifest("seed-rbac.yaml")).await?;
-    let identity = Identity::ServiceAccount { namespace: NS.into(), name: "master-controller-manager-seed".into() };
-    let kubeconfig = std::fs::read_to_string(plane.kubeconfig(&identity).await?)?;
-    put_secret(master, &format!("{name}-kubeconfig"), &kubeconfig).await?;
-    create_seed(master, name, &format!("{name}-kubeconfig")).await
-}
-
-async fn put_secret(master: &ControlPlane, name: &str, kubeconfig: &str) -> anyhow::Result<()> {
-    let secret = Secret {
-        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-        string_data: Some(BTreeMap::from([("kubeconfig".to_string(), kubeconfig.to_string())])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(master.client(), NS)
-        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(secret))
-        .await?;
-    Ok(())
-}
-
-async fn create_seed(master: &ControlPlane, name: &str, secret: &str) -> anyhow::Result<()> {
-    let seed = Seed::new(
-        name,
-        SeedSpec {
-            kubeconfig: ObjectReference { name: Some(secret.into()), ..Default::default() },
-            expose_strategy: None,
-            mla: None,
-        },
-    );
-    Api::<Seed>::namespaced(master.client(), NS).create(&PostParams::default(), &seed).await?;
-    Ok(())
 }
 
 impl Setup {
@@ -81,8 +34,7 @@ impl Setup {
         let mut planes = futures::future::try_join_all(names.iter().map(|name| ControlPlane::start(name))).await?;
         futures::future::try_join_all(planes.iter().map(|p| p.install_crds())).await?;
         let master = planes.remove(0);
-        create_namespace(&master.client(), NS).await?;
-        apply_manifest(&master.client(), &manifest("rbac.yaml")).await?;
+        prepare_master(&master).await?;
         for (i, plane) in planes.iter().enumerate() {
             register_seed(&master, plane, &format!("seed-{i}")).await?;
         }
@@ -92,8 +44,7 @@ impl Setup {
     /// Starts the binary with a kubeconfig of its ServiceAccount (the RBAC of the
     /// manifests, not cluster admin).
     async fn start_binary(&mut self, resync: &str) -> anyhow::Result<()> {
-        let identity = Identity::ServiceAccount { namespace: NS.into(), name: "master-controller-manager".into() };
-        let kubeconfig = self.master.kubeconfig(&identity).await?;
+        let kubeconfig = self.master.kubeconfig(&master_identity()).await?;
         let port = free_port()?;
         let mut command = Command::new(BINARY);
         command
@@ -368,8 +319,7 @@ async fn broken_kubeconfigs_are_reported_and_the_rest_syncs() -> anyhow::Result<
     wait_copied::<Project>(&setup, "p").await?;
 
     // Fixing the Secret brings the broken seed in (and rotating a Secret replaces the client).
-    let identity = Identity::ServiceAccount { namespace: NS.into(), name: "master-controller-manager-seed".into() };
-    let kubeconfig = std::fs::read_to_string(setup.seeds[0].kubeconfig(&identity).await?)?;
+    let kubeconfig = std::fs::read_to_string(setup.seeds[0].kubeconfig(&seed_identity()).await?)?;
     put_secret(&setup.master, "garbage-kubeconfig", &kubeconfig).await?;
     eventually("garbage seed valid after the fix", WAIT, || {
         let seeds = seeds.clone();
