@@ -178,6 +178,7 @@ async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncErr
             ctx.applier.delete(&ctx.api, &name).await?;
             tracing::info!("deleted the copy");
         }
+        ctx.backoff.reset(&name);
         ctx.mark(&name, false);
         return Ok(Action::await_change());
     }
@@ -233,6 +234,15 @@ async fn sweep_orphans<K: Synced>(ctx: Arc<Context<K>>, period: Duration, stop: 
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
+        }
+        // Forget objects that left the master without passing through a reconcile.
+        let gone: Vec<String> = {
+            let set = ctx.in_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            set.iter().filter(|name| master.get(&ObjectRef::new(name)).is_none()).cloned().collect()
+        };
+        for name in gone {
+            ctx.mark(&name, false);
+            ctx.backoff.reset(&name);
         }
         if !ctx.seed.reachable() || ctx.copies.wait_until_ready().await.is_err() {
             continue;
