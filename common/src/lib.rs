@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod pki;
 pub mod runtime;
 pub mod telemetry;
 
