@@ -8,7 +8,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may panic
 
 // The renderer lives in the binary crate; the test compiles the module itself.
-#[allow(dead_code)]
 mod support;
 
 use std::net::Ipv6Addr;

@@ -4,7 +4,6 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may panic
 
-#[allow(dead_code)]
 mod support;
 
 use std::fs::File;
