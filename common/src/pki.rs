@@ -15,6 +15,7 @@
 //! | `ca.crt` | the current CA certificate: every new certificate is issued from it |
 //! | `ca.key` | the current CA's private key |
 //! | `ca-previous.crt` | only during a rotation: the CA that `ca.crt` replaced |
+//! | `ca-next.crt`, `ca-next.key` | only before a rotation: the CA that will replace `ca.crt` |
 //!
 //! [`reconcile_ca`] decides what the Secret should hold. When the current CA needs renewal
 //! (under [`RENEW_BEFORE`] left, unparseable, key not matching) a new CA replaces it, and the
@@ -30,6 +31,15 @@
 //! Agents verify the gateway's serving certificate with the `ca.crt` they are given; giving
 //! them the same [`trust_bundle`] lets them accept a gateway certificate from either CA
 //! while the rotation is under way.
+//!
+//! A rotation is staged so that nobody is ever asked to trust a CA they have not been given
+//! yet: when under [`PREPARE_BEFORE`] (60 days) is left, the next CA is made and only
+//! *added* to the trust bundle (`ca-next.*`); everything is still issued from the current
+//! CA. The agents and the gateway receive the bundle with the next CA during those 30
+//! days. When under [`RENEW_BEFORE`] is left, the next CA is promoted: it issues from then
+//! on (the gateway's certificate and the agents' are reissued), while the old one stays
+//! trusted as `ca-previous.crt`. Only when the current CA is broken, or the controller
+//! missed the whole preparation window, is a new CA created and switched to at once.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -51,6 +61,10 @@ pub const CA_CERT_KEY: &str = "ca.crt";
 pub const CA_KEY_KEY: &str = "ca.key";
 /// Key of the replaced CA certificate in the Secret `mla-gateway-ca` during a rotation.
 pub const CA_PREVIOUS_CERT_KEY: &str = "ca-previous.crt";
+/// Key of the next CA certificate, before a rotation.
+pub const CA_NEXT_CERT_KEY: &str = "ca-next.crt";
+/// Key of the next CA's private key, before a rotation.
+pub const CA_NEXT_KEY_KEY: &str = "ca-next.key";
 
 /// How long a new CA is valid.
 pub const CA_VALIDITY: Duration = Duration::from_secs(3650 * 24 * 3600);
@@ -59,6 +73,8 @@ pub const CA_VALIDITY: Duration = Duration::from_secs(3650 * 24 * 3600);
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A certificate with less than this left is renewed.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A CA's successor is prepared (and trusted) when less than this is left.
+pub const PREPARE_BEFORE: Duration = Duration::from_secs(60 * 24 * 3600);
 /// New certificates are valid from this long before "now", so a clock slightly behind ours
 /// (a user cluster's, the gateway's) accepts them at once.
 pub const BACKDATE: Duration = Duration::from_secs(3600);
@@ -392,6 +408,10 @@ pub struct CaState {
     pub key_pem: Option<String>,
     /// `ca-previous.crt`: the replaced CA certificate, during a rotation.
     pub previous_cert_pem: Option<String>,
+    /// `ca-next.crt`: the CA that will replace the current one, before a rotation.
+    pub next_cert_pem: Option<String>,
+    /// `ca-next.key`: its key.
+    pub next_key_pem: Option<String>,
 }
 
 impl fmt::Debug for CaState {
@@ -400,6 +420,8 @@ impl fmt::Debug for CaState {
             .field("cert_pem", &self.cert_pem)
             .field("key_pem", &self.key_pem.as_ref().map(|_| "<redacted>"))
             .field("previous_cert_pem", &self.previous_cert_pem)
+            .field("next_cert_pem", &self.next_cert_pem)
+            .field("next_key_pem", &self.next_key_pem.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -424,6 +446,10 @@ pub enum CaChange {
     Created(RenewalReason),
     /// A new CA replaced a still valid one, which is kept as the previous CA.
     Rotated(RenewalReason),
+    /// The next CA was made and added to the trust bundle; the current one still issues.
+    NextPrepared,
+    /// A prepared next CA was unusable and was dropped (it is made again on the next pass).
+    NextDropped,
     /// The previous CA expired (or became unreadable) and is no longer trusted.
     PreviousDropped,
 }
@@ -431,27 +457,66 @@ pub enum CaChange {
 /// Decides what the Secret `mla-gateway-ca` of `cluster` should hold at `now`: `None` when
 /// `state` is fine as it is, else the new state and what changed.
 pub fn reconcile_ca(state: &CaState, cluster: &str, now: SystemTime) -> Result<Option<(CaState, CaChange)>, PkiError> {
+    let next = state.next(now);
     match ca_renewal(state.cert_pem.as_deref(), state.key_pem.as_deref(), now) {
         None => {
+            if next.is_none() && within(state.cert_pem.as_deref(), PREPARE_BEFORE, now) {
+                let prepared = create_ca(cluster, now)?;
+                let next_state = CaState {
+                    next_cert_pem: Some(prepared.cert_pem),
+                    next_key_pem: Some(prepared.key_pem),
+                    ..state.clone()
+                };
+                return Ok(Some((next_state, CaChange::NextPrepared)));
+            }
+            let stale_next = state.next_cert_pem.is_some() && next.is_none();
             let previous_usable = state.previous_cert_pem.as_deref().is_some_and(|pem| usable_ca_cert(pem, now));
             if state.previous_cert_pem.is_some() && !previous_usable {
                 Ok(Some((state.without_previous(), CaChange::PreviousDropped)))
+            } else if stale_next {
+                // A broken successor is made again on the next pass.
+                Ok(Some((CaState { next_cert_pem: None, next_key_pem: None, ..state.clone() }, CaChange::NextDropped)))
             } else {
                 Ok(None)
             }
         }
         Some(reason) => {
-            let new = create_ca(cluster, now)?;
             let old_cert = state.cert_pem.as_deref().filter(|pem| usable_ca_cert(pem, now));
-            let next = CaState {
+            // Promote the prepared successor if there is one: everyone already trusts it.
+            let new = match next.filter(|_| reason == RenewalReason::Expiring) {
+                Some(next) => next,
+                None => create_ca(cluster, now)?,
+            };
+            let next_state = CaState {
                 cert_pem: Some(new.cert_pem),
                 key_pem: Some(new.key_pem),
                 previous_cert_pem: old_cert.map(str::to_string),
+                next_cert_pem: None,
+                next_key_pem: None,
             };
             let change = if old_cert.is_some() { CaChange::Rotated(reason) } else { CaChange::Created(reason) };
-            Ok(Some((next, change)))
+            Ok(Some((next_state, change)))
         }
     }
+}
+
+impl CaState {
+    /// The prepared successor, if it is a usable CA with a matching key that is not itself
+    /// about to expire.
+    fn next(&self, now: SystemTime) -> Option<CertifiedKeyPem> {
+        let cert = self.next_cert_pem.as_deref()?;
+        let key = self.next_key_pem.as_deref()?;
+        ca_renewal(Some(cert), Some(key), now)
+            .is_none()
+            .then(|| CertifiedKeyPem { cert_pem: cert.to_string(), key_pem: key.to_string() })
+    }
+}
+
+/// Whether the certificate in `pem` has less than `window` left at `now`.
+fn within(pem: Option<&str>, window: Duration, now: SystemTime) -> bool {
+    let Some(der) = pem.and_then(first_pem) else { return false };
+    let Some(cert) = parse_der(&der) else { return false };
+    cert.validity().not_after.timestamp() < (OffsetDateTime::from(now) + window).unix_timestamp()
 }
 
 /// The CA certificates the gateway trusts for client certificates (and agents for the
@@ -463,6 +528,9 @@ pub fn trust_bundle(state: &CaState, now: SystemTime) -> Result<String, PkiError
         .filter(|pem| first_pem(pem).and_then(|der| parse_der(&der).map(|_| ())).is_some())
         .ok_or_else(|| PkiError::Unusable { what: "CA certificate", reason: "missing or not PEM X.509".into() })?;
     let mut bundle = ensure_newline(current);
+    if let Some(next) = state.next_cert_pem.as_deref().filter(|pem| usable_ca_cert(pem, now)) {
+        bundle.push_str(&ensure_newline(next));
+    }
     if let Some(previous) = state.previous_cert_pem.as_deref().filter(|pem| usable_ca_cert(pem, now)) {
         bundle.push_str(&ensure_newline(previous));
     }
@@ -839,9 +907,37 @@ mod tests {
     }
 
     #[test]
+    fn staged_rotation_trusts_the_successor_before_it_issues() {
+        let (state, _) = reconcile_ca(&CaState::default(), "abc123", t0()).expect("ok").expect("created");
+        let first = state.current().expect("current");
+        assert_eq!(reconcile_ca(&state, "abc123", t0() + CA_VALIDITY - 61 * DAY).expect("ok"), None);
+
+        // 59 days left: the successor is prepared and trusted, the current CA still issues.
+        let prepare_at = t0() + CA_VALIDITY - 59 * DAY;
+        let (prepared, change) = reconcile_ca(&state, "abc123", prepare_at).expect("ok").expect("prepared");
+        assert_eq!(change, CaChange::NextPrepared);
+        assert_eq!(prepared.current(), Some(first.clone()), "the current CA keeps issuing");
+        let next_cert = prepared.next_cert_pem.clone().expect("next");
+        let bundle = trust_bundle(&prepared, prepare_at).expect("bundle");
+        assert!(bundle.contains(first.cert_pem.trim()) && bundle.contains(next_cert.trim()), "both trusted");
+        assert_eq!(reconcile_ca(&prepared, "abc123", prepare_at + DAY).expect("ok"), None, "steady while prepared");
+        let spec = LeafSpec::client("prometheus").expect("spec");
+        let agent = issue(&first, &spec, prepare_at).expect("agent");
+        assert_eq!(leaf_renewal(Some(&agent.cert_pem), Some(&agent.key_pem), &first.cert_pem, &spec, prepare_at), None);
+
+        // 29 days left: the prepared successor is promoted, not a fresh CA.
+        let rotate_at = t0() + CA_VALIDITY - 29 * DAY;
+        let (rotated, change) = reconcile_ca(&prepared, "abc123", rotate_at).expect("ok").expect("rotated");
+        assert_eq!(change, CaChange::Rotated(RenewalReason::Expiring));
+        assert_eq!(rotated.cert_pem.as_deref(), Some(next_cert.as_str()), "the successor everyone trusts");
+        assert_eq!(rotated.previous_cert_pem.as_deref(), Some(first.cert_pem.as_str()));
+        assert!(rotated.next_cert_pem.is_none() && rotated.next_key_pem.is_none());
+        assert!(!format!("{prepared:?}").contains("PRIVATE KEY"), "Debug must not show keys");
+    }
+
+    #[test]
     fn broken_ca_is_replaced_without_previous() {
-        let state =
-            CaState { cert_pem: Some("garbage".into()), key_pem: Some("garbage".into()), previous_cert_pem: None };
+        let state = CaState { cert_pem: Some("garbage".into()), key_pem: Some("garbage".into()), ..Default::default() };
         let (next, change) = reconcile_ca(&state, "abc123", t0()).expect("ok").expect("created");
         assert_eq!(change, CaChange::Created(RenewalReason::Unparseable));
         assert!(next.previous_cert_pem.is_none());
@@ -849,7 +945,7 @@ mod tests {
 
         // A CA that has already expired is not worth trusting any more.
         let old = ca();
-        let state = CaState { cert_pem: Some(old.cert_pem), key_pem: Some(old.key_pem), previous_cert_pem: None };
+        let state = CaState { cert_pem: Some(old.cert_pem), key_pem: Some(old.key_pem), ..Default::default() };
         let (next, change) = reconcile_ca(&state, "abc123", t0() + CA_VALIDITY + DAY).expect("ok").expect("created");
         assert_eq!(change, CaChange::Created(RenewalReason::Expiring));
         assert!(next.previous_cert_pem.is_none());
@@ -863,6 +959,7 @@ mod tests {
             cert_pem: Some(ca.cert_pem.clone()),
             key_pem: Some(ca.key_pem.clone()),
             previous_cert_pem: Some("garbage".into()),
+            ..Default::default()
         };
         assert_eq!(trust_bundle(&state, t0()).expect("bundle").matches("BEGIN CERTIFICATE").count(), 1);
         let (next, change) = reconcile_ca(&state, "abc123", t0()).expect("ok").expect("dropped");
