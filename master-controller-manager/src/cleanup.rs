@@ -29,34 +29,45 @@ struct Context<K: Synced> {
     metrics: ControllerMetrics,
 }
 
-/// Runs the cleanup controller of kind `K` until `stop`.
-pub async fn run<K: Synced>(
-    master: kube::Client,
-    fanout: Fanout<K>,
-    registry: Arc<Registry>,
-    applier: Applier,
-    metrics: ControllerMetrics,
-    stop: CancellationToken,
-) {
-    let (objects, lagged) = fanout.subscribe();
-    let store = fanout.store();
-    if store.wait_until_ready().await.is_err() {
-        return;
+/// What the cleanup controllers of all kinds share.
+#[derive(Clone)]
+pub struct Cleanup {
+    /// Client of the master.
+    pub master: kube::Client,
+    /// The seeds served.
+    pub registry: Arc<Registry>,
+    /// Writes (finalizers) as `master-controller-manager/cleanup`.
+    pub applier: Applier,
+    /// Objects handled at once per kind.
+    pub concurrency: u16,
+    /// Stops the controllers.
+    pub stop: CancellationToken,
+}
+
+impl Cleanup {
+    /// Runs the cleanup controller of kind `K` until `stop`.
+    pub async fn run<K: Synced>(self, fanout: Fanout<K>, metrics: ControllerMetrics) {
+        let (objects, lagged) = fanout.subscribe();
+        let store = fanout.store();
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
+        let resync = futures::stream::select(lagged, self.registry.changes());
+        let context = Arc::new(Context {
+            api: Api::all(self.master),
+            registry: self.registry,
+            applier: self.applier,
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+            metrics,
+        });
+        Controller::for_shared_stream(objects, store)
+            .reconcile_all_on(resync)
+            .with_config(kube::runtime::controller::Config::default().concurrency(self.concurrency))
+            .graceful_shutdown_on(self.stop.cancelled_owned())
+            .run(reconcile::<K>, error_policy::<K>, context)
+            .for_each(|_| futures::future::ready(()))
+            .await;
     }
-    let resync = futures::stream::select(lagged, registry.changes());
-    let context = Arc::new(Context {
-        api: Api::all(master),
-        registry,
-        applier,
-        backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
-        metrics,
-    });
-    Controller::for_shared_stream(objects, store)
-        .reconcile_all_on(resync)
-        .graceful_shutdown_on(stop.cancelled_owned())
-        .run(reconcile::<K>, error_policy::<K>, context)
-        .for_each(|_| futures::future::ready(()))
-        .await;
 }
 
 #[tracing::instrument(skip(object, ctx), fields(kind = K::CONTROLLER, name = %object.name_any()))]

@@ -67,7 +67,6 @@ impl Shared {
                 Ok(same) => break same,
                 Err(error) => {
                     tracing::warn!(seed = %seed.name, %error, ?delay, "cannot reach the seed yet");
-                    seed.set_reachable(false);
                     self.metrics.reachable.get_or_create(&metrics::SeedLabels { seed: seed.name.clone() }).set(0);
                 }
             }
@@ -140,61 +139,35 @@ async fn main() -> anyhow::Result<()> {
 
     let readiness = runtime.readiness.clone();
     let shutdown = runtime.shutdown.clone();
-    let mut leader = runtime.leader.clone();
-    let cleanup_applier = runtime.applier("cleanup");
-    let cleanup_metrics = |kind: &'static str| {
-        runtime.metrics.controller(match kind {
-            k if k == Project::CONTROLLER => "project-cleanup",
-            k if k == User::CONTROLLER => "user-cleanup",
-            _ => "userprojectbinding-cleanup",
-        })
+    let leader = runtime.leader.clone();
+    let cleanup = cleanup::Cleanup {
+        master: master.clone(),
+        registry: registry.clone(),
+        applier: runtime.applier("cleanup"),
+        concurrency: args.sync_concurrency,
+        stop: shutdown.clone(),
     };
-    let (pm, um, bm) = (
-        cleanup_metrics(Project::CONTROLLER),
-        cleanup_metrics(User::CONTROLLER),
-        cleanup_metrics(UserProjectBinding::CONTROLLER),
-    );
+    let cleanups = {
+        let metrics = runtime.metrics.clone();
+        let (c, mut leader) = (cleanup.clone(), leader.clone());
+        async move {
+            if !leader.wait_for_leadership().await {
+                return;
+            }
+            tokio::join!(
+                c.clone().run(projects, metrics.controller("project-cleanup")),
+                c.clone().run(users, metrics.controller("user-cleanup")),
+                c.run(bindings, metrics.controller("userprojectbinding-cleanup")),
+            );
+        }
+    };
     runtime
         .run(async move {
             let watches = async { tokio::join!(watch_projects, watch_users, watch_bindings) };
-            let work = async {
-                let discovery = discovery.run(readiness, shutdown.clone());
-                let cleanups = async {
-                    if !leader.wait_for_leadership().await {
-                        return;
-                    }
-                    tokio::join!(
-                        cleanup::run(
-                            master.clone(),
-                            projects,
-                            registry.clone(),
-                            cleanup_applier.clone(),
-                            pm,
-                            shutdown.clone()
-                        ),
-                        cleanup::run(
-                            master.clone(),
-                            users,
-                            registry.clone(),
-                            cleanup_applier.clone(),
-                            um,
-                            shutdown.clone()
-                        ),
-                        cleanup::run(
-                            master.clone(),
-                            bindings,
-                            registry.clone(),
-                            cleanup_applier.clone(),
-                            bm,
-                            shutdown.clone()
-                        ),
-                    );
-                };
-                tokio::join!(discovery, cleanups);
-            };
+            let work = async { tokio::join!(discovery.run(readiness, shutdown.clone()), cleanups) };
             tokio::select! {
                 _ = watches => {}
-                () = work => {}
+                _ = work => {}
             }
             Ok(())
         })

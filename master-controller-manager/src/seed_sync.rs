@@ -4,6 +4,7 @@
 //! nobody else.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,8 @@ pub struct SyncSettings {
 
 struct Context<K: Synced> {
     seed: Arc<SeedHandle>,
+    /// Whether this kind's watch of the seed is connected (set by the watch itself).
+    reachable: Arc<AtomicBool>,
     api: Api<K>,
     copies: Store<K>,
     fanout: Fanout<K>,
@@ -99,25 +102,33 @@ pub async fn run<K: Synced>(
     let api: Api<K> = Api::all(seed.client.clone());
     let (copies, writer) = reflector::store();
     let (resync_tx, resync_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let watch_seed = seed.clone();
+    let reachable = Arc::new(AtomicBool::new(false));
+    let watch_reachable = reachable.clone();
+    let seed_name = seed.name.clone();
     let seed_labels = crate::metrics::SeedLabels { seed: seed.name.clone() };
-    let reachable = metrics.reachable.clone();
-    let copy_events = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
-        .default_backoff()
+    let reachable_metric = metrics.reachable.clone();
+    // Only our own managedFields entry is needed (to know which fields we own); the
+    // others would only cost memory, once per copy.
+    let manager = applier.field_manager().to_string();
+    let watched = watcher(api.clone(), watcher::Config::default()).default_backoff().modify(move |copy: &mut K| {
+        if let Some(entries) = copy.meta_mut().managed_fields.as_mut() {
+            entries.retain(|entry| entry.manager.as_deref() == Some(manager.as_str()));
+        }
+    });
+    let copy_events = reflector::reflector(writer, watched)
         .inspect(move |event| match event {
             Ok(watcher::Event::InitDone) => {
                 // (Re)connected: look at everything, including what failed meanwhile.
-                watch_seed.set_reachable(true);
-                reachable.get_or_create(&seed_labels).set(1);
+                watch_reachable.store(true, Ordering::SeqCst);
+                reachable_metric.get_or_create(&seed_labels).set(1);
                 let _ = resync_tx.send(());
             }
             Ok(_) => {}
             Err(error) => {
-                if watch_seed.reachable() {
-                    tracing::warn!(seed = %watch_seed.name, kind = K::CONTROLLER, %error, "seed unreachable");
+                if watch_reachable.swap(false, Ordering::SeqCst) {
+                    tracing::warn!(seed = %seed_name, kind = K::CONTROLLER, %error, "seed unreachable");
                 }
-                watch_seed.set_reachable(false);
-                reachable.get_or_create(&seed_labels).set(0);
+                reachable_metric.get_or_create(&seed_labels).set(0);
             }
         })
         .touched_objects();
@@ -132,6 +143,7 @@ pub async fn run<K: Synced>(
     let master_store = fanout.store();
     let context = Arc::new(Context {
         seed: seed.clone(),
+        reachable,
         api,
         copies: copies.clone(),
         fanout,
@@ -169,7 +181,7 @@ async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context<K>>) -> Result<Ac
 
 async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncError> {
     let name = object.name_any();
-    if !ctx.seed.reachable() {
+    if !ctx.reachable.load(Ordering::SeqCst) {
         return Err(SyncError::Unreachable(ctx.seed.name.clone()));
     }
     let current = ctx.copies.get(&ObjectRef::new(&name));
@@ -244,7 +256,7 @@ async fn sweep_orphans<K: Synced>(ctx: Arc<Context<K>>, period: Duration, stop: 
             ctx.mark(&name, false);
             ctx.backoff.reset(&name);
         }
-        if !ctx.seed.reachable() || ctx.copies.wait_until_ready().await.is_err() {
+        if !ctx.reachable.load(Ordering::SeqCst) || ctx.copies.wait_until_ready().await.is_err() {
             continue;
         }
         for copy in ctx.copies.state() {

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -35,7 +34,6 @@ pub struct SeedHandle {
     /// Client of the seed cluster.
     pub client: kube::Client,
     same_cluster: watch::Sender<Option<bool>>,
-    reachable: AtomicBool,
 }
 
 impl std::fmt::Debug for SeedHandle {
@@ -52,15 +50,6 @@ impl SeedHandle {
 
     pub(crate) fn set_same_cluster(&self, same: bool) {
         self.same_cluster.send_replace(Some(same));
-    }
-
-    /// Whether the seed's API server answered our watches last time.
-    pub fn reachable(&self) -> bool {
-        self.reachable.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn set_reachable(&self, reachable: bool) {
-        self.reachable.store(reachable, Ordering::SeqCst);
     }
 }
 
@@ -203,12 +192,7 @@ impl Discovery {
             return Ok(());
         }
         let client = client_from_kubeconfig(kubeconfig).await?;
-        let handle = Arc::new(SeedHandle {
-            name: name.to_string(),
-            client,
-            same_cluster: watch::Sender::new(None),
-            reachable: AtomicBool::new(false),
-        });
+        let handle = Arc::new(SeedHandle { name: name.to_string(), client, same_cluster: watch::Sender::new(None) });
         let stop = CancellationToken::new();
         let previous = self
             .registry

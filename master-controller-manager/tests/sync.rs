@@ -154,8 +154,14 @@ async fn create_update_delete_drift_and_zero_write_resync() -> anyhow::Result<()
     wait_copied::<Project>(&setup, "p1").await?;
     wait_copied::<User>(&setup, "u1").await?;
     wait_copied::<UserProjectBinding>(&setup, "b1").await?;
-    let p1 = projects.get("p1").await?;
-    assert!(p1.finalizers().iter().any(|f| f == "kubermatic.k8c.io/cleanup-seed-projects"), "{:?}", p1.finalizers());
+    eventually("the cleanup finalizer on the original", WAIT, || {
+        let projects = projects.clone();
+        async move {
+            let p1 = projects.get("p1").await?;
+            Ok(p1.finalizers().iter().any(|f| f == "kubermatic.k8c.io/cleanup-seed-projects").then_some(()))
+        }
+    })
+    .await?;
 
     // Update: a label added, one removed, spec and status changed.
     let patch = serde_json::json!({"metadata": {"labels": {"team": "b", "tier": null, "env": "prod"}}, "spec": {"name": "Shop 2"}});
