@@ -72,7 +72,9 @@ pub struct ReadinessGate {
 impl ReadinessGate {
     /// Marks this gate ready.
     pub fn set_ready(&self) {
-        self.readiness.gates().insert(self.name.clone(), true);
+        if self.readiness.gates().insert(self.name.clone(), true) != Some(true) {
+            tracing::info!(gate = %self.name, "ready");
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Readiness};
+use crate::admin::{self, Readiness, ReadinessGate};
 use crate::apply::{Applier, field_manager};
 use crate::cli::{CommonArgs, KubeArgs};
 use crate::events::EventPublisher;
@@ -149,28 +149,17 @@ impl Runtime {
         let (store, writer) = reflector::store();
         let gate = self.readiness.gate(name);
         let shutdown = self.shutdown.clone();
-        let ready_store = store.clone();
         let watch_name = name.to_string();
         let task = async move {
-            let stream = reflector::reflector(writer, watcher(api, config))
-                .default_backoff()
-                .touched_objects()
+            let stream = mark_synced(reflector::reflector(writer, watcher(api, config)).default_backoff(), gate)
                 .for_each(|event| {
                     if let Err(error) = event {
                         tracing::warn!(watch = %watch_name, %error, "watch failed; retrying");
                     }
                     futures::future::ready(())
                 });
-            let ready = async {
-                if ready_store.wait_until_ready().await.is_ok() {
-                    gate.set_ready();
-                    tracing::info!(watch = %watch_name, "watch synced");
-                }
-                futures::future::pending::<()>().await
-            };
             tokio::select! {
                 () = stream => {}
-                () = ready => {}
                 () = shutdown.cancelled() => {}
             }
         };
@@ -236,6 +225,36 @@ impl Runtime {
         tracing::info!(binary = self.binary, "stopped");
         outcome
     }
+}
+
+/// Opens `gate` when the watch event stream delivers its first complete list (`InitDone`).
+///
+/// Use this instead of `Store::wait_until_ready` for readiness: that future keeps only the
+/// waker of whoever polled it last, so a second concurrent waiter (a readiness task beside
+/// a kube-runtime Controller on the same store) can leave the other hanging forever.
+pub fn mark_synced<K, S>(stream: S, gate: ReadinessGate) -> impl futures::Stream<Item = S::Item> + Send
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    K: Send,
+{
+    on_first_sync(stream, move || gate.set_ready())
+}
+
+/// Calls `synced` once, when the watch event stream delivers its first complete list. See
+/// [`mark_synced`] for why this beats `Store::wait_until_ready`.
+pub fn on_first_sync<K, S>(stream: S, synced: impl FnOnce() + Send) -> impl futures::Stream<Item = S::Item> + Send
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    K: Send,
+{
+    let mut synced = Some(synced);
+    stream.inspect(move |event| {
+        if let Ok(watcher::Event::InitDone) = event
+            && let Some(synced) = synced.take()
+        {
+            synced();
+        }
+    })
 }
 
 async fn watch_signals(readiness: Readiness, shutdown: CancellationToken) {

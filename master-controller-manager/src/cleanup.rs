@@ -49,7 +49,7 @@ impl Cleanup {
     pub async fn run<K: Synced>(self, fanout: Fanout<K>, metrics: ControllerMetrics) {
         let (objects, lagged) = fanout.subscribe();
         let store = fanout.store();
-        if store.wait_until_ready().await.is_err() {
+        if !fanout.synced().await {
             return;
         }
         let resync = futures::stream::select(lagged, self.registry.changes());

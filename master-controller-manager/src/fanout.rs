@@ -34,13 +34,14 @@ pub enum Change<K> {
 /// The shared view of one kind in the master.
 pub struct Fanout<K: Synced> {
     store: Store<K>,
+    synced: tokio::sync::watch::Receiver<bool>,
     tx: broadcast::Sender<Change<K>>,
     clock: Arc<ChangeClock>,
 }
 
 impl<K: Synced> Clone for Fanout<K> {
     fn clone(&self) -> Self {
-        Self { store: self.store.clone(), tx: self.tx.clone(), clock: self.clock.clone() }
+        Self { store: self.store.clone(), synced: self.synced.clone(), tx: self.tx.clone(), clock: self.clock.clone() }
     }
 }
 
@@ -56,7 +57,8 @@ impl<K: Synced> Fanout<K> {
         let (store, writer) = reflector::store();
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         let clock = Arc::new(ChangeClock::default());
-        let fanout = Self { store: store.clone(), tx: tx.clone(), clock: clock.clone() };
+        let (synced_tx, synced) = tokio::sync::watch::channel(false);
+        let fanout = Self { store: store.clone(), synced, tx: tx.clone(), clock: clock.clone() };
         let drive = async move {
             let mut listed = false;
             let mut events =
@@ -76,6 +78,7 @@ impl<K: Synced> Fanout<K> {
                         if !listed {
                             listed = true;
                             ready.set_ready();
+                            synced_tx.send_replace(true);
                         }
                         clock.retain(|name| store.get(&reflector::ObjectRef::new(name)).is_some());
                         let _ = tx.send(Change::All);
@@ -90,6 +93,12 @@ impl<K: Synced> Fanout<K> {
     /// The master objects, as last seen.
     pub fn store(&self) -> Store<K> {
         self.store.clone()
+    }
+
+    /// Waits until the first complete list has arrived; false if the watch ended first.
+    /// (Not `Store::wait_until_ready`: it wakes only one of several concurrent waiters.)
+    pub async fn synced(&self) -> bool {
+        self.synced.clone().wait_for(|synced| *synced).await.is_ok()
     }
 
     /// When the change now in `object` was first seen, if it was seen live (not listed).

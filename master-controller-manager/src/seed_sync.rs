@@ -153,7 +153,7 @@ pub async fn run<K: Synced>(
         reconciles,
         in_sync: Mutex::default(),
     });
-    if tokio::select! { () = stop.cancelled() => true, r = master_store.wait_until_ready() => r.is_err() } {
+    if tokio::select! { () = stop.cancelled() => true, synced = context.fanout.synced() => !synced } {
         return;
     }
     let controller = Controller::for_shared_stream(objects, master_store)
@@ -256,7 +256,8 @@ async fn sweep_orphans<K: Synced>(ctx: Arc<Context<K>>, period: Duration, stop: 
             ctx.mark(&name, false);
             ctx.backoff.reset(&name);
         }
-        if !ctx.reachable.load(Ordering::SeqCst) || ctx.copies.wait_until_ready().await.is_err() {
+        // Reachable means this watch delivered a complete list: the copies store is filled.
+        if !ctx.reachable.load(Ordering::SeqCst) {
             continue;
         }
         for copy in ctx.copies.state() {

@@ -19,6 +19,7 @@ use mla_common::api::{Condition, ConditionStatus, Seed, SeedStatus};
 use mla_common::apply::Applier;
 use mla_common::events::EventPublisher;
 use mla_common::leader::LeaderState;
+use mla_common::runtime::on_first_sync;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -124,8 +125,8 @@ impl Discovery {
     pub async fn run(self, readiness: Readiness, shutdown: CancellationToken) {
         let seeds_api: Api<Seed> = Api::namespaced(self.master.clone(), &self.namespace);
         let secrets_api: Api<Secret> = Api::namespaced(self.master.clone(), &self.namespace);
-        let (seeds, seed_changes) = watch_store(seeds_api, readiness.gate("seeds"));
-        let (secrets, secret_changes) = watch_store(secrets_api, readiness.gate("secrets"));
+        let (seeds, seed_changes, mut seeds_synced) = watch_store(seeds_api, readiness.gate("seeds"));
+        let (secrets, secret_changes, mut secrets_synced) = watch_store(secrets_api, readiness.gate("secrets"));
         // Seeds whose kubeconfig failed are retried on this tick, as are conditions.
         let tick =
             tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(30))).map(|_| ());
@@ -135,10 +136,9 @@ impl Discovery {
             () = shutdown.cancelled() => return,
             leading = leader.wait_for_leadership() => if !leading { return },
         }
-        let (seeds_ready, secrets_ready) = (seeds.clone(), secrets.clone());
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = async { seeds_ready.wait_until_ready().await.ok(); secrets_ready.wait_until_ready().await.ok() } => {}
+            _ = async { seeds_synced.wait_for(|s| *s).await.ok(); secrets_synced.wait_for(|s| *s).await.ok() } => {}
         }
         loop {
             self.sync(&seeds, &secrets).await;
@@ -306,30 +306,31 @@ async fn client_from_kubeconfig(kubeconfig: &str) -> Result<kube::Client, Proble
     kube::Client::try_from(config).map_err(|e| invalid("building a client", e.to_string()))
 }
 
-/// A reflector store and a stream that yields on every change of it.
+/// A reflector store, a stream that yields on every change of it, and a flag that turns
+/// true once its first complete list has arrived (also opening `ready`).
 fn watch_store<K>(
     api: Api<K>,
     ready: mla_common::admin::ReadinessGate,
-) -> (Store<K>, impl futures::Stream<Item = ()> + Send + Unpin + 'static)
+) -> (Store<K>, impl futures::Stream<Item = ()> + Send + Unpin + 'static, watch::Receiver<bool>)
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let ready_store = store.clone();
-    tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
+    let (synced_tx, synced_rx) = watch::channel(false);
+    let events = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    tokio::spawn(
+        on_first_sync(events, move || {
             ready.set_ready();
-        }
-    });
-    tokio::spawn(reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().for_each(
-        move |event| {
+            synced_tx.send_replace(true);
+        })
+        .for_each(move |event| {
             if let Err(error) = &event {
                 tracing::warn!(%error, "watch failed; retrying");
             }
             let _ = tx.send(());
             futures::future::ready(())
-        },
-    ));
-    (store, tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        }),
+    );
+    (store, tokio_stream::wrappers::UnboundedReceiverStream::new(rx), synced_rx)
 }
