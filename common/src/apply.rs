@@ -237,13 +237,16 @@ pub fn owned_field_missing(fields: &serde_json::Value, desired: &serde_json::Val
     })
 }
 
+/// What Go's `omitempty` leaves out of the server's answer: null, false, 0, "", {} and [].
 fn is_empty(value: &serde_json::Value) -> bool {
     use serde_json::Value;
     match value {
         Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
         Value::Object(map) => map.is_empty(),
         Value::Array(list) => list.is_empty(),
-        _ => false,
     }
 }
 
@@ -260,6 +263,9 @@ mod tests {
         assert!(!json_contains(&current, &json!({"metadata": {"labels": {"x": "2"}}})));
         assert!(!json_contains(&current, &json!({"spec": {"m": 1}})));
         assert!(json_contains(&current, &json!({"spec": {"m": null, "l": []}})));
+        // The server leaves out what Go's omitempty drops.
+        assert!(json_contains(&current, &json!({"spec": {"readOnly": false, "n": 1, "s": "", "z": 0}})));
+        assert!(!json_contains(&current, &json!({"spec": {"readOnly": true}})));
     }
 
     #[test]
