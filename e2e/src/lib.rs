@@ -3,13 +3,14 @@
 //! needs, and helpers to run the binaries under restricted identities.
 
 pub mod control_plane;
+pub mod grafana;
 mod manifests;
 pub mod master;
 mod pki;
 mod process;
 
 pub use control_plane::{ControlPlane, Identity};
-pub use manifests::{apply_manifest, write_requests};
+pub use manifests::{apply_manifest, write_requests, write_requests_by_resource};
 pub use process::ManagedProcess;
 
 use std::path::{Path, PathBuf};

@@ -44,14 +44,32 @@ pub async fn apply_manifest(client: &kube::Client, path: &Path) -> anyhow::Resul
 /// The write requests (POST, PUT, PATCH, DELETE) the API server has served for `group`,
 /// from its own `apiserver_request_total` counter.
 pub async fn write_requests(client: &kube::Client, group: &str) -> anyhow::Result<u64> {
+    Ok(write_requests_by_resource(client, &[group]).await?.values().sum())
+}
+
+/// The write requests the API server has served for the resources of `groups`, by
+/// `group/resource/subresource verb`, from its own `apiserver_request_total` counter.
+pub async fn write_requests_by_resource(
+    client: &kube::Client,
+    groups: &[&str],
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
     let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
-    let mut total = 0.0;
+    let mut counts = std::collections::BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let Some((labels, value)) = line.rsplit_once(' ') else { continue };
-        let has = |label: &str, values: &[&str]| values.iter().any(|v| labels.contains(&format!("{label}=\"{v}\"")));
-        if has("group", &[group]) && has("verb", &["POST", "PUT", "PATCH", "DELETE", "APPLY"]) {
-            total += value.parse::<f64>().unwrap_or(0.0);
+        let label = |name: &str| {
+            let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+            labels[start..].split('"').next().map(str::to_string)
+        };
+        let (Some(group), Some(verb)) = (label("group"), label("verb")) else { continue };
+        if groups.contains(&group.as_str()) && ["POST", "PUT", "PATCH", "DELETE", "APPLY"].contains(&verb.as_str()) {
+            let key = format!(
+                "{group}/{}/{} {verb}",
+                label("resource").unwrap_or_default(),
+                label("subresource").unwrap_or_default()
+            );
+            *counts.entry(key).or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
         }
     }
-    Ok(total as u64)
+    Ok(counts)
 }
