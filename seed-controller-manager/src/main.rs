@@ -1,13 +1,14 @@
 //! seed-controller-manager: PKI, MLA gateway, Grafana, IAP, alerting and limits for every
-//! MLA-enabled Cluster of a seed (the reconcilers come with their issues; this binary
-//! already watches Clusters, serves its admin endpoints and takes part in leader election).
+//! MLA-enabled Cluster of a seed. Today: the per-cluster PKI and gateway.
+
+use std::time::Duration;
 
 use clap::Parser;
-use kube::Api;
-use kube::runtime::watcher;
-use mla_common::api::Cluster;
-use mla_common::cli::CommonArgs;
+use mla_common::cli::{CommonArgs, parse_duration};
 use mla_common::runtime::Runtime;
+use seed_controller_manager::gateway::controller::{self, GatewaySettings};
+use seed_controller_manager::gateway::nginx::{GatewayServer, Upstreams};
+use seed_controller_manager::gateway::resources::GatewayDeploymentSettings;
 
 const BINARY: &str = "seed-controller-manager";
 
@@ -15,34 +16,109 @@ const BINARY: &str = "seed-controller-manager";
 #[derive(Debug, Parser)]
 #[command(name = BINARY, version, about)]
 struct Args {
+    /// Offer user-cluster MLA in this seed; without it no gateway is made (and existing
+    /// ones are removed).
+    #[arg(long, env = "MLA_ENABLE_USER_CLUSTER_MLA", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    enable_user_cluster_mla: bool,
     /// Namespace of the shared MLA stack (Cortex, Loki, Grafana) in the seed.
     #[arg(long, env = "MLA_NAMESPACE", default_value = "mla")]
     mla_namespace: String,
     #[command(flatten)]
+    upstreams: UpstreamArgs,
+    /// Image of the gateway (an unprivileged nginx).
+    #[arg(long, env = "MLA_GATEWAY_IMAGE", default_value = "docker.io/nginxinc/nginx-unprivileged:1.27-alpine")]
+    gateway_image: String,
+    /// Replicas of each gateway.
+    #[arg(long, env = "MLA_GATEWAY_REPLICAS", default_value_t = 1)]
+    gateway_replicas: i32,
+    /// DNS server the gateway resolves backend names with.
+    #[arg(long, env = "MLA_GATEWAY_RESOLVER", default_value = "kube-dns.kube-system.svc.cluster.local")]
+    gateway_resolver: String,
+    /// Every Cluster is looked at again this often (certificates expire by the clock).
+    #[arg(long, env = "MLA_RESYNC_PERIOD", default_value = "30m", value_parser = parse_duration)]
+    resync_period: Duration,
+    #[command(flatten)]
     common: CommonArgs,
+}
+
+/// Base URLs of the shared backends; each defaults to its Service in `--mla-namespace`.
+#[derive(Debug, clap::Args)]
+struct UpstreamArgs {
+    /// Cortex distributor (remote write).
+    #[arg(long, env = "MLA_CORTEX_DISTRIBUTOR_URL")]
+    cortex_distributor_url: Option<String>,
+    /// Loki distributor (log push).
+    #[arg(long, env = "MLA_LOKI_DISTRIBUTOR_URL")]
+    loki_distributor_url: Option<String>,
+    /// Cortex query frontend.
+    #[arg(long, env = "MLA_CORTEX_QUERY_FRONTEND_URL")]
+    cortex_query_frontend_url: Option<String>,
+    /// Loki query frontend.
+    #[arg(long, env = "MLA_LOKI_QUERY_FRONTEND_URL")]
+    loki_query_frontend_url: Option<String>,
+    /// Cortex Alertmanager.
+    #[arg(long, env = "MLA_CORTEX_ALERTMANAGER_URL")]
+    cortex_alertmanager_url: Option<String>,
+    /// Cortex ruler.
+    #[arg(long, env = "MLA_CORTEX_RULER_URL")]
+    cortex_ruler_url: Option<String>,
+    /// Loki ruler.
+    #[arg(long, env = "MLA_LOKI_RULER_URL")]
+    loki_ruler_url: Option<String>,
+}
+
+impl UpstreamArgs {
+    fn resolve(&self, namespace: &str) -> Upstreams {
+        let defaults = Upstreams::in_namespace(namespace);
+        let pick = |flag: &Option<String>, default: String| flag.clone().unwrap_or(default);
+        Upstreams {
+            cortex_distributor: pick(&self.cortex_distributor_url, defaults.cortex_distributor),
+            loki_distributor: pick(&self.loki_distributor_url, defaults.loki_distributor),
+            cortex_query_frontend: pick(&self.cortex_query_frontend_url, defaults.cortex_query_frontend),
+            loki_query_frontend: pick(&self.loki_query_frontend_url, defaults.loki_query_frontend),
+            cortex_alertmanager: pick(&self.cortex_alertmanager_url, defaults.cortex_alertmanager),
+            cortex_ruler: pick(&self.cortex_ruler_url, defaults.cortex_ruler),
+            loki_ruler: pick(&self.loki_ruler_url, defaults.loki_ruler),
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     mla_common::telemetry::init(&args.common.log)?;
+    let upstreams = args.upstreams.resolve(&args.mla_namespace);
+    let server = GatewayServer { resolver: Some(args.gateway_resolver.clone()), ..GatewayServer::default() };
+    // Refuse bad flags at start-up rather than on every Cluster.
+    seed_controller_manager::gateway::nginx::render("flag-check", None, &upstreams, &server)
+        .map_err(|e| anyhow::anyhow!("invalid upstream or gateway flags: {e}"))?;
+    anyhow::ensure!(args.gateway_replicas >= 1, "--gateway-replicas must be at least 1");
+    let settings = GatewaySettings {
+        mla_enabled: args.enable_user_cluster_mla,
+        upstreams,
+        server,
+        deployment: GatewayDeploymentSettings {
+            image: args.gateway_image.clone(),
+            replicas: args.gateway_replicas,
+            ..GatewayDeploymentSettings::default()
+        },
+        resync_period: args.resync_period,
+    };
+
     let runtime = Runtime::new(BINARY, &args.common).await?;
-    let clusters = Api::<Cluster>::all(runtime.client.clone());
-    let (_store, watch_clusters) = runtime.reflect("clusters", clusters, watcher::Config::default());
-    let mut leader = runtime.leader.clone();
-    let mla_namespace = args.mla_namespace;
+    let client = runtime.client.clone();
+    let gateway = controller::run(
+        client.clone(),
+        runtime.applier(controller::CONTROLLER),
+        runtime.events(client, controller::CONTROLLER),
+        runtime.metrics.controller(controller::CONTROLLER),
+        settings,
+        runtime.readiness.clone(),
+        runtime.shutdown.clone(),
+    );
     runtime
         .run(async move {
-            let lead = async {
-                if leader.wait_for_leadership().await {
-                    tracing::info!(%mla_namespace, "leading: reconcilers would start here");
-                }
-                futures::future::pending::<()>().await
-            };
-            tokio::select! {
-                () = watch_clusters => {}
-                () = lead => {}
-            }
+            gateway.await;
             Ok(())
         })
         .await
@@ -60,9 +136,14 @@ mod tests {
     }
 
     #[test]
-    fn defaults() {
+    fn defaults_point_at_the_mla_namespace() {
         let args = Args::try_parse_from([BINARY]).expect("defaults parse");
         assert_eq!(args.mla_namespace, "mla");
+        assert!(!args.enable_user_cluster_mla);
         assert_eq!(args.common.admin.addr.port(), 8085);
+        let upstreams = args.upstreams.resolve("monitoring");
+        assert_eq!(upstreams.cortex_distributor, "http://cortex-distributor.monitoring.svc.cluster.local:8080");
+        let args = Args::try_parse_from([BINARY, "--cortex-distributor-url", "http://127.0.0.1:9009"]).expect("parse");
+        assert_eq!(args.upstreams.resolve("mla").cortex_distributor, "http://127.0.0.1:9009");
     }
 }

@@ -73,11 +73,8 @@ pub fn write_certs(dir: &ScratchDir, cluster: &str) -> GatewayCerts {
     let now = SystemTime::now();
     let ca = pki::create_ca(cluster, now).expect("CA");
     let gateway = pki::issue_gateway_certificate(&ca, "localhost", Some("127.0.0.1"), now).expect("gateway cert");
-    let state = pki::CaState {
-        cert_pem: Some(ca.cert_pem.clone()),
-        key_pem: Some(ca.key_pem.clone()),
-        previous_cert_pem: None,
-    };
+    let state =
+        pki::CaState { cert_pem: Some(ca.cert_pem.clone()), key_pem: Some(ca.key_pem.clone()), ..Default::default() };
     let bundle = pki::trust_bundle(&state, now).expect("bundle");
     std::fs::create_dir_all(dir.join("certs")).expect("certs dir");
     std::fs::create_dir_all(dir.join("run")).expect("run dir");

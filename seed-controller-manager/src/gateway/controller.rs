@@ -1,0 +1,446 @@
+//! The gateway reconciler: for every Cluster with monitoring or logging on (and MLA offered
+//! by this seed), the CA, the gateway certificate, nginx.conf, the Deployment and the
+//! Services in the cluster namespace; health and a condition on the Cluster.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use mla_common::admin::{Readiness, ReadinessGate};
+use mla_common::api::{
+    Cluster, ClusterSpec, ClusterStatus, Condition, ConditionStatus, ExposeStrategy, ExtendedClusterHealth,
+    HealthStatus, MLA_ADMIN_SETTING_NAME, MLAAdminSetting,
+};
+use mla_common::apply::Applier;
+use mla_common::backoff::Backoff;
+use mla_common::events::EventPublisher;
+use mla_common::metrics::ControllerMetrics;
+use mla_common::pki::{self, CaChange};
+use mla_common::runtime::mark_synced;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use super::nginx::{self, GatewayServer, Upstreams};
+use super::resources::{self, GatewayDeploymentSettings};
+
+/// Condition on the Cluster about its gateway.
+pub const CONDITION: &str = "MLAGatewayReady";
+/// Field manager suffix of this controller.
+pub const CONTROLLER: &str = "gateway";
+
+/// How gateways are made in this seed.
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// MLA is offered in this seed; without it no gateway exists.
+    pub mla_enabled: bool,
+    /// The shared backends.
+    pub upstreams: Upstreams,
+    /// Ports, resolver and paths inside the gateway pod.
+    pub server: GatewayServer,
+    /// Image, replicas, resources.
+    pub deployment: GatewayDeploymentSettings,
+    /// Every Cluster is looked at again this often (certificates expire by the clock).
+    pub resync_period: Duration,
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A Kubernetes call failed.
+    #[error(transparent)]
+    Kube(#[from] mla_common::Error),
+    /// Issuing a certificate failed.
+    #[error("certificates of cluster {cluster}: {source}")]
+    Pki {
+        /// The cluster.
+        cluster: String,
+        /// What failed.
+        #[source]
+        source: pki::PkiError,
+    },
+}
+
+impl GatewayError {
+    fn category(&self) -> &'static str {
+        match self {
+            GatewayError::Kube(error) => error.category(),
+            GatewayError::Pki { .. } => "pki",
+        }
+    }
+}
+
+struct Context {
+    client: kube::Client,
+    applier: Applier,
+    events: EventPublisher,
+    metrics: ControllerMetrics,
+    backoff: Backoff<String>,
+    settings: GatewaySettings,
+    secrets: Store<Secret>,
+    config_maps: Store<ConfigMap>,
+    deployments: Store<Deployment>,
+    services: Store<Service>,
+}
+
+/// A reflector of the gateway's objects of one kind (selected by label) in all namespaces,
+/// and the stream that drives it; `ready` opens with its first complete list.
+fn children<K>(
+    client: &kube::Client,
+    ready: ReadinessGate,
+) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let selector = format!("app.kubernetes.io/name={}", resources::GATEWAY);
+    let watch = watcher(Api::<K>::all(client.clone()), watcher::Config::default().labels(&selector)).default_backoff();
+    let stream = mark_synced(reflector::reflector(writer, watch), ready).touched_objects();
+    (store, stream)
+}
+
+/// Runs the gateway controller until `stop`; each of its watches has a readiness gate
+/// (`gateway/<kind>`) that opens once it has synced.
+pub async fn run(
+    client: kube::Client,
+    applier: Applier,
+    events: EventPublisher,
+    metrics: ControllerMetrics,
+    settings: GatewaySettings,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
+    let (secrets, secret_events) = children::<Secret>(&client, readiness.gate("gateway/secrets"));
+    let (config_maps, config_map_events) = children::<ConfigMap>(&client, readiness.gate("gateway/configmaps"));
+    let (deployments, deployment_events) = children::<Deployment>(&client, readiness.gate("gateway/deployments"));
+    let (services, service_events) = children::<Service>(&client, readiness.gate("gateway/services"));
+    let (clusters, cluster_writer) = reflector::store();
+    let cluster_watch = watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let cluster_events =
+        mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("gateway/clusters"))
+            .applied_objects();
+    let resync_period = settings.resync_period;
+    let context = Arc::new(Context {
+        client: client.clone(),
+        applier,
+        events,
+        metrics,
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        settings,
+        secrets,
+        config_maps,
+        deployments,
+        services,
+    });
+    let periodic = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync_period)).map(|_| ());
+    let controller = Controller::for_stream(cluster_events, clusters)
+        .owns_stream(secret_events)
+        .owns_stream(config_map_events)
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .watches(
+            Api::<MLAAdminSetting>::all(client.clone()),
+            watcher::Config::default(),
+            |settings: MLAAdminSetting| Some(ObjectRef::new(&settings.spec.cluster_name)),
+        )
+        .reconcile_all_on(periodic)
+        .with_config(ControllerConfig::default().concurrency(8))
+        .graceful_shutdown_on(stop.cancelled_owned());
+    controller
+        .run(reconcile, error_policy, context)
+        .for_each(|result| {
+            // Reconcile errors are logged by error_policy; what arrives here are watch errors.
+            if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
+                tracing::warn!(%error, "gateway watch failed; retrying");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+#[tracing::instrument(skip(cluster, ctx), fields(cluster = %cluster.name_any()))]
+async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, GatewayError> {
+    let started = Instant::now();
+    let result = reconcile_gateway(&cluster, &ctx).await;
+    let common = match &result {
+        Err(GatewayError::Kube(error)) => Some(error),
+        _ => None,
+    };
+    ctx.metrics.observe(started.elapsed(), common);
+    if result.is_ok() {
+        ctx.backoff.reset(&cluster.name_any());
+    }
+    result
+}
+
+fn error_policy(cluster: Arc<Cluster>, error: &GatewayError, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next_delay(&cluster.name_any());
+    tracing::warn!(cluster = %cluster.name_any(), %error, category = error.category(), ?delay, "gateway reconcile failed");
+    Action::requeue(delay)
+}
+
+/// What the gateway reconcile concluded, for the Cluster's status.
+struct Outcome {
+    health: Option<HealthStatus>,
+    status: ConditionStatus,
+    reason: &'static str,
+    message: String,
+}
+
+async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, GatewayError> {
+    let name = cluster.name_any();
+    if cluster.meta().deletion_timestamp.is_some() {
+        // Everything we made is owned by the Cluster: the garbage collector removes it.
+        return Ok(Action::await_change());
+    }
+    let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.clone()).filter(|n| !n.is_empty());
+    if !ctx.settings.mla_enabled || !cluster.mla_enabled() {
+        if let Some(namespace) = &namespace {
+            remove_gateway(ctx, namespace).await?;
+        }
+        clear_status(ctx, cluster).await?;
+        return Ok(Action::await_change());
+    }
+    let Some(namespace) = namespace else {
+        let outcome = waiting("WaitingForNamespace", "the cluster has no namespace yet (status.namespaceName)");
+        write_status(ctx, cluster, outcome).await?;
+        return Ok(Action::await_change());
+    };
+    let address = cluster.status.as_ref().and_then(|s| s.address.clone()).unwrap_or_default();
+    let Some(external_name) = address.external_name.clone().filter(|n| !n.is_empty()) else {
+        let outcome = waiting("WaitingForAddress", "the cluster has no address yet (status.address.externalName)");
+        write_status(ctx, cluster, outcome).await?;
+        return Ok(Action::await_change());
+    };
+    let owner = owner_reference(cluster);
+    let now = SystemTime::now();
+    let pki_error = |source| GatewayError::Pki { cluster: name.clone(), source };
+
+    // The CA, possibly preparing or promoting a successor.
+    let ca_secret = ctx.secrets.get(&ObjectRef::new(resources::CA_SECRET).within(&namespace));
+    let mut ca = resources::ca_state(ca_secret.as_deref());
+    if let Some((next, change)) = pki::reconcile_ca(&ca, &name, now).map_err(pki_error)? {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        ctx.applier.apply(&secrets, &resources::ca_secret(&namespace, &owner, &next), ca_secret.as_deref()).await?;
+        let note = match &change {
+            CaChange::Created(reason) => format!("created the gateway CA ({})", reason.as_str()),
+            CaChange::Rotated(reason) => {
+                format!("rotated the gateway CA ({}); the previous one stays trusted", reason.as_str())
+            }
+            CaChange::NextPrepared => {
+                "prepared the next gateway CA; it is trusted from now on and issues in 30 days".into()
+            }
+            CaChange::PreviousDropped => "the previous gateway CA expired and is no longer trusted".into(),
+            CaChange::NextDropped => "dropped an unusable next gateway CA".into(),
+        };
+        ctx.events.normal(&cluster.object_ref(&()), "GatewayCA", "ReconcileGateway", note).await;
+        ca = next;
+    }
+    let current_ca = ca.current().ok_or_else(|| {
+        pki_error(pki::PkiError::Unusable { what: "CA", reason: "the CA Secret has no certificate and key".into() })
+    })?;
+    let bundle = pki::trust_bundle(&ca, now).map_err(pki_error)?;
+
+    // The gateway's serving certificate.
+    let certs_secret = ctx.secrets.get(&ObjectRef::new(resources::CERTIFICATES_SECRET).within(&namespace));
+    let spec = pki::LeafSpec::gateway_server(&external_name, address.ip.as_deref()).map_err(pki_error)?;
+    let existing_cert = resources::secret_value(certs_secret.as_deref(), resources::GATEWAY_CERT_KEY);
+    let existing_key = resources::secret_value(certs_secret.as_deref(), resources::GATEWAY_KEY_KEY);
+    let gateway_cert =
+        match pki::leaf_renewal(existing_cert.as_deref(), existing_key.as_deref(), &current_ca.cert_pem, &spec, now) {
+            None => pki::CertifiedKeyPem {
+                cert_pem: existing_cert.unwrap_or_default(),
+                key_pem: existing_key.unwrap_or_default(),
+            },
+            Some(reason) => {
+                tracing::info!(reason = reason.as_str(), "issuing the gateway certificate");
+                pki::issue(&current_ca, &spec, now).map_err(pki_error)?
+            }
+        };
+
+    // nginx.conf: an invalid setting leaves the last good configuration serving.
+    let settings_api: Api<MLAAdminSetting> = Api::namespaced(ctx.client.clone(), &namespace);
+    let admin_settings = settings_api
+        .get_opt(MLA_ADMIN_SETTING_NAME)
+        .await
+        .map_err(|source| kube_error("get", "MLAAdminSetting", &namespace, source))?
+        .filter(|s| s.spec.cluster_name == name);
+    let nginx_conf = match nginx::render(
+        &name,
+        admin_settings.as_ref().map(|s| &s.spec),
+        &ctx.settings.upstreams,
+        &ctx.settings.server,
+    ) {
+        Ok(conf) => conf,
+        Err(error) => {
+            let message = format!("the gateway configuration was not changed: {error}");
+            ctx.events
+                .warning(&cluster.object_ref(&()), "InvalidGatewaySettings", "ReconcileGateway", message.clone())
+                .await;
+            let health = gateway_health(ctx, &namespace);
+            write_status(
+                ctx,
+                cluster,
+                Outcome { health, status: ConditionStatus::False, reason: "InvalidSettings", message },
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let certs = resources::certificates_secret(&namespace, &owner, &gateway_cert, &bundle);
+    ctx.applier.apply(&secrets, &certs, certs_secret.as_deref()).await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let current_cm = ctx.config_maps.get(&ObjectRef::new(resources::GATEWAY).within(&namespace));
+    ctx.applier
+        .apply(&config_maps, &resources::config_map(&namespace, &owner, &nginx_conf), current_cm.as_deref())
+        .await?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let current_deployment = ctx.deployments.get(&ObjectRef::new(resources::GATEWAY).within(&namespace));
+    let desired =
+        resources::deployment(&namespace, &owner, &ctx.settings.deployment, &resources::config_hash(&nginx_conf));
+    ctx.applier.apply(&deployments, &desired, current_deployment.as_deref()).await?;
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    let internal = ctx.services.get(&ObjectRef::new(resources::GATEWAY).within(&namespace));
+    ctx.applier.apply(&services, &resources::internal_service(&namespace, &owner), internal.as_deref()).await?;
+    let strategy = cluster.spec.expose_strategy.unwrap_or(ExposeStrategy::NodePort);
+    let external = ctx.services.get(&ObjectRef::new(resources::EXTERNAL_SERVICE).within(&namespace));
+    ctx.applier
+        .apply(&services, &resources::external_service(&namespace, &owner, strategy), external.as_deref())
+        .await?;
+
+    let health = gateway_health(ctx, &namespace);
+    let outcome = match health {
+        Some(HealthStatus::HealthStatusUp) => Outcome {
+            health,
+            status: ConditionStatus::True,
+            reason: "GatewayAvailable",
+            message: "the MLA gateway is available".into(),
+        },
+        _ => Outcome {
+            health,
+            status: ConditionStatus::False,
+            reason: "GatewayNotAvailable",
+            message: "the MLA gateway Deployment has no available replica yet".into(),
+        },
+    };
+    write_status(ctx, cluster, outcome).await?;
+    Ok(Action::requeue(ctx.settings.resync_period))
+}
+
+fn waiting(reason: &'static str, message: &str) -> Outcome {
+    Outcome { health: None, status: ConditionStatus::False, reason, message: message.into() }
+}
+
+fn kube_error(verb: &'static str, kind: &str, object: &str, source: kube::Error) -> mla_common::Error {
+    mla_common::Error::Kube { verb, kind: kind.into(), object: object.into(), source: Box::new(source) }
+}
+
+fn owner_reference(cluster: &Cluster) -> OwnerReference {
+    OwnerReference {
+        api_version: "kubermatic.k8c.io/v1".into(),
+        kind: "Cluster".into(),
+        name: cluster.name_any(),
+        uid: cluster.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Up when a replica is available, Provisioning while the rollout has none, Down when the
+/// Deployment is missing (after it was made) or reports no replicas at all.
+fn gateway_health(ctx: &Context, namespace: &str) -> Option<HealthStatus> {
+    let deployment = ctx.deployments.get(&ObjectRef::new(resources::GATEWAY).within(namespace))?;
+    let status = deployment.status.clone().unwrap_or_default();
+    Some(if status.available_replicas.unwrap_or(0) > 0 {
+        HealthStatus::HealthStatusUp
+    } else if status.observed_generation.is_none()
+        || status.updated_replicas.unwrap_or(0) > 0
+        || status.replicas.unwrap_or(0) > 0
+    {
+        HealthStatus::HealthStatusProvisioning
+    } else {
+        HealthStatus::HealthStatusDown
+    })
+}
+
+/// Writes `status.extendedHealth.mlaGateway` and the condition, only when they change.
+async fn write_status(ctx: &Context, cluster: &Cluster, outcome: Outcome) -> Result<(), GatewayError> {
+    let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION));
+    let unchanged = existing.is_some_and(|c| {
+        c.status == outcome.status
+            && c.reason.as_deref() == Some(outcome.reason)
+            && c.message.as_deref() == Some(outcome.message.as_str())
+    });
+    let condition = if unchanged {
+        existing.cloned().unwrap_or_default()
+    } else {
+        let transitioned = existing.is_none_or(|c| c.status != outcome.status);
+        Condition {
+            status: outcome.status,
+            kubermatic_version: None,
+            last_heartbeat_time: None,
+            last_transition_time: if transitioned {
+                Some(Time(k8s_openapi::jiff::Timestamp::now()))
+            } else {
+                existing.and_then(|c| c.last_transition_time.clone())
+            },
+            reason: Some(outcome.reason.into()),
+            message: Some(outcome.message),
+        }
+    };
+    let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
+    desired.status = Some(ClusterStatus {
+        conditions: [(CONDITION.to_string(), condition)].into(),
+        extended_health: Some(ExtendedClusterHealth { mla_gateway: outcome.health, ..Default::default() }),
+        ..Default::default()
+    });
+    let api: Api<Cluster> = Api::all(ctx.client.clone());
+    ctx.applier.apply_status(&api, &desired, Some(cluster)).await?;
+    Ok(())
+}
+
+/// Removes what this controller owns in the Cluster's status.
+async fn clear_status(ctx: &Context, cluster: &Cluster) -> Result<(), GatewayError> {
+    let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
+    desired.status = Some(ClusterStatus::default());
+    let api: Api<Cluster> = Api::all(ctx.client.clone());
+    ctx.applier.apply_status(&api, &desired, Some(cluster)).await?;
+    Ok(())
+}
+
+/// Deletes every object of the gateway in `namespace` that exists.
+async fn remove_gateway(ctx: &Context, namespace: &str) -> Result<(), GatewayError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    for name in [resources::CERTIFICATES_SECRET, resources::CA_SECRET] {
+        if ctx.secrets.get(&ObjectRef::new(name).within(namespace)).is_some() {
+            ctx.applier.delete(&secrets, name).await?;
+        }
+    }
+    if ctx.config_maps.get(&ObjectRef::new(resources::GATEWAY).within(namespace)).is_some() {
+        ctx.applier.delete(&Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace), resources::GATEWAY).await?;
+    }
+    if ctx.deployments.get(&ObjectRef::new(resources::GATEWAY).within(namespace)).is_some() {
+        ctx.applier.delete(&Api::<Deployment>::namespaced(ctx.client.clone(), namespace), resources::GATEWAY).await?;
+    }
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    for name in [resources::GATEWAY, resources::EXTERNAL_SERVICE] {
+        if ctx.services.get(&ObjectRef::new(name).within(namespace)).is_some() {
+            ctx.applier.delete(&services, name).await?;
+        }
+    }
+    Ok(())
+}
