@@ -32,7 +32,9 @@ pub fn seed_identity() -> Identity {
 /// Creates (or keeps) a namespace.
 pub async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
     let ns = Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
-    Api::<Namespace>::all(client.clone()).patch(name, &PatchParams::apply("mla-e2e").force(), &Patch::Apply(ns)).await?;
+    Api::<Namespace>::all(client.clone())
+        .patch(name, &PatchParams::apply("mla-e2e").force(), &Patch::Apply(ns))
+        .await?;
     Ok(())
 }
 

@@ -26,8 +26,11 @@ async fn main() -> anyhow::Result<()> {
     let binary = std::env::current_exe()?.with_file_name("master-controller-manager");
     anyhow::ensure!(binary.exists(), "{} missing: cargo build --release --bins", binary.display());
 
-    let (master, seed0, seed1) =
-        tokio::try_join!(ControlPlane::start("bench-master"), ControlPlane::start("bench-seed0"), ControlPlane::start("bench-seed1"))?;
+    let (master, seed0, seed1) = tokio::try_join!(
+        ControlPlane::start("bench-master"),
+        ControlPlane::start("bench-seed0"),
+        ControlPlane::start("bench-seed1")
+    )?;
     tokio::try_join!(master.install_crds(), seed0.install_crds(), seed1.install_crds())?;
     prepare_master(&master).await?;
     register_seed(&master, &seed0, "seed-0").await?;
@@ -36,7 +39,11 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     create_objects(&master, n).await?;
     let total = 5 * n;
-    println!("created {n} Projects, {n} Users, {} UserProjectBindings in the master in {:.1} s", 3 * n, started.elapsed().as_secs_f64());
+    println!(
+        "created {n} Projects, {n} Users, {} UserProjectBindings in the master in {:.1} s",
+        3 * n,
+        started.elapsed().as_secs_f64()
+    );
 
     let port = free_port()?;
     let kubeconfig = master.kubeconfig(&master_identity()).await?;
@@ -65,7 +72,12 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let convergence = started.elapsed();
-    println!("converged: {} copies in 2 seeds in {:.1} s ({:.0} copies/s)", 2 * total, convergence.as_secs_f64(), (2 * total) as f64 / convergence.as_secs_f64());
+    println!(
+        "converged: {} copies in 2 seeds in {:.1} s ({:.0} copies/s)",
+        2 * total,
+        convergence.as_secs_f64(),
+        (2 * total) as f64 / convergence.as_secs_f64()
+    );
 
     let writes = |plane: &ControlPlane| {
         let client = plane.client();
@@ -100,7 +112,8 @@ async fn main() -> anyhow::Result<()> {
         latencies[49].as_secs_f64() * 1000.0,
         latencies[98].as_secs_f64() * 1000.0
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", process.id())).context("reading the binary's status")?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", process.id())).context("reading the binary's status")?;
     let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or("?").trim().to_string();
     println!("peak RSS of master-controller-manager: {peak}");
     Ok(())
