@@ -6,112 +6,15 @@
 
 mod support;
 
-use std::fs::File;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use mla_common::api::{LoggingRateLimitSettings, MLAAdminSettingSpec};
 use mla_common::pki::{self, CaState, CertifiedKeyPem};
 use seed_controller_manager::gateway::nginx::{self, GatewayPaths, GatewayServer, Upstreams};
-use support::ScratchDir;
+use support::{Nginx, Recorded, ScratchDir, free_port, start_backend};
 
 const CLUSTER: &str = "abc123";
 const DAY: Duration = Duration::from_secs(24 * 3600);
-
-/// What reached the backend.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Recorded {
-    method: String,
-    uri: String,
-    tenants: Vec<String>,
-}
-
-type Records = Arc<Mutex<Vec<Recorded>>>;
-
-async fn record(State(records): State<Records>, request: Request) -> StatusCode {
-    let tenants = request
-        .headers()
-        .get_all("x-scope-orgid")
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect();
-    records.lock().unwrap().push(Recorded {
-        method: request.method().to_string(),
-        uri: request.uri().to_string(),
-        tenants,
-    });
-    StatusCode::NO_CONTENT
-}
-
-async fn start_backend() -> (String, Records) {
-    let records = Records::default();
-    let router = axum::Router::new().fallback(record).with_state(records.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    (url, records)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// nginx in the foreground; stopped (SIGTERM, so the workers go too) when dropped.
-struct Nginx {
-    child: Child,
-    dir_prefix: String,
-    conf: String,
-    stderr: std::path::PathBuf,
-}
-
-impl Nginx {
-    fn start(dir: &ScratchDir, config: &str) -> Self {
-        let conf = dir.str("nginx.conf");
-        std::fs::write(&conf, config).expect("write nginx.conf");
-        let stderr = dir.join("nginx.stderr");
-        let dir_prefix = format!("{}/", dir.path.display());
-        let child = Command::new(support::nginx_bin())
-            .args(["-e", "stderr", "-p", &dir_prefix, "-c", &conf, "-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("start nginx");
-        Self { child, dir_prefix, conf, stderr }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// `nginx -s reload`: re-reads the config and the certificate files.
-    fn reload(&self) {
-        let status = Command::new(support::nginx_bin())
-            .args(["-e", "stderr", "-p", &self.dir_prefix, "-c", &self.conf, "-s", "reload"])
-            .status()
-            .expect("nginx -s reload");
-        assert!(status.success(), "reload failed: {}", self.log());
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn client(ca_pem: &str, identity: Option<&CertifiedKeyPem>) -> reqwest::Client {
     client_with(ca_pem, identity, reqwest::ClientBuilder::new())
