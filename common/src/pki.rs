@@ -323,39 +323,23 @@ pub fn issue_client_certificate(
 /// Whether the CA in `cert_pem` / `key_pem` must be replaced, and why; `None` when it is a
 /// usable CA with at least [`RENEW_BEFORE`] left.
 pub fn ca_renewal(cert_pem: Option<&str>, key_pem: Option<&str>, now: SystemTime) -> Option<RenewalReason> {
-    let (Some(cert_pem), Some(key_pem)) = (cert_pem, key_pem) else {
-        return Some(RenewalReason::Missing);
-    };
-    let Some(der) = first_pem(cert_pem) else {
-        return Some(RenewalReason::Unparseable);
-    };
-    let Some(cert) = parse_der(&der) else {
-        return Some(RenewalReason::Unparseable);
-    };
-    let Ok(key) = KeyPair::from_pem(key_pem) else {
-        return Some(RenewalReason::Unparseable);
-    };
-    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-        return Some(RenewalReason::KeyMismatch);
-    }
-    if !is_ca(&cert) {
-        return Some(RenewalReason::NotCa);
-    }
-    if expiring(&cert, now) {
-        return Some(RenewalReason::Expiring);
-    }
-    None
+    with_certified_key(cert_pem, key_pem, |cert| {
+        if !is_ca(cert) {
+            Some(RenewalReason::NotCa)
+        } else if expiring(cert, now) {
+            Some(RenewalReason::Expiring)
+        } else {
+            None
+        }
+    })
 }
 
-/// Whether the leaf certificate in `cert_pem` / `key_pem` must be reissued from the CA in
-/// `ca_cert_pem`, and why; `None` when it matches `spec`, verifies against that CA and has at
-/// least [`RENEW_BEFORE`] left.
-pub fn leaf_renewal(
+/// Checks that a certificate and key are present, parse and belong together, then asks
+/// `check` about the certificate.
+fn with_certified_key(
     cert_pem: Option<&str>,
     key_pem: Option<&str>,
-    ca_cert_pem: &str,
-    spec: &LeafSpec,
-    now: SystemTime,
+    check: impl FnOnce(&X509Certificate<'_>) -> Option<RenewalReason>,
 ) -> Option<RenewalReason> {
     let (Some(cert_pem), Some(key_pem)) = (cert_pem, key_pem) else {
         return Some(RenewalReason::Missing);
@@ -372,17 +356,39 @@ pub fn leaf_renewal(
     if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
         return Some(RenewalReason::KeyMismatch);
     }
-    if !signed_by(&cert, ca_cert_pem) {
+    check(&cert)
+}
+
+/// Whether the leaf certificate in `cert_pem` / `key_pem` must be reissued from the CA in
+/// `ca_cert_pem`, and why; `None` when it matches `spec`, verifies against that CA and has at
+/// least [`RENEW_BEFORE`] left.
+pub fn leaf_renewal(
+    cert_pem: Option<&str>,
+    key_pem: Option<&str>,
+    ca_cert_pem: &str,
+    spec: &LeafSpec,
+    now: SystemTime,
+) -> Option<RenewalReason> {
+    with_certified_key(cert_pem, key_pem, |cert| leaf_check(cert, ca_cert_pem, spec, now))
+}
+
+fn leaf_check(
+    cert: &X509Certificate<'_>,
+    ca_cert_pem: &str,
+    spec: &LeafSpec,
+    now: SystemTime,
+) -> Option<RenewalReason> {
+    if !signed_by(cert, ca_cert_pem) {
         return Some(RenewalReason::WrongIssuer);
     }
-    if expiring(&cert, now) {
+    if expiring(cert, now) {
         return Some(RenewalReason::Expiring);
     }
     let common_name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok());
     if common_name != Some(spec.common_name.as_str()) {
         return Some(RenewalReason::SubjectChanged);
     }
-    let (dns_names, ip_addresses) = subject_alt_names(&cert);
+    let (dns_names, ip_addresses) = subject_alt_names(cert);
     if dns_names != spec.dns_names || ip_addresses != spec.ip_addresses {
         return Some(RenewalReason::SansChanged);
     }

@@ -57,6 +57,9 @@ struct Context<K: Synced> {
     seed: Arc<SeedHandle>,
     /// Whether this kind's watch of the seed is connected (set by the watch itself).
     reachable: Arc<AtomicBool>,
+    /// Whether the watch ever delivered a complete list (before that, "not reachable"
+    /// only means "not listed yet", which is no error).
+    listed: Arc<AtomicBool>,
     api: Api<K>,
     copies: Store<K>,
     fanout: Fanout<K>,
@@ -103,7 +106,9 @@ pub async fn run<K: Synced>(
     let (copies, writer) = reflector::store();
     let (resync_tx, resync_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let reachable = Arc::new(AtomicBool::new(false));
+    let listed = Arc::new(AtomicBool::new(false));
     let watch_reachable = reachable.clone();
+    let watch_listed = listed.clone();
     let seed_name = seed.name.clone();
     let seed_labels = crate::metrics::SeedLabels { seed: seed.name.clone() };
     let reachable_metric = metrics.reachable.clone();
@@ -120,6 +125,7 @@ pub async fn run<K: Synced>(
             Ok(watcher::Event::InitDone) => {
                 // (Re)connected: look at everything, including what failed meanwhile.
                 watch_reachable.store(true, Ordering::SeqCst);
+                watch_listed.store(true, Ordering::SeqCst);
                 reachable_metric.get_or_create(&seed_labels).set(1);
                 let _ = resync_tx.send(());
             }
@@ -144,6 +150,7 @@ pub async fn run<K: Synced>(
     let context = Arc::new(Context {
         seed: seed.clone(),
         reachable,
+        listed,
         api,
         copies: copies.clone(),
         fanout,
@@ -181,6 +188,10 @@ async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context<K>>) -> Result<Ac
 
 async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncError> {
     let name = object.name_any();
+    if !ctx.listed.load(Ordering::SeqCst) {
+        // The first complete list of the copies triggers a pass over everything.
+        return Ok(Action::await_change());
+    }
     if !ctx.reachable.load(Ordering::SeqCst) {
         return Err(SyncError::Unreachable(ctx.seed.name.clone()));
     }

@@ -174,15 +174,7 @@ async fn throughput() -> anyhow::Result<()> {
     let router = axum::Router::new().fallback(|| async { axum::http::StatusCode::NO_CONTENT });
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let upstreams = Upstreams {
-        cortex_distributor: backend.clone(),
-        loki_distributor: backend.clone(),
-        cortex_query_frontend: backend.clone(),
-        loki_query_frontend: backend.clone(),
-        cortex_alertmanager: backend.clone(),
-        cortex_ruler: backend.clone(),
-        loki_ruler: backend.clone(),
-    };
+    let upstreams = Upstreams::all(&backend);
     let server = GatewayServer {
         write_port: free_port()?,
         read_port: free_port()?,

@@ -129,15 +129,7 @@ async fn agent_pushes_through_certificate_renewal_and_ca_rotation_without_a_fail
     write(&dir, "agent/client.key", &agent_cert.key_pem);
 
     let (backend, records) = start_backend().await;
-    let upstreams = Upstreams {
-        cortex_distributor: backend.clone(),
-        loki_distributor: backend.clone(),
-        cortex_query_frontend: backend.clone(),
-        loki_query_frontend: backend.clone(),
-        cortex_alertmanager: backend.clone(),
-        cortex_ruler: backend.clone(),
-        loki_ruler: backend,
-    };
+    let upstreams = Upstreams::all(&backend);
     let server = GatewayServer {
         write_port: free_port(),
         read_port: free_port(),

@@ -53,15 +53,7 @@ async fn gateway_pins_the_tenant_and_refuses_strangers() {
     write_file(&dir, "certs/ca-bundle.crt", &pki::trust_bundle(&ca_state, now).expect("bundle"));
 
     let (backend, records) = start_backend().await;
-    let upstreams = Upstreams {
-        cortex_distributor: backend.clone(),
-        loki_distributor: backend.clone(),
-        cortex_query_frontend: backend.clone(),
-        loki_query_frontend: backend.clone(),
-        cortex_alertmanager: backend.clone(),
-        cortex_ruler: backend.clone(),
-        loki_ruler: backend.clone(),
-    };
+    let upstreams = Upstreams::all(&backend);
     let server = GatewayServer {
         write_port: free_port(),
         read_port: free_port(),

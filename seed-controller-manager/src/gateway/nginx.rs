@@ -71,6 +71,19 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
+    /// Every backend at one base URL (a test or benchmark backend that records everything).
+    pub fn all(url: &str) -> Self {
+        Self {
+            cortex_distributor: url.into(),
+            loki_distributor: url.into(),
+            cortex_query_frontend: url.into(),
+            loki_query_frontend: url.into(),
+            cortex_alertmanager: url.into(),
+            cortex_ruler: url.into(),
+            loki_ruler: url.into(),
+        }
+    }
+
     /// The Services of the shared MLA stack in `namespace` (full names, as nginx's resolver
     /// does not apply search domains).
     pub fn in_namespace(namespace: &str) -> Self {
