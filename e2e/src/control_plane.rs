@@ -168,7 +168,7 @@ impl ControlPlane {
             .arg(format!("--client-ca-file={}", path("ca.crt")))
             .arg(format!("--secure-port={}", self.port))
             .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
-            .args(["--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true"])
+            .args(["--service-cluster-ip-range=10.0.0.0/16", "--allow-privileged=true"])
             .args(["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"])
             .args(["--endpoint-reconciler-type=none", "--enable-priority-and-fairness=false"])
             .arg(format!("--service-account-issuer=https://127.0.0.1:{}/", self.port))

@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         &state,
         "seed-controller-manager",
         &seed,
-        &["--leader-election-namespace=kube-system"],
+        &["--leader-election-namespace=kube-system", "--enable-user-cluster-mla=true"],
     )?);
     let user_kubeconfig = format!("--user-cluster-kubeconfig={}", user.admin_kubeconfig().display());
     binaries.push(start(
@@ -169,7 +169,12 @@ async fn sample_objects(master: &ControlPlane, seed: &ControlPlane) -> anyhow::R
         },
     );
     cluster.metadata.labels = Some([(PROJECT_ID_LABEL.to_string(), "demo-project".to_string())].into());
-    Api::<Cluster>::all(seed.client()).patch("demo-cluster", &apply, &Patch::Apply(cluster)).await?;
+    let clusters = Api::<Cluster>::all(seed.client());
+    clusters.patch("demo-cluster", &apply, &Patch::Apply(cluster)).await?;
+    // What KKP's own controllers would report: the namespace and the address.
+    let status = serde_json::json!({"status": {"namespaceName": "cluster-demo-cluster",
+        "address": {"externalName": "demo-cluster.seed.localhost", "ip": "127.0.0.1", "port": 6443}}});
+    clusters.patch_status("demo-cluster", &PatchParams::default(), &Patch::Merge(&status)).await?;
     Ok(())
 }
 
@@ -195,7 +200,9 @@ fn summary(state: &Path, planes: [&ControlPlane; 3], binaries: &[Binary]) -> Str
     let seed = planes[1].admin_kubeconfig().display().to_string();
     out.push_str(&format!(
         "\nTry:\n  kubectl --kubeconfig {master} get seeds,projects,users,userprojectbindings -A\n  \
-         kubectl --kubeconfig {seed} get clusters\n  curl -s {}/readyz\n\n\
+         kubectl --kubeconfig {seed} get clusters\n  \
+         kubectl --kubeconfig {seed} -n cluster-demo-cluster get secrets,configmaps,deployments,services\n  \
+         curl -s {}/readyz\n\n\
          State and logs: {}\nStop it all:    make demo-down\n",
         binaries.first().map(|b| b.admin.as_str()).unwrap_or_default(),
         state.display()
