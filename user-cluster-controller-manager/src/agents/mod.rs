@@ -1,0 +1,1 @@
+//! The MLA agents installed into a user cluster's `mla-system` namespace.

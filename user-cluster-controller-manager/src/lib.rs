@@ -1,0 +1,4 @@
+//! The user-cluster-controller-manager's controllers, as a library so that tests can drive
+//! their pure parts (agent configuration builders) directly.
+
+pub mod agents;
