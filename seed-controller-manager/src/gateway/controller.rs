@@ -319,7 +319,11 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
     let strategy = cluster.spec.expose_strategy.unwrap_or(ExposeStrategy::NodePort);
     let external = ctx.services.get(&ObjectRef::new(resources::EXTERNAL_SERVICE).within(&namespace));
     ctx.applier
-        .apply(&services, &resources::external_service(&namespace, &owner, strategy), external.as_deref())
+        .apply(
+            &services,
+            &resources::external_service(&namespace, &owner, strategy, &external_name),
+            external.as_deref(),
+        )
         .await?;
 
     let health = gateway_health(ctx, &namespace);

@@ -37,8 +37,15 @@ pub const CONFIG_KEY: &str = "nginx.conf";
 pub const CONFIG_HASH_ANNOTATION: &str = "mla.k8c.io/config-hash";
 /// Where the certificates Secret is mounted (matches `nginx::GatewayPaths::default`).
 pub const CERTIFICATES_DIR: &str = "/etc/ssl/mla-gateway";
-/// Annotation asking the seed's nodeport-proxy to expose a Service (KKP convention).
+/// Annotation asking the seed's nodeport-proxy to expose a Service (KKP convention):
+/// `"true"` per NodePort, `"SNI"` by TLS server name.
 pub const EXPOSE_ANNOTATION: &str = "nodeport-proxy.k8s.io/expose";
+/// Annotation asking the per-cluster (LoadBalancer) nodeport-proxy to expose a Service.
+pub const EXPOSE_NAMESPACED_ANNOTATION: &str = "nodeport-proxy.k8s.io/expose-namespaced";
+/// For SNI exposure: which port is reached under which host name.
+pub const PORT_MAPPING_ANNOTATION: &str = "nodeport-proxy.k8s.io/port-mapping";
+/// Host name prefix of the gateway when exposed by SNI (Tunneling).
+pub const SNI_PREFIX: &str = "mla-gateway.";
 
 const APP_LABEL: &str = "app.kubernetes.io/name";
 const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -304,21 +311,32 @@ pub fn internal_service(namespace: &str, owner: &OwnerReference) -> Service {
     }
 }
 
-/// The write-path Service the agents reach, shaped by the cluster's expose strategy:
-/// `NodePort` and `LoadBalancer` give Services of those types; `Tunneling` a ClusterIP
-/// Service that the seed's nodeport-proxy exposes by SNI (`mla-gateway.<externalName>`).
-/// NodePort and Tunneling Services carry the nodeport-proxy's expose annotation, as KKP's
-/// control plane Services do.
-pub fn external_service(namespace: &str, owner: &OwnerReference, strategy: ExposeStrategy) -> Service {
-    let (type_, expose) = match strategy {
-        ExposeStrategy::NodePort => ("NodePort", true),
-        ExposeStrategy::LoadBalancer => ("LoadBalancer", false),
-        ExposeStrategy::Tunneling => ("ClusterIP", true),
+/// The write-path Service the agents reach, exposed by the seed's nodeport-proxy as KKP
+/// exposes it: `NodePort` → a NodePort Service with `expose: "true"`; `LoadBalancer` → a
+/// NodePort Service the cluster's own proxy exposes (`expose-namespaced: "true"`);
+/// `Tunneling` → a ClusterIP Service reached by SNI as `mla-gateway.<externalName>`.
+pub fn external_service(
+    namespace: &str,
+    owner: &OwnerReference,
+    strategy: ExposeStrategy,
+    external_name: &str,
+) -> Service {
+    let (type_, annotations) = match strategy {
+        ExposeStrategy::NodePort => ("NodePort", vec![(EXPOSE_ANNOTATION, "true".to_string())]),
+        ExposeStrategy::LoadBalancer => ("NodePort", vec![(EXPOSE_NAMESPACED_ANNOTATION, "true".to_string())]),
+        ExposeStrategy::Tunneling => (
+            "ClusterIP",
+            vec![
+                (EXPOSE_ANNOTATION, "SNI".to_string()),
+                (
+                    PORT_MAPPING_ANNOTATION,
+                    serde_json::json!({ "https-ext": format!("{SNI_PREFIX}{external_name}") }).to_string(),
+                ),
+            ],
+        ),
     };
     let mut metadata = meta(EXTERNAL_SERVICE, namespace, owner);
-    if expose {
-        metadata.annotations = Some(BTreeMap::from([(EXPOSE_ANNOTATION.to_string(), "true".to_string())]));
-    }
+    metadata.annotations = Some(annotations.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
     Service {
         metadata,
         spec: Some(ServiceSpec {
@@ -387,14 +405,18 @@ mod tests {
 
     #[test]
     fn external_service_follows_the_expose_strategy() {
-        let kind = |s| external_service("ns", &owner(), s).spec.and_then(|s| s.type_).unwrap_or_default();
+        let service = |s| external_service("ns", &owner(), s, "c1.example.com");
+        let kind = |s| service(s).spec.and_then(|s| s.type_).unwrap_or_default();
+        let annotation = |s, key: &str| service(s).metadata.annotations.and_then(|a| a.get(key).cloned());
         assert_eq!(kind(ExposeStrategy::NodePort), "NodePort");
-        assert_eq!(kind(ExposeStrategy::LoadBalancer), "LoadBalancer");
+        assert_eq!(annotation(ExposeStrategy::NodePort, EXPOSE_ANNOTATION).as_deref(), Some("true"));
+        assert_eq!(kind(ExposeStrategy::LoadBalancer), "NodePort");
+        assert_eq!(annotation(ExposeStrategy::LoadBalancer, EXPOSE_NAMESPACED_ANNOTATION).as_deref(), Some("true"));
         assert_eq!(kind(ExposeStrategy::Tunneling), "ClusterIP");
-        let tunneled = external_service("ns", &owner(), ExposeStrategy::Tunneling);
+        assert_eq!(annotation(ExposeStrategy::Tunneling, EXPOSE_ANNOTATION).as_deref(), Some("SNI"));
         assert_eq!(
-            tunneled.metadata.annotations.and_then(|a| a.get(EXPOSE_ANNOTATION).cloned()).as_deref(),
-            Some("true")
+            annotation(ExposeStrategy::Tunneling, PORT_MAPPING_ANNOTATION).as_deref(),
+            Some(r#"{"https-ext":"mla-gateway.c1.example.com"}"#)
         );
     }
 }
