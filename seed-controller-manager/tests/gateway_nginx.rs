@@ -157,7 +157,8 @@ fn goldens_pass_nginx_t() {
         // The pid file (in the temp directory) before the temp directory.
         for (from, to) in [
             (production.paths.pid.clone(), dir.str("run/nginx.pid")),
-            (format!(" {}/", production.paths.temp_dir), format!(" {}/", dir.str("run"))),
+            // Only the temp path directives: the scratch directory may itself be below /tmp.
+            (format!("_temp_path {}/", production.paths.temp_dir), format!("_temp_path {}/", dir.str("run"))),
             (production.paths.certificate.clone(), dir.str("certs/gateway.crt")),
             (production.paths.certificate_key.clone(), dir.str("certs/gateway.key")),
             (production.paths.client_ca_bundle.clone(), dir.str("certs/ca-bundle.crt")),
