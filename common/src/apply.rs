@@ -161,6 +161,11 @@ impl Applier {
         }
     }
 
+    /// Whether this replica leads (and so may write) right now.
+    pub fn is_leader(&self) -> bool {
+        self.leader.is_leader()
+    }
+
     /// Fails unless this replica leads. Every write of a controller goes through here.
     pub fn ensure_leader(&self, verb: &'static str, object: &str) -> Result<()> {
         if self.leader.is_leader() {

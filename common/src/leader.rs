@@ -55,6 +55,28 @@ impl LeaderState {
         self.rx.as_ref().is_none_or(|rx| *rx.borrow())
     }
 
+    /// A stream that yields whenever this replica becomes leader (at once if it leads
+    /// already): for `reconcile_all_on`, so a new leader looks at everything.
+    pub fn gained(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        let rx = self.rx.clone();
+        futures::stream::unfold((rx, false), |(rx, mut was)| async move {
+            match rx {
+                None if !was => Some(((), (None, true))),
+                None => futures::future::pending().await,
+                Some(mut rx) => loop {
+                    let leading = *rx.borrow_and_update();
+                    if leading && !was {
+                        return Some(((), (Some(rx), true)));
+                    }
+                    was = leading;
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
+                },
+            }
+        })
+    }
+
     /// Waits until this replica leads. Returns false if the election ended first.
     pub async fn wait_for_leadership(&mut self) -> bool {
         match &mut self.rx {
@@ -179,5 +201,31 @@ impl LeaderElector {
     fn set_leading(&self, leading: bool) {
         self.is_leader.set(i64::from(leading));
         self.tx.send_replace(leading);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn gained_yields_each_time_leadership_begins() {
+        let mut always = Box::pin(LeaderState::always().gained());
+        assert_eq!(always.next().await, Some(()));
+        assert!(futures::FutureExt::now_or_never(always.next()).is_none(), "once only");
+
+        let (tx, rx) = watch::channel(false);
+        let state = LeaderState { rx: Some(rx) };
+        let mut gained = Box::pin(state.gained());
+        assert!(futures::FutureExt::now_or_never(gained.next()).is_none(), "not leading yet");
+        tx.send_replace(true);
+        assert_eq!(gained.next().await, Some(()));
+        tx.send_replace(false);
+        tokio::task::yield_now().await;
+        assert!(futures::FutureExt::now_or_never(gained.next()).is_none(), "lost, not gained");
+        tx.send_replace(true);
+        assert_eq!(gained.next().await, Some(()));
     }
 }

@@ -106,16 +106,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let runtime = Runtime::new(BINARY, &args.common).await?;
-    let client = runtime.client.clone();
-    let gateway = controller::run(
-        client.clone(),
-        runtime.applier(controller::CONTROLLER),
-        runtime.events(client, controller::CONTROLLER),
-        runtime.metrics.controller(controller::CONTROLLER),
-        settings,
-        runtime.readiness.clone(),
-        runtime.shutdown.clone(),
-    );
+    let gateway = controller::run(&runtime, settings);
     runtime
         .run(async move {
             gateway.await;

@@ -13,7 +13,7 @@ use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
-use mla_common::admin::{Readiness, ReadinessGate};
+use mla_common::admin::ReadinessGate;
 use mla_common::api::{
     Cluster, ClusterSpec, ClusterStatus, Condition, ConditionStatus, ExposeStrategy, ExtendedClusterHealth,
     HealthStatus, MLA_ADMIN_SETTING_NAME, MLAAdminSetting,
@@ -23,9 +23,8 @@ use mla_common::backoff::Backoff;
 use mla_common::events::EventPublisher;
 use mla_common::metrics::ControllerMetrics;
 use mla_common::pki::{self, CaChange};
-use mla_common::runtime::mark_synced;
+use mla_common::runtime::{Runtime, mark_synced};
 use serde::de::DeserializeOwned;
-use tokio_util::sync::CancellationToken;
 
 use super::nginx::{self, GatewayServer, Upstreams};
 use super::resources::{self, GatewayDeploymentSettings};
@@ -111,67 +110,74 @@ where
     (store, stream)
 }
 
-/// Runs the gateway controller until `stop`; each of its watches has a readiness gate
-/// (`gateway/<kind>`) that opens once it has synced.
-pub async fn run(
-    client: kube::Client,
-    applier: Applier,
-    events: EventPublisher,
-    metrics: ControllerMetrics,
-    settings: GatewaySettings,
-    readiness: Readiness,
-    stop: CancellationToken,
-) {
-    let (secrets, secret_events) = children::<Secret>(&client, readiness.gate("gateway/secrets"));
-    let (config_maps, config_map_events) = children::<ConfigMap>(&client, readiness.gate("gateway/configmaps"));
-    let (deployments, deployment_events) = children::<Deployment>(&client, readiness.gate("gateway/deployments"));
-    let (services, service_events) = children::<Service>(&client, readiness.gate("gateway/services"));
-    let (clusters, cluster_writer) = reflector::store();
-    let cluster_watch = watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
-    let cluster_events =
-        mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("gateway/clusters"))
-            .applied_objects();
-    let resync_period = settings.resync_period;
-    let context = Arc::new(Context {
-        client: client.clone(),
-        applier,
-        events,
-        metrics,
-        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
-        settings,
-        secrets,
-        config_maps,
-        deployments,
-        services,
-    });
-    let periodic = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync_period)).map(|_| ());
-    let controller = Controller::for_stream(cluster_events, clusters)
-        .owns_stream(secret_events)
-        .owns_stream(config_map_events)
-        .owns_stream(deployment_events)
-        .owns_stream(service_events)
-        .watches(
-            Api::<MLAAdminSetting>::all(client.clone()),
-            watcher::Config::default(),
-            |settings: MLAAdminSetting| Some(ObjectRef::new(&settings.spec.cluster_name)),
-        )
-        .reconcile_all_on(periodic)
-        .with_config(ControllerConfig::default().concurrency(8))
-        .graceful_shutdown_on(stop.cancelled_owned());
-    controller
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            // Reconcile errors are logged by error_policy; what arrives here are watch errors.
-            if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
-                tracing::warn!(%error, "gateway watch failed; retrying");
-            }
-            futures::future::ready(())
-        })
-        .await;
+/// The gateway controller of `runtime`, running until shutdown. Each of its watches has a
+/// readiness gate (`gateway/<kind>`) that opens once it has synced. Followers keep their
+/// caches warm but reconcile nothing; a replica that becomes leader looks at every Cluster.
+pub fn run(runtime: &Runtime, settings: GatewaySettings) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let client = runtime.client.clone();
+    let applier = runtime.applier(CONTROLLER);
+    let events = runtime.events(client.clone(), CONTROLLER);
+    let metrics = runtime.metrics.controller(CONTROLLER);
+    let readiness = runtime.readiness.clone();
+    let leader = runtime.leader.clone();
+    let stop = runtime.shutdown.clone();
+    async move {
+        let (secrets, secret_events) = children::<Secret>(&client, readiness.gate("gateway/secrets"));
+        let (config_maps, config_map_events) = children::<ConfigMap>(&client, readiness.gate("gateway/configmaps"));
+        let (deployments, deployment_events) = children::<Deployment>(&client, readiness.gate("gateway/deployments"));
+        let (services, service_events) = children::<Service>(&client, readiness.gate("gateway/services"));
+        let (clusters, cluster_writer) = reflector::store();
+        let cluster_watch = watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
+        let cluster_events =
+            mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("gateway/clusters"))
+                .applied_objects();
+        let resync_period = settings.resync_period;
+        let leader_gained = leader.gained();
+        let context = Arc::new(Context {
+            client: client.clone(),
+            applier,
+            events,
+            metrics,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            settings,
+            secrets,
+            config_maps,
+            deployments,
+            services,
+        });
+        let periodic = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync_period)).map(|_| ());
+        let controller = Controller::for_stream(cluster_events, clusters)
+            .owns_stream(secret_events)
+            .owns_stream(config_map_events)
+            .owns_stream(deployment_events)
+            .owns_stream(service_events)
+            .watches(
+                Api::<MLAAdminSetting>::all(client.clone()),
+                watcher::Config::default(),
+                |settings: MLAAdminSetting| Some(ObjectRef::new(&settings.spec.cluster_name)),
+            )
+            .reconcile_all_on(futures::stream::select(periodic, leader_gained))
+            .with_config(ControllerConfig::default().concurrency(8))
+            .graceful_shutdown_on(stop.cancelled_owned());
+        controller
+            .run(reconcile, error_policy, context)
+            .for_each(|result| {
+                // Reconcile errors are logged by error_policy; what arrives here are watch errors.
+                if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
+                    tracing::warn!(%error, "gateway watch failed; retrying");
+                }
+                futures::future::ready(())
+            })
+            .await;
+    }
 }
 
 #[tracing::instrument(skip(cluster, ctx), fields(cluster = %cluster.name_any()))]
 async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, GatewayError> {
+    if !ctx.applier.is_leader() {
+        // Followers keep their caches warm; everything is looked at when they lead.
+        return Ok(Action::await_change());
+    }
     let started = Instant::now();
     let result = reconcile_gateway(&cluster, &ctx).await;
     let common = match &result {
