@@ -2,3 +2,5 @@
 //! their pure parts (agent configuration builders) directly.
 
 pub mod agents;
+pub mod certificates;
+pub mod gateway_url;
