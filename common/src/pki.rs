@@ -433,6 +433,20 @@ impl fmt::Debug for CaState {
 }
 
 impl CaState {
+    /// The state held by the Secret `mla-gateway-ca` (absent keys stay `None`).
+    pub fn from_secret(secret: Option<&k8s_openapi::api::core::v1::Secret>) -> Self {
+        let get = |key: &str| {
+            secret.and_then(|s| s.data.as_ref()?.get(key)).and_then(|v| String::from_utf8(v.0.clone()).ok())
+        };
+        Self {
+            cert_pem: get(CA_CERT_KEY),
+            key_pem: get(CA_KEY_KEY),
+            previous_cert_pem: get(CA_PREVIOUS_CERT_KEY),
+            next_cert_pem: get(CA_NEXT_CERT_KEY),
+            next_key_pem: get(CA_NEXT_KEY_KEY),
+        }
+    }
+
     /// The current CA as certificate and key, when both are present.
     pub fn current(&self) -> Option<CertifiedKeyPem> {
         Some(CertifiedKeyPem { cert_pem: self.cert_pem.clone()?, key_pem: self.key_pem.clone()? })

@@ -6,13 +6,9 @@ use std::time::SystemTime;
 
 use mla_common::pki::{self, CaState, CertifiedKeyPem, LeafSpec, PkiError};
 
-/// Client certificate key in an agent's certificates Secret.
-pub const CLIENT_CERT_KEY: &str = "client.crt";
-/// Client key in an agent's certificates Secret.
-pub const CLIENT_KEY_KEY: &str = "client.key";
-/// The trust bundle (current CA and, around a rotation, its successor or predecessor) the
-/// agent verifies the gateway with.
-pub const CA_KEY: &str = "ca.crt";
+/// Keys of an agent's certificates Secret; `ca.crt` is the trust bundle (current CA and,
+/// around a rotation, its successor or predecessor) the agent verifies the gateway with.
+pub use crate::agents::common::{CA_CERT_KEY as CA_KEY, CLIENT_CERT_KEY, CLIENT_KEY_KEY};
 
 /// What an agent's certificates Secret holds (or should hold).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -3,4 +3,5 @@
 
 pub mod agents;
 pub mod certificates;
+pub mod controller;
 pub mod gateway_url;

@@ -1,30 +1,35 @@
 //! user-cluster-controller-manager: one process per user cluster that installs, certifies
-//! and watches the MLA agents there (the reconcilers come with their issue; this binary
-//! already watches its Cluster in the seed, connects to the user cluster, serves its admin
-//! endpoints and takes part in leader election).
+//! and watches the MLA agents there. The common kube flags choose the seed;
+//! `--user-cluster-kubeconfig` the user cluster.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
-use kube::Api;
-use kube::runtime::watcher;
-use mla_common::api::Cluster;
-use mla_common::cli::CommonArgs;
+use mla_common::cli::{CommonArgs, parse_duration};
 use mla_common::runtime::{Runtime, client_for};
+use user_cluster_controller_manager::agents::promtail::LoggingAgent;
+use user_cluster_controller_manager::controller::{self, AgentsSettings};
 
 const BINARY: &str = "user-cluster-controller-manager";
 
-/// Installs and certifies the MLA agents of one user cluster. The common kube flags
-/// choose the seed; `--user-cluster-kubeconfig` the user cluster.
+/// Installs and certifies the MLA agents of one user cluster.
 #[derive(Debug, Parser)]
 #[command(name = BINARY, version, about)]
 struct Args {
     /// Name of the Cluster object (in the seed) this process serves.
     #[arg(long, env = "MLA_CLUSTER_NAME")]
     cluster_name: String,
+    /// Seed namespace of the cluster (CA Secret, gateway Service); defaults to the pod's
+    /// namespace (POD_NAMESPACE), else `cluster-<cluster name>`.
+    #[arg(long, env = "MLA_CLUSTER_NAMESPACE")]
+    cluster_namespace: Option<String>,
     /// Kubeconfig of the user cluster.
     #[arg(long, env = "MLA_USER_CLUSTER_KUBECONFIG")]
     user_cluster_kubeconfig: PathBuf,
+    /// Every object is compared again this often, even without a change.
+    #[arg(long, env = "MLA_RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
+    resync_period: Duration,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -34,24 +39,22 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     mla_common::telemetry::init(&args.common.log)?;
     let runtime = Runtime::new(BINARY, &args.common).await?;
-    let _user_cluster = client_for(Some(&args.user_cluster_kubeconfig), None).await?;
-    let clusters = Api::<Cluster>::all(runtime.client.clone());
-    let config = watcher::Config::default().fields(&format!("metadata.name={}", args.cluster_name));
-    let (_store, watch_cluster) = runtime.reflect("cluster", clusters, config);
-    let mut leader = runtime.leader.clone();
-    let cluster_name = args.cluster_name;
+    let user = client_for(Some(&args.user_cluster_kubeconfig), None).await?;
+    let cluster_namespace = args
+        .cluster_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| format!("cluster-{}", args.cluster_name));
+    let settings = AgentsSettings {
+        cluster_name: args.cluster_name.clone(),
+        cluster_namespace,
+        resync_period: args.resync_period,
+        logging_agent: LoggingAgent::Promtail,
+    };
+    let agents = controller::run(&runtime, user, settings);
     runtime
         .run(async move {
-            let lead = async {
-                if leader.wait_for_leadership().await {
-                    tracing::info!(cluster = %cluster_name, "leading: agent reconcilers would start here");
-                }
-                futures::future::pending::<()>().await
-            };
-            tokio::select! {
-                () = watch_cluster => {}
-                () = lead => {}
-            }
+            agents.await;
             Ok(())
         })
         .await
@@ -74,5 +77,6 @@ mod tests {
         let args = Args::try_parse_from([BINARY, "--cluster-name", "abc", "--user-cluster-kubeconfig", "/k"])
             .expect("flags parse");
         assert_eq!(args.cluster_name, "abc");
+        assert_eq!(args.resync_period, Duration::from_secs(300));
     }
 }

@@ -120,16 +120,7 @@ pub fn ca_secret(namespace: &str, owner: &OwnerReference, state: &CaState) -> Se
 
 /// Reads the CA state out of the CA Secret (absent keys stay `None`).
 pub fn ca_state(secret: Option<&Secret>) -> CaState {
-    let get = |key: &str| {
-        secret.and_then(|s| s.data.as_ref()).and_then(|d| d.get(key)).and_then(|v| String::from_utf8(v.0.clone()).ok())
-    };
-    CaState {
-        cert_pem: get(pki::CA_CERT_KEY),
-        key_pem: get(pki::CA_KEY_KEY),
-        previous_cert_pem: get(pki::CA_PREVIOUS_CERT_KEY),
-        next_cert_pem: get(pki::CA_NEXT_CERT_KEY),
-        next_key_pem: get(pki::CA_NEXT_KEY_KEY),
-    }
+    CaState::from_secret(secret)
 }
 
 /// A string value of a Secret.

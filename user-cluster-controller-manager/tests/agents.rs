@@ -1,0 +1,204 @@
+//! The binary against two real API servers (a seed and a user cluster): agents installed,
+//! certified from the cluster CA, health reported, extra scrape configs, removal, and a
+//! steady state with zero writes in either cluster.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may panic
+
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use mla_common::api::*;
+use mla_common::pki;
+use mla_e2e::master::ensure_namespace;
+use mla_e2e::{ControlPlane, ManagedProcess, eventually, free_port, write_requests_by_resource};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_user-cluster-controller-manager");
+const WAIT: Duration = Duration::from_secs(30);
+
+fn text(secret: &Secret, key: &str) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+async fn writes(plane: &ControlPlane) -> std::collections::BTreeMap<String, u64> {
+    write_requests_by_resource(&plane.client(), &["", "apps", "rbac.authorization.k8s.io", "kubermatic.k8c.io"])
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn agents_lifecycle() -> anyhow::Result<()> {
+    let (seed, user) = tokio::try_join!(ControlPlane::start("agents-seed"), ControlPlane::start("agents-user"))?;
+    seed.install_crds().await?;
+    let seed_client = seed.client();
+    ensure_namespace(&seed_client, "cluster-c1").await?;
+
+    // What the seed-controller-manager would have made: the cluster's CA.
+    let ca = pki::create_ca("c1", SystemTime::now())?;
+    let ca_secret = Secret {
+        metadata: ObjectMeta { name: Some("mla-gateway-ca".into()), ..Default::default() },
+        data: Some(
+            [("ca.crt", &ca.cert_pem), ("ca.key", &ca.key_pem)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(seed_client.clone(), "cluster-c1").create(&PostParams::default(), &ca_secret).await?;
+    let clusters: Api<Cluster> = Api::all(seed_client.clone());
+    let spec = ClusterSpec {
+        human_readable_name: None,
+        expose_strategy: Some(ExposeStrategy::Tunneling),
+        mla: Some(MLASettings { monitoring_enabled: true, logging_enabled: true, ..Default::default() }),
+    };
+    clusters.create(&PostParams::default(), &Cluster::new("c1", spec)).await?;
+    let status = serde_json::json!({"status": {"namespaceName": "cluster-c1", "address": {"externalName": "c1.seed.example.com", "port": 6443}}});
+    clusters.patch_status("c1", &PatchParams::default(), &Patch::Merge(&status)).await?;
+
+    let port = free_port()?;
+    let mut command = Command::new(BINARY);
+    command
+        .arg(format!("--kubeconfig={}", seed.admin_kubeconfig().display()))
+        .arg(format!("--user-cluster-kubeconfig={}", user.admin_kubeconfig().display()))
+        .arg(format!("--admin-addr=127.0.0.1:{port}"))
+        .args(["--cluster-name=c1", "--cluster-namespace=cluster-c1", "--leader-election-namespace=cluster-c1"])
+        .args(["--resync-period=3s", "--log-level=info,kube=warn"]);
+    let log = seed.dir().join("user-cluster-controller-manager.log");
+    let _binary = ManagedProcess::spawn("user-cluster-controller-manager", command, &log)?;
+
+    let user_client = user.client();
+    let secrets: Api<Secret> = Api::namespaced(user_client.clone(), "mla-system");
+    let deployments: Api<Deployment> = Api::namespaced(user_client.clone(), "mla-system");
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(user_client.clone(), "mla-system");
+    let config_maps: Api<ConfigMap> = Api::namespaced(user_client.clone(), "mla-system");
+    eventually("the agents in the user cluster", WAIT, || {
+        let (deployments, daemon_sets) = (deployments.clone(), daemon_sets.clone());
+        async move {
+            Ok((deployments.get_opt("prometheus").await?.is_some() && daemon_sets.get_opt("promtail").await?.is_some())
+                .then_some(()))
+        }
+    })
+    .await
+    .map_err(|e| e.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
+
+    // Client certificates from the cluster's CA, with the CA as trust.
+    for (secret, cn) in [("prometheus-certificates", "prometheus"), ("promtail-certificates", "promtail")] {
+        let s = secrets.get(secret).await?;
+        let spec = pki::LeafSpec::client(cn)?;
+        let verdict = pki::leaf_renewal(
+            Some(&text(&s, "client.crt")),
+            Some(&text(&s, "client.key")),
+            &ca.cert_pem,
+            &spec,
+            SystemTime::now(),
+        );
+        assert_eq!(verdict, None, "{secret}: a valid {cn} client certificate from the cluster CA");
+        assert!(text(&s, "ca.crt").contains(ca.cert_pem.trim()));
+    }
+    let prometheus_yaml = config_maps.get("prometheus").await?.data.unwrap_or_default()["prometheus.yaml"].clone();
+    assert!(prometheus_yaml.contains("https://mla-gateway.c1.seed.example.com:6443/api/v1/push"), "{prometheus_yaml}");
+    assert!(prometheus_yaml.contains("cluster: c1"), "{prometheus_yaml}");
+
+    // Health on the seed's Cluster.
+    eventually("health reported", WAIT, || {
+        let clusters = clusters.clone();
+        async move {
+            let health = clusters.get("c1").await?.status.and_then(|s| s.extended_health).unwrap_or_default();
+            Ok((health.monitoring == Some(HealthStatus::HealthStatusProvisioning)
+                && health.logging == Some(HealthStatus::HealthStatusProvisioning))
+            .then_some(()))
+        }
+    })
+    .await?;
+
+    // Extra scrape configs: a good one is used, a bad one skipped with an Event.
+    let scrape = |name: &str, yaml: &str| ConfigMap {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        data: Some([("scrape.yaml".to_string(), yaml.to_string())].into()),
+        ..Default::default()
+    };
+    config_maps
+        .create(
+            &PostParams::default(),
+            &scrape(
+                "prometheus-scraping-good",
+                "- job_name: my-app\n  static_configs:\n    - targets: ['my-app:8080']\n",
+            ),
+        )
+        .await?;
+    config_maps
+        .create(&PostParams::default(), &scrape("prometheus-scraping-bad", "this: [is not a scrape config"))
+        .await?;
+    eventually("the good extra scrape config in prometheus.yaml", WAIT, || {
+        let config_maps = config_maps.clone();
+        async move {
+            Ok(config_maps.get("prometheus").await?.data.unwrap_or_default()["prometheus.yaml"]
+                .contains("job_name: my-app")
+                .then_some(()))
+        }
+    })
+    .await?;
+    let events: Api<Event> = Api::namespaced(seed_client.clone(), "default");
+    eventually("an InvalidScrapeConfig Event on the Cluster", WAIT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await?;
+            Ok(list
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("InvalidScrapeConfig")
+                        && e.note.as_deref().unwrap_or_default().contains("prometheus-scraping-bad")
+                })
+                .then_some(()))
+        }
+    })
+    .await?;
+
+    // Steady state: two resync periods without a write in either cluster.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = (writes(&seed).await, writes(&user).await);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!((writes(&seed).await, writes(&user).await), before, "writes during two no-change resync periods");
+
+    // Logging off: promtail goes, Prometheus stays.
+    let patch = serde_json::json!({"spec": {"mla": {"loggingEnabled": false}}});
+    clusters.patch("c1", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    eventually("promtail removed", WAIT, || {
+        let (daemon_sets, secrets) = (daemon_sets.clone(), secrets.clone());
+        async move {
+            Ok((daemon_sets.get_opt("promtail").await?.is_none()
+                && secrets.get_opt("promtail-certificates").await?.is_none())
+            .then_some(()))
+        }
+    })
+    .await?;
+    assert!(deployments.get_opt("prometheus").await?.is_some());
+
+    // Monitoring off too: the namespace goes (it stays Terminating here: no namespace
+    // controller runs in the test control plane).
+    let patch = serde_json::json!({"spec": {"mla": {"monitoringEnabled": false}}});
+    clusters.patch("c1", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let namespaces: Api<Namespace> = Api::all(user_client.clone());
+    eventually("mla-system deleted", WAIT, || {
+        let namespaces = namespaces.clone();
+        async move {
+            Ok(namespaces
+                .get_opt("mla-system")
+                .await?
+                .is_none_or(|ns| ns.metadata.deletion_timestamp.is_some())
+                .then_some(()))
+        }
+    })
+    .await?;
+    let health = clusters.get("c1").await?.status.and_then(|s| s.extended_health).unwrap_or_default();
+    assert_eq!((health.monitoring, health.logging), (None, None), "health cleared: {health:?}");
+    assert!(clusters.get("c1").await?.finalizers().is_empty());
+    Ok(())
+}
