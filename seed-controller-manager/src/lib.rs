@@ -2,3 +2,4 @@
 //! pure parts (configuration renderers, resource builders) directly.
 
 pub mod gateway;
+pub mod usercluster;

@@ -9,6 +9,7 @@ use mla_common::runtime::Runtime;
 use seed_controller_manager::gateway::controller::{self, GatewaySettings};
 use seed_controller_manager::gateway::nginx::{GatewayServer, Upstreams};
 use seed_controller_manager::gateway::resources::GatewayDeploymentSettings;
+use seed_controller_manager::usercluster::{self, UserClusterSettings};
 
 const BINARY: &str = "seed-controller-manager";
 
@@ -34,6 +35,19 @@ struct Args {
     /// DNS server the gateway resolves backend names with.
     #[arg(long, env = "MLA_GATEWAY_RESOLVER", default_value = "kube-dns.kube-system.svc.cluster.local")]
     gateway_resolver: String,
+    /// Image of user-cluster-controller-manager, run once per MLA-enabled Cluster.
+    #[arg(
+        long,
+        env = "MLA_USER_CLUSTER_CONTROLLER_MANAGER_IMAGE",
+        default_value = "mla-controllers/user-cluster-controller-manager:latest"
+    )]
+    user_cluster_controller_manager_image: String,
+    /// Secret in each cluster namespace holding the user cluster's kubeconfig.
+    #[arg(long, env = "MLA_USER_CLUSTER_KUBECONFIG_SECRET", default_value = "admin-kubeconfig")]
+    user_cluster_kubeconfig_secret: String,
+    /// Key of the kubeconfig in that Secret.
+    #[arg(long, env = "MLA_USER_CLUSTER_KUBECONFIG_KEY", default_value = "kubeconfig")]
+    user_cluster_kubeconfig_key: String,
     /// Every Cluster is looked at again this often (certificates expire by the clock).
     #[arg(long, env = "MLA_RESYNC_PERIOD", default_value = "30m", value_parser = parse_duration)]
     resync_period: Duration,
@@ -107,9 +121,18 @@ async fn main() -> anyhow::Result<()> {
 
     let runtime = Runtime::new(BINARY, &args.common).await?;
     let gateway = controller::run(&runtime, settings);
+    let user_clusters = usercluster::run(
+        &runtime,
+        UserClusterSettings {
+            mla_enabled: args.enable_user_cluster_mla,
+            image: args.user_cluster_controller_manager_image.clone(),
+            kubeconfig_secret: args.user_cluster_kubeconfig_secret.clone(),
+            kubeconfig_key: args.user_cluster_kubeconfig_key.clone(),
+        },
+    );
     runtime
         .run(async move {
-            gateway.await;
+            tokio::join!(gateway, user_clusters);
             Ok(())
         })
         .await

@@ -166,6 +166,38 @@ async fn gateway_lifecycle() -> anyhow::Result<()> {
         Some(HealthStatus::HealthStatusUp)
     );
 
+    // The cluster's user-cluster-controller-manager: waits for the user cluster's
+    // kubeconfig Secret (condition and Event), then runs with its own least RBAC.
+    let process_condition = |c: &Cluster| {
+        c.status.as_ref().and_then(|s| s.conditions.get("MLAUserClusterControllerReady")).and_then(|c| c.reason.clone())
+    };
+    eventually("KubeconfigSecretMissing", WAIT, || {
+        let clusters = clusters.clone();
+        async move {
+            Ok((process_condition(&clusters.get("c1").await?).as_deref() == Some("KubeconfigSecretMissing"))
+                .then_some(()))
+        }
+    })
+    .await?;
+    let kubeconfig = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("admin-kubeconfig".into()), ..Default::default() },
+        string_data: Some([("kubeconfig".to_string(), "apiVersion: v1\nkind: Config\n".to_string())].into()),
+        ..Default::default()
+    };
+    secrets.create(&PostParams::default(), &kubeconfig).await?;
+    eventually("the user-cluster-controller-manager deployed", WAIT, || {
+        let (clusters, deployments) = (clusters.clone(), deployments.clone());
+        async move {
+            let deployed = process_condition(&clusters.get("c1").await?).as_deref() == Some("Deployed")
+                && deployments.get_opt("mla-user-cluster-controller-manager").await?.is_some();
+            Ok(deployed.then_some(()))
+        }
+    })
+    .await?;
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+    let role = roles.get("mla:user-cluster-controller-manager:c1").await?;
+    assert!(role.rules.unwrap_or_default().iter().any(|r| r.resource_names == Some(vec!["c1".to_string()])));
+
     // Steady state: two resync periods, zero writes.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = writes(&client).await?;
@@ -269,6 +301,7 @@ async fn gateway_lifecycle() -> anyhow::Result<()> {
     condition(&clusters, "c1", "GatewayNotAvailable").await.or(condition(&clusters, "c1", "GatewayAvailable").await)?;
 
     // Disabling monitoring (logging is off too) removes every object and the status.
+    // (The user-cluster-controller-manager's objects go too.)
     let disable = serde_json::json!({"spec": {"mla": {"monitoringEnabled": false}}});
     clusters.patch("c1", &PatchParams::default(), &Patch::Merge(&disable)).await?;
     eventually("the gateway removed", WAIT, || {
@@ -280,7 +313,8 @@ async fn gateway_lifecycle() -> anyhow::Result<()> {
                 && configs.get_opt("mla-gateway").await?.is_none()
                 && deployments.get_opt("mla-gateway").await?.is_none()
                 && services.get_opt("mla-gateway").await?.is_none()
-                && services.get_opt("mla-gateway-ext").await?.is_none();
+                && services.get_opt("mla-gateway-ext").await?.is_none()
+                && deployments.get_opt("mla-user-cluster-controller-manager").await?.is_none();
             Ok(gone.then_some(()))
         }
     })

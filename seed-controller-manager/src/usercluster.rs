@@ -1,0 +1,462 @@
+//! Runs a user-cluster-controller-manager for every Cluster with MLA on: a Deployment in
+//! the cluster namespace with the user cluster's kubeconfig, a ServiceAccount allowed only
+//! to read its Cluster, the CA Secret and the gateway Service, and to write the Cluster's
+//! status, Events and its Lease.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use mla_common::api::{Cluster, ClusterSpec, ClusterStatus, Condition, ConditionStatus};
+use mla_common::apply::Applier;
+use mla_common::backoff::Backoff;
+use mla_common::events::EventPublisher;
+use mla_common::metrics::ControllerMetrics;
+use mla_common::runtime::{Runtime, mark_synced};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Name of the Deployment, ServiceAccount, Role and RoleBinding in the cluster namespace.
+pub const NAME: &str = "mla-user-cluster-controller-manager";
+/// Condition on the Cluster about its agents' controller.
+pub const CONDITION: &str = "MLAUserClusterControllerReady";
+/// Field manager suffix and metrics label.
+pub const CONTROLLER: &str = "user-cluster-controller";
+const KUBECONFIG_DIR: &str = "/etc/kubernetes/user-cluster";
+
+/// How the per-cluster processes run.
+#[derive(Clone, Debug)]
+pub struct UserClusterSettings {
+    /// MLA is offered in this seed.
+    pub mla_enabled: bool,
+    /// Image of user-cluster-controller-manager.
+    pub image: String,
+    /// Secret in the cluster namespace with the user cluster's kubeconfig (KKP:
+    /// `admin-kubeconfig`).
+    pub kubeconfig_secret: String,
+    /// Its key.
+    pub kubeconfig_key: String,
+}
+
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), NAME.to_string()),
+        ("app.kubernetes.io/managed-by".to_string(), "seed-controller-manager".to_string()),
+    ])
+}
+
+fn meta(name: &str, namespace: Option<&str>, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(str::to_string),
+        labels: Some(labels()),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
+}
+
+fn rule(group: &str, resources: &[&str], verbs: &[&str], names: &[&str]) -> PolicyRule {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(strings(resources)),
+        verbs: strings(verbs),
+        resource_names: (!names.is_empty()).then(|| strings(names)),
+        ..Default::default()
+    }
+}
+
+/// Name of the per-cluster ClusterRole (and its binding).
+pub fn cluster_role_name(cluster: &str) -> String {
+    format!("mla:user-cluster-controller-manager:{cluster}")
+}
+
+/// Everything the process of `cluster` needs in the seed, and nothing more.
+#[derive(Debug)]
+pub struct Objects {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub cluster_role: ClusterRole,
+    pub cluster_role_binding: ClusterRoleBinding,
+    pub deployment: Deployment,
+}
+
+/// The objects of the process serving `cluster` in `namespace`.
+pub fn objects(cluster: &str, namespace: &str, owner: &OwnerReference, settings: &UserClusterSettings) -> Objects {
+    let subject = Subject {
+        kind: "ServiceAccount".into(),
+        name: NAME.into(),
+        namespace: Some(namespace.into()),
+        ..Default::default()
+    };
+    let role_ref = |kind: &str, name: &str| RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: kind.into(),
+        name: name.into(),
+    };
+    let cluster_role_name = cluster_role_name(cluster);
+    let read = ["get", "list", "watch"];
+    let role = Role {
+        metadata: meta(NAME, Some(namespace), owner),
+        rules: Some(vec![
+            rule("", &["secrets"], &read, &["mla-gateway-ca"]),
+            rule("", &["services"], &read, &["mla-gateway-ext"]),
+            rule("coordination.k8s.io", &["leases"], &["create"], &[]),
+            rule("coordination.k8s.io", &["leases"], &["get", "patch"], &["user-cluster-controller-manager"]),
+        ]),
+    };
+    let cluster_role = ClusterRole {
+        metadata: meta(&cluster_role_name, None, owner),
+        rules: Some(vec![
+            rule("kubermatic.k8c.io", &["clusters"], &read, &[cluster]),
+            rule("kubermatic.k8c.io", &["clusters/status"], &["patch"], &[cluster]),
+            rule("events.k8s.io", &["events"], &["create", "patch"], &[]),
+        ]),
+        ..Default::default()
+    };
+    let env = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "user-cluster-controller-manager".into(),
+        image: Some(settings.image.clone()),
+        args: Some(vec![
+            format!("--cluster-name={cluster}"),
+            format!("--cluster-namespace={namespace}"),
+            format!("--user-cluster-kubeconfig={KUBECONFIG_DIR}/{}", settings.kubeconfig_key),
+            format!("--leader-election-namespace={namespace}"),
+            "--log-format=json".into(),
+        ]),
+        env: Some(vec![env("POD_NAME", "metadata.name"), env("POD_NAMESPACE", "metadata.namespace")]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "user-cluster-kubeconfig".into(),
+            mount_path: KUBECONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(NAME, Some(namespace), owner),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector { match_labels: Some(labels()), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(NAME.into()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65534),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "user-cluster-kubeconfig".into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(settings.kubeconfig_secret.clone()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Objects {
+        service_account: ServiceAccount { metadata: meta(NAME, Some(namespace), owner), ..Default::default() },
+        role_binding: RoleBinding {
+            metadata: meta(NAME, Some(namespace), owner),
+            role_ref: role_ref("Role", NAME),
+            subjects: Some(vec![subject.clone()]),
+        },
+        cluster_role_binding: ClusterRoleBinding {
+            metadata: meta(&cluster_role_name, None, owner),
+            role_ref: role_ref("ClusterRole", &cluster_role_name),
+            subjects: Some(vec![subject]),
+        },
+        role,
+        cluster_role,
+        deployment,
+    }
+}
+
+struct Context {
+    client: kube::Client,
+    applier: Applier,
+    events: EventPublisher,
+    metrics: ControllerMetrics,
+    backoff: Backoff<String>,
+    settings: UserClusterSettings,
+}
+
+/// The controller of `runtime`, running until shutdown (readiness gate
+/// `user-cluster-controller/clusters`).
+pub fn run(runtime: &Runtime, settings: UserClusterSettings) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let client = runtime.client.clone();
+    let context = Arc::new(Context {
+        client: client.clone(),
+        applier: runtime.applier(CONTROLLER),
+        events: runtime.events(client.clone(), CONTROLLER),
+        metrics: runtime.metrics.controller(CONTROLLER),
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        settings,
+    });
+    let gate = runtime.readiness.gate("user-cluster-controller/clusters");
+    let leader = runtime.leader.clone();
+    let stop = runtime.shutdown.clone();
+    async move {
+        let (clusters, writer) = reflector::store();
+        let watch = watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
+        let events = mark_synced(reflector::reflector(writer, watch), gate).applied_objects();
+        // A kubeconfig Secret appearing (or changing) brings its Cluster's process up.
+        let secret_name = context.settings.kubeconfig_secret.clone();
+        let secrets = watcher(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={secret_name}")),
+        )
+        .default_backoff()
+        .touched_objects();
+        let deployments = watcher(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default().labels(&format!("app.kubernetes.io/name={NAME}")),
+        )
+        .default_backoff()
+        .touched_objects();
+        let store = clusters.clone();
+        Controller::for_stream(events, clusters)
+            .owns_stream(deployments)
+            .watches_stream(secrets, move |secret: Secret| {
+                let namespace = secret.namespace().unwrap_or_default();
+                store
+                    .state()
+                    .iter()
+                    .filter(|c| c.status.as_ref().and_then(|s| s.namespace_name.as_deref()) == Some(namespace.as_str()))
+                    .map(|c| ObjectRef::from_obj(c.as_ref()))
+                    .collect::<Vec<_>>()
+            })
+            .reconcile_all_on(leader.gained())
+            .with_config(ControllerConfig::default().concurrency(8))
+            .graceful_shutdown_on(stop.cancelled_owned())
+            .run(reconcile, error_policy, context)
+            .for_each(|_| futures::future::ready(()))
+            .await;
+    }
+}
+
+async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, mla_common::Error> {
+    if !ctx.applier.is_leader() {
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let result = reconcile_process(&cluster, &ctx).await;
+    ctx.metrics.observe(started.elapsed(), result.as_ref().err());
+    if result.is_ok() {
+        ctx.backoff.reset(&cluster.name_any());
+    }
+    result
+}
+
+fn error_policy(cluster: Arc<Cluster>, error: &mla_common::Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next_delay(&cluster.name_any());
+    tracing::warn!(cluster = %cluster.name_any(), %error, ?delay, "user-cluster controller reconcile failed");
+    Action::requeue(delay)
+}
+
+fn kube_error(verb: &'static str, kind: &str, object: &str, source: kube::Error) -> mla_common::Error {
+    mla_common::Error::Kube { verb, kind: kind.into(), object: object.into(), source: Box::new(source) }
+}
+
+async fn apply<K>(ctx: &Context, api: Api<K>, desired: &K) -> Result<(), mla_common::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Serialize + DeserializeOwned,
+{
+    let name = desired.name_any();
+    let current = api.get_opt(&name).await.map_err(|e| kube_error("get", &K::kind(&()), &name, e))?;
+    ctx.applier.apply(&api, desired, current.as_ref()).await?;
+    Ok(())
+}
+
+async fn delete<K>(ctx: &Context, api: Api<K>, name: &str) -> Result<(), mla_common::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned,
+{
+    if api.get_opt(name).await.map_err(|e| kube_error("get", &K::kind(&()), name, e))?.is_some() {
+        ctx.applier.delete(&api, name).await?;
+    }
+    Ok(())
+}
+
+async fn reconcile_process(cluster: &Cluster, ctx: &Context) -> Result<Action, mla_common::Error> {
+    let name = cluster.name_any();
+    if cluster.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let Some(namespace) = cluster.status.as_ref().and_then(|s| s.namespace_name.clone()).filter(|n| !n.is_empty())
+    else {
+        return Ok(Action::await_change());
+    };
+    let client = ctx.client.clone();
+    if !ctx.settings.mla_enabled || !cluster.mla_enabled() {
+        delete(ctx, Api::<Deployment>::namespaced(client.clone(), &namespace), NAME).await?;
+        delete(ctx, Api::<RoleBinding>::namespaced(client.clone(), &namespace), NAME).await?;
+        delete(ctx, Api::<Role>::namespaced(client.clone(), &namespace), NAME).await?;
+        delete(ctx, Api::<ServiceAccount>::namespaced(client.clone(), &namespace), NAME).await?;
+        delete(ctx, Api::<ClusterRoleBinding>::all(client.clone()), &cluster_role_name(&name)).await?;
+        delete(ctx, Api::<ClusterRole>::all(client.clone()), &cluster_role_name(&name)).await?;
+        write_condition(ctx, cluster, None).await?;
+        return Ok(Action::await_change());
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let kubeconfig = secrets
+        .get_opt(&ctx.settings.kubeconfig_secret)
+        .await
+        .map_err(|e| kube_error("get", "Secret", &ctx.settings.kubeconfig_secret, e))?;
+    let has_key =
+        kubeconfig.as_ref().and_then(|s| s.data.as_ref()).is_some_and(|d| d.contains_key(&ctx.settings.kubeconfig_key));
+    if !has_key {
+        let message = format!(
+            "waiting for Secret {namespace}/{} with key {:?} (the user cluster's kubeconfig)",
+            ctx.settings.kubeconfig_secret, ctx.settings.kubeconfig_key
+        );
+        if write_condition(ctx, cluster, Some((ConditionStatus::False, "KubeconfigSecretMissing", message.clone())))
+            .await?
+        {
+            ctx.events
+                .warning(&cluster.object_ref(&()), "KubeconfigSecretMissing", "ReconcileUserClusterController", message)
+                .await;
+        }
+        return Ok(Action::await_change());
+    }
+    let owner = OwnerReference {
+        api_version: "kubermatic.k8c.io/v1".into(),
+        kind: "Cluster".into(),
+        name: name.clone(),
+        uid: cluster.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let objects = objects(&name, &namespace, &owner, &ctx.settings);
+    apply(ctx, Api::namespaced(client.clone(), &namespace), &objects.service_account).await?;
+    apply(ctx, Api::namespaced(client.clone(), &namespace), &objects.role).await?;
+    apply(ctx, Api::namespaced(client.clone(), &namespace), &objects.role_binding).await?;
+    apply(ctx, Api::all(client.clone()), &objects.cluster_role).await?;
+    apply(ctx, Api::all(client.clone()), &objects.cluster_role_binding).await?;
+    apply(ctx, Api::namespaced(client.clone(), &namespace), &objects.deployment).await?;
+    let message = "the user-cluster-controller-manager Deployment is in place".to_string();
+    write_condition(ctx, cluster, Some((ConditionStatus::True, "Deployed", message))).await?;
+    Ok(Action::await_change())
+}
+
+/// Writes (or, with `None`, removes) this controller's condition when it changes; true
+/// when it changed.
+async fn write_condition(
+    ctx: &Context,
+    cluster: &Cluster,
+    wanted: Option<(ConditionStatus, &'static str, String)>,
+) -> Result<bool, mla_common::Error> {
+    let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION));
+    let conditions = match &wanted {
+        None => BTreeMap::new(),
+        Some((status, reason, message)) => {
+            let same = existing.is_some_and(|c| {
+                c.status == *status
+                    && c.reason.as_deref() == Some(*reason)
+                    && c.message.as_deref() == Some(message.as_str())
+            });
+            let condition = if same {
+                existing.cloned().unwrap_or_default()
+            } else {
+                Condition {
+                    status: *status,
+                    kubermatic_version: None,
+                    last_heartbeat_time: None,
+                    last_transition_time: if existing.is_none_or(|c| c.status != *status) {
+                        Some(Time(k8s_openapi::jiff::Timestamp::now()))
+                    } else {
+                        existing.and_then(|c| c.last_transition_time.clone())
+                    },
+                    reason: Some((*reason).into()),
+                    message: Some(message.clone()),
+                }
+            };
+            BTreeMap::from([(CONDITION.to_string(), condition)])
+        }
+    };
+    let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
+    desired.status = Some(ClusterStatus { conditions, ..Default::default() });
+    let api: Api<Cluster> = Api::all(ctx.client.clone());
+    let applied = ctx.applier.apply_status(&api, &desired, Some(cluster)).await?;
+    Ok(applied == mla_common::apply::Applied::Patched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_may_read_only_its_own_cluster_and_secret() {
+        let owner = OwnerReference { name: "c1".into(), ..Default::default() };
+        let settings = UserClusterSettings {
+            mla_enabled: true,
+            image: "img".into(),
+            kubeconfig_secret: "admin-kubeconfig".into(),
+            kubeconfig_key: "kubeconfig".into(),
+        };
+        let objects = objects("c1", "cluster-c1", &owner, &settings);
+        let cluster_rules = objects.cluster_role.rules.unwrap_or_default();
+        assert!(
+            cluster_rules
+                .iter()
+                .filter(|r| r.api_groups == Some(vec!["kubermatic.k8c.io".into()]))
+                .all(|r| r.resource_names == Some(vec!["c1".to_string()]))
+        );
+        let role_rules = objects.role.rules.unwrap_or_default();
+        let secrets = role_rules.iter().find(|r| r.resources == Some(vec!["secrets".into()])).expect("secrets rule");
+        assert_eq!(
+            secrets.resource_names,
+            Some(vec!["mla-gateway-ca".to_string()]),
+            "never the kubeconfig or other Secrets"
+        );
+        let args = objects
+            .deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|s| s.containers[0].args.clone().unwrap_or_default())
+            .unwrap_or_default();
+        assert!(
+            args.contains(&"--cluster-name=c1".to_string())
+                && args.contains(&"--cluster-namespace=cluster-c1".to_string()),
+            "{args:?}"
+        );
+    }
+}
