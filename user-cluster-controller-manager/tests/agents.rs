@@ -16,7 +16,10 @@ use kube::{Api, ResourceExt};
 use mla_common::api::*;
 use mla_common::pki;
 use mla_e2e::master::ensure_namespace;
-use mla_e2e::{ControlPlane, ManagedProcess, eventually, free_port, write_requests_by_resource};
+use mla_e2e::{
+    ControlPlane, Identity, ManagedProcess, apply_manifest, eventually, free_port, workspace_root,
+    write_requests_by_resource,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_user-cluster-controller-manager");
 const WAIT: Duration = Duration::from_secs(30);
@@ -61,11 +64,47 @@ async fn agents_lifecycle() -> anyhow::Result<()> {
     let status = serde_json::json!({"status": {"namespaceName": "cluster-c1", "address": {"externalName": "c1.seed.example.com", "port": 6443}}});
     clusters.patch_status("c1", &PatchParams::default(), &Patch::Merge(&status)).await?;
 
+    // Run under exactly the RBAC the seed manager grants (seed) and the manifest (user).
+    let cluster = clusters.get("c1").await?;
+    let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "kubermatic.k8c.io/v1".into(),
+        kind: "Cluster".into(),
+        name: "c1".into(),
+        uid: cluster.uid().unwrap(),
+        ..Default::default()
+    };
+    let settings = seed_controller_manager::usercluster::UserClusterSettings {
+        mla_enabled: true,
+        image: "unused".into(),
+        kubeconfig_secret: "admin-kubeconfig".into(),
+        kubeconfig_key: "kubeconfig".into(),
+    };
+    let objects = seed_controller_manager::usercluster::objects("c1", "cluster-c1", &owner, &settings);
+    let pp = PostParams::default();
+    Api::namespaced(seed_client.clone(), "cluster-c1").create(&pp, &objects.service_account).await?;
+    Api::namespaced(seed_client.clone(), "cluster-c1").create(&pp, &objects.role).await?;
+    Api::namespaced(seed_client.clone(), "cluster-c1").create(&pp, &objects.role_binding).await?;
+    Api::all(seed_client.clone()).create(&pp, &objects.cluster_role).await?;
+    Api::all(seed_client.clone()).create(&pp, &objects.cluster_role_binding).await?;
+    let seed_kubeconfig = seed
+        .kubeconfig(&Identity::ServiceAccount {
+            namespace: "cluster-c1".into(),
+            name: "mla-user-cluster-controller-manager".into(),
+        })
+        .await?;
+    apply_manifest(
+        &user.client(),
+        &workspace_root().join("manifests/user-cluster-controller-manager/user-cluster-rbac.yaml"),
+    )
+    .await?;
+    let user_kubeconfig =
+        user.kubeconfig(&Identity::User { name: "mla-user-cluster-controller-manager".into(), group: None }).await?;
+
     let port = free_port()?;
     let mut command = Command::new(BINARY);
     command
-        .arg(format!("--kubeconfig={}", seed.admin_kubeconfig().display()))
-        .arg(format!("--user-cluster-kubeconfig={}", user.admin_kubeconfig().display()))
+        .arg(format!("--kubeconfig={}", seed_kubeconfig.display()))
+        .arg(format!("--user-cluster-kubeconfig={}", user_kubeconfig.display()))
         .arg(format!("--admin-addr=127.0.0.1:{port}"))
         .args(["--cluster-name=c1", "--cluster-namespace=cluster-c1", "--leader-election-namespace=cluster-c1"])
         .args(["--resync-period=3s", "--log-level=info,kube=warn"]);
