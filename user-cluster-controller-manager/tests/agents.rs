@@ -206,6 +206,54 @@ async fn agents_lifecycle() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!((writes(&seed).await, writes(&user).await), before, "writes during two no-change resync periods");
 
+    // Resources from spec.mla reach the Deployment.
+    let patch = serde_json::json!({"spec": {"mla": {"monitoringResources": {"limits": {"memory": "512Mi"}}}}});
+    clusters.patch("c1", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    eventually("the new memory limit on Prometheus", WAIT, || {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get("prometheus").await?;
+            let limit = d
+                .spec
+                .and_then(|s| s.template.spec)
+                .and_then(|s| s.containers[0].resources.clone())
+                .and_then(|r| r.limits)
+                .and_then(|l| l.get("memory").cloned());
+            Ok((limit.map(|q| q.0).as_deref() == Some("512Mi")).then_some(()))
+        }
+    })
+    .await?;
+
+    // A CA rotation in the seed (successor promoted, old CA still trusted): the agents get
+    // certificates from the new CA and a bundle with both.
+    let next = pki::create_ca("c1", SystemTime::now())?;
+    let rotated = serde_json::json!({"stringData": {"ca.crt": next.cert_pem, "ca.key": next.key_pem, "ca-previous.crt": ca.cert_pem}});
+    Api::<Secret>::namespaced(seed_client.clone(), "cluster-c1")
+        .patch("mla-gateway-ca", &PatchParams::default(), &Patch::Merge(&rotated))
+        .await?;
+    eventually("client certificates from the new CA", WAIT, || {
+        let (secrets, next_pem, old_pem) = (secrets.clone(), next.cert_pem.clone(), ca.cert_pem.clone());
+        async move {
+            let mut renewed = true;
+            for (name, cn) in [("prometheus-certificates", "prometheus"), ("promtail-certificates", "promtail")] {
+                let s = secrets.get(name).await?;
+                let spec = pki::LeafSpec::client(cn)?;
+                let from_new = pki::leaf_renewal(
+                    Some(&text(&s, "client.crt")),
+                    Some(&text(&s, "client.key")),
+                    &next_pem,
+                    &spec,
+                    SystemTime::now(),
+                )
+                .is_none();
+                let bundle = text(&s, "ca.crt");
+                renewed &= from_new && bundle.contains(next_pem.trim()) && bundle.contains(old_pem.trim());
+            }
+            Ok(renewed.then_some(()))
+        }
+    })
+    .await?;
+
     // Logging off: promtail goes, Prometheus stays.
     let patch = serde_json::json!({"spec": {"mla": {"loggingEnabled": false}}});
     clusters.patch("c1", &PatchParams::default(), &Patch::Merge(&patch)).await?;
@@ -219,6 +267,17 @@ async fn agents_lifecycle() -> anyhow::Result<()> {
     })
     .await?;
     assert!(deployments.get_opt("prometheus").await?.is_some());
+
+    // Logging back on: Promtail returns.
+    let patch = serde_json::json!({"spec": {"mla": {"loggingEnabled": true}}});
+    clusters.patch("c1", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    eventually("promtail back", WAIT, || {
+        let daemon_sets = daemon_sets.clone();
+        async move { Ok(daemon_sets.get_opt("promtail").await?.map(|_| ())) }
+    })
+    .await?;
+    let patch = serde_json::json!({"spec": {"mla": {"loggingEnabled": false}}});
+    clusters.patch("c1", &PatchParams::default(), &Patch::Merge(&patch)).await?;
 
     // Monitoring off too: the namespace goes (it stays Terminating here: no namespace
     // controller runs in the test control plane).
@@ -239,5 +298,11 @@ async fn agents_lifecycle() -> anyhow::Result<()> {
     let health = clusters.get("c1").await?.status.and_then(|s| s.extended_health).unwrap_or_default();
     assert_eq!((health.monitoring, health.logging), (None, None), "health cleared: {health:?}");
     assert!(clusters.get("c1").await?.finalizers().is_empty());
+    // Nothing left behind outside the namespace either.
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(user_client.clone());
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(user_client.clone());
+    for name in ["system:mla:prometheus", "system:mla:promtail"] {
+        assert!(roles.get_opt(name).await?.is_none() && bindings.get_opt(name).await?.is_none(), "{name} left behind");
+    }
     Ok(())
 }
