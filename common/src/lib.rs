@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod pki;
 pub mod runtime;
 pub mod telemetry;
+pub mod validation;
 
 pub use error::{Error, Result};

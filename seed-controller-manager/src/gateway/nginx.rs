@@ -310,17 +310,10 @@ fn fill(template: &str, values: &BTreeMap<&str, String>) -> Result<String, Rende
 
 /// A DNS-1123 label: 1 to 63 of `a-z0-9-`, starting and ending alphanumeric.
 fn validate_label<'a>(field: &'static str, value: &'a str) -> Result<&'a str, RenderError> {
-    let invalid = |reason| Err(RenderError::Invalid { field, value: value.to_string(), reason });
-    if value.is_empty() || value.len() > 63 {
-        return invalid("must be a DNS-1123 label of 1 to 63 characters");
+    match mla_common::validation::dns_label_problem(value) {
+        None => Ok(value),
+        Some(reason) => Err(RenderError::Invalid { field, value: value.to_string(), reason }),
     }
-    if !value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return invalid("must be a DNS-1123 label: lower case letters, digits and '-'");
-    }
-    if value.starts_with('-') || value.ends_with('-') {
-        return invalid("must be a DNS-1123 label: starting and ending with a letter or digit");
-    }
-    Ok(value)
 }
 
 /// `http://host[:port]` or `https://host[:port]`, an optional trailing `/`, nothing else;

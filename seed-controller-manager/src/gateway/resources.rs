@@ -153,10 +153,7 @@ pub fn config_map(namespace: &str, owner: &OwnerReference, nginx_conf: &str) -> 
 
 /// A short, stable hash of the configuration for the pod template annotation.
 pub fn config_hash(nginx_conf: &str) -> String {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash =
-        nginx_conf.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}")
+    mla_common::validation::config_hash(nginx_conf)
 }
 
 /// nginx in the foreground, plus a watcher that reloads it (gracefully: open connections

@@ -170,24 +170,15 @@ pub(crate) fn resources_or(
 
 /// A short, stable hash of a configuration for [`CONFIG_HASH_ANNOTATION`].
 pub fn config_hash(config: &str) -> String {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash = config.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}")
+    mla_common::validation::config_hash(config)
 }
 
 /// A DNS-1123 label: 1 to 63 of `a-z0-9-`, starting and ending alphanumeric.
 pub fn validate_cluster_name(value: &str) -> Result<&str, ConfigError> {
-    let invalid = |reason| Err(ConfigError::Invalid { field: "cluster name", value: value.to_string(), reason });
-    if value.is_empty() || value.len() > 63 {
-        return invalid("must be a DNS-1123 label of 1 to 63 characters");
+    match mla_common::validation::dns_label_problem(value) {
+        None => Ok(value),
+        Some(reason) => Err(ConfigError::Invalid { field: "cluster name", value: value.to_string(), reason }),
     }
-    if !value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return invalid("must be a DNS-1123 label: lower case letters, digits and '-'");
-    }
-    if value.starts_with('-') || value.ends_with('-') {
-        return invalid("must be a DNS-1123 label: starting and ending with a letter or digit");
-    }
-    Ok(value)
 }
 
 /// `https://host[:port]` with an optional trailing `/` and nothing else (no path, query,
