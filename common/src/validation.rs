@@ -14,6 +14,12 @@ pub fn dns_label_problem(value: &str) -> Option<&'static str> {
     None
 }
 
+/// Whether `value` is a non-empty path of `A-Za-z0-9._/-` only: nothing that could end a
+/// directive or start another in a generated configuration.
+pub fn is_plain_path(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b))
+}
+
 /// A short, stable hash of a rendered configuration, for a pod template annotation that
 /// rolls the pods when the configuration changes. FNV-1a: stable across builds and
 /// platforms, unlike std's hasher.
@@ -33,6 +39,14 @@ mod tests {
         }
         for bad in ["", "-a", "a-", "A", "a.b", "a_b", "a;b", &"a".repeat(64)] {
             assert!(dns_label_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plain_paths() {
+        assert!(is_plain_path("/etc/ssl/mla-gateway/ca-bundle.crt") && is_plain_path("run/nginx.pid"));
+        for bad in ["", "/a b", "/a;b", "/a{b", "/a$b", "/a\nb"] {
+            assert!(!is_plain_path(bad), "{bad:?}");
         }
     }
 

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use mla_common::pki::{self, CaState, CertifiedKeyPem};
-use seed_controller_manager::gateway::nginx::{self, GatewayPaths, GatewayServer, Upstreams};
+use seed_controller_manager::gateway::nginx::{self, Upstreams};
 use support::{Nginx, Records, ScratchDir, free_port, start_backend};
 
 const CLUSTER: &str = "prom-tenant";
@@ -130,18 +130,7 @@ async fn agent_pushes_through_certificate_renewal_and_ca_rotation_without_a_fail
 
     let (backend, records) = start_backend().await;
     let upstreams = Upstreams::all(&backend);
-    let server = GatewayServer {
-        write_port: free_port(),
-        read_port: free_port(),
-        resolver: None,
-        paths: GatewayPaths {
-            certificate: dir.str("certs/gateway.crt"),
-            certificate_key: dir.str("certs/gateway.key"),
-            client_ca_bundle: dir.str("certs/ca-bundle.crt"),
-            pid: dir.str("run/nginx.pid"),
-            temp_dir: dir.str("run"),
-        },
-    };
+    let server = support::scratch_server(&dir);
     let nginx = Nginx::start(&dir, &nginx::render(CLUSTER, None, &upstreams, &server).unwrap());
     let agent = Agent::start(&dir, server.write_port);
     pushes(&records, 3, &agent, &nginx).await;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mla_common::api::{LoggingRateLimitSettings, MLAAdminSettingSpec};
 use mla_common::pki::{self, CaState, CertifiedKeyPem};
-use seed_controller_manager::gateway::nginx::{self, GatewayPaths, GatewayServer, Upstreams};
-use support::{Nginx, Recorded, ScratchDir, free_port, start_backend};
+use seed_controller_manager::gateway::nginx::{self, Upstreams};
+use support::{Nginx, Recorded, ScratchDir, start_backend};
 
 const CLUSTER: &str = "abc123";
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -54,18 +54,7 @@ async fn gateway_pins_the_tenant_and_refuses_strangers() {
 
     let (backend, records) = start_backend().await;
     let upstreams = Upstreams::all(&backend);
-    let server = GatewayServer {
-        write_port: free_port(),
-        read_port: free_port(),
-        resolver: None,
-        paths: GatewayPaths {
-            certificate: dir.str("certs/gateway.crt"),
-            certificate_key: dir.str("certs/gateway.key"),
-            client_ca_bundle: dir.str("certs/ca-bundle.crt"),
-            pid: dir.str("run/nginx.pid"),
-            temp_dir: dir.str("run"),
-        },
-    };
+    let server = support::scratch_server(&dir);
     // Only the logs push path is limited: 1 request/s, burst 1.
     let settings = MLAAdminSettingSpec {
         cluster_name: CLUSTER.into(),

@@ -387,7 +387,7 @@ fn is_dns_name(host: &str) -> bool {
 
 /// A file path of `A-Za-z0-9._/-` only.
 fn validate_path(field: &'static str, value: &str) -> Result<String, RenderError> {
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b)) {
+    if !mla_common::validation::is_plain_path(value) {
         return Err(RenderError::Invalid {
             field,
             value: value.to_string(),

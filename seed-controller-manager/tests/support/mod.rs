@@ -503,3 +503,21 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+/// The gateway's server settings for a scratch directory: free loopback ports, no
+/// resolver, certificates under `certs/` and nginx's own files under `run/`.
+pub fn scratch_server(dir: &ScratchDir) -> seed_controller_manager::gateway::nginx::GatewayServer {
+    use seed_controller_manager::gateway::nginx::{GatewayPaths, GatewayServer};
+    GatewayServer {
+        write_port: free_port(),
+        read_port: free_port(),
+        resolver: None,
+        paths: GatewayPaths {
+            certificate: dir.str("certs/gateway.crt"),
+            certificate_key: dir.str("certs/gateway.key"),
+            client_ca_bundle: dir.str("certs/ca-bundle.crt"),
+            pid: dir.str("run/nginx.pid"),
+            temp_dir: dir.str("run"),
+        },
+    }
+}

@@ -244,7 +244,7 @@ fn is_dns_name(host: &str) -> bool {
 
 /// An absolute file path of `A-Za-z0-9._/-` only.
 pub(crate) fn validate_path(field: &'static str, value: &str) -> Result<String, ConfigError> {
-    if !value.starts_with('/') || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b)) {
+    if !value.starts_with('/') || !mla_common::validation::is_plain_path(value) {
         return Err(ConfigError::Invalid {
             field,
             value: value.to_string(),
