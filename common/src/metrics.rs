@@ -147,13 +147,92 @@ pub struct ControllerMetrics {
 impl ControllerMetrics {
     /// Records one reconcile's outcome and duration.
     pub fn observe(&self, elapsed: Duration, error: Option<&crate::Error>) {
+        self.observe_category(elapsed, error.map(crate::Error::category));
+    }
+
+    /// Records one reconcile's outcome and duration, with the error's category when it
+    /// failed (for controllers whose errors are not all [`crate::Error`]s).
+    pub fn observe_category(&self, elapsed: Duration, error: Option<&'static str>) {
         let controller = self.controller;
         self.families.duration.get_or_create(&ControllerLabels { controller }).observe(elapsed.as_secs_f64());
         let result = if error.is_some() { "error" } else { "success" };
         self.families.reconciles.get_or_create(&ReconcileLabels { controller, result }).inc();
-        if let Some(error) = error {
-            self.families.errors.get_or_create(&ErrorLabels { controller, category: error.category() }).inc();
+        if let Some(category) = error {
+            self.families.errors.get_or_create(&ErrorLabels { controller, category }).inc();
         }
+    }
+}
+
+/// Labels of calls to an API outside Kubernetes (Grafana, Cortex, Loki).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExternalCallLabels {
+    /// The API: `grafana`, `cortex`, `loki`.
+    pub api: &'static str,
+    /// Endpoint group, e.g. `orgs`, `datasources`, `alertmanager`, `rules`; never a path
+    /// with names or ids in it.
+    pub endpoint: &'static str,
+    /// HTTP method.
+    pub method: &'static str,
+    /// HTTP status code, or `error` when no response arrived (connect failure, timeout).
+    pub status: String,
+}
+
+/// Labels of external call durations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExternalEndpointLabels {
+    /// The API.
+    pub api: &'static str,
+    /// Endpoint group.
+    pub endpoint: &'static str,
+}
+
+/// `mla_external_requests_total{api, endpoint, method, status}` and
+/// `mla_external_request_duration_seconds{api, endpoint}`, shared by every HTTP client of
+/// the binary. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ExternalApiMetrics {
+    requests: Family<ExternalCallLabels, Counter>,
+    duration: HistogramFamily<ExternalEndpointLabels>,
+}
+
+impl ExternalApiMetrics {
+    /// Registers the families in `metrics`; call once per binary and clone the result.
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = Self { requests: Family::default(), duration: Family::new_with_constructor(duration_histogram) };
+        metrics.register("", |registry| {
+            registry.register(
+                "external_requests",
+                "Calls to external APIs by api, endpoint group, method and status",
+                this.requests.clone(),
+            );
+            registry.register_with_unit(
+                "external_request_duration",
+                "Duration of calls to external APIs",
+                prometheus_client::registry::Unit::Seconds,
+                this.duration.clone(),
+            );
+        });
+        this
+    }
+
+    /// Records one call; `status` is `None` when no response arrived.
+    pub fn observe(
+        &self,
+        api: &'static str,
+        endpoint: &'static str,
+        method: &'static str,
+        status: Option<u16>,
+        elapsed: Duration,
+    ) {
+        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        self.requests.get_or_create(&ExternalCallLabels { api, endpoint, method, status }).inc();
+        self.duration.get_or_create(&ExternalEndpointLabels { api, endpoint }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Calls recorded so far with these labels (for tests and benchmarks).
+    pub fn count(&self, api: &'static str, endpoint: &'static str, method: &'static str, status: Option<u16>) -> u64 {
+        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        self.requests.get_or_create(&ExternalCallLabels { api, endpoint, method, status }).get()
     }
 }
 
@@ -280,5 +359,22 @@ mod tests {
         assert!(text.contains(r#"mla_build_info{binary="test-binary",version=""#), "{text}");
         assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn external_calls_are_counted_by_api_endpoint_method_and_status() {
+        let metrics = Metrics::new("test-binary");
+        let external = ExternalApiMetrics::register(&metrics);
+        external.observe("grafana", "orgs", "POST", Some(200), Duration::from_millis(2));
+        external.observe("grafana", "orgs", "POST", None, Duration::from_millis(2));
+        assert_eq!(external.count("grafana", "orgs", "POST", Some(200)), 1);
+        let text = metrics.encode().expect("encodes");
+        assert!(
+            text.contains(
+                r#"mla_external_requests_total{api="grafana",endpoint="orgs",method="POST",status="error"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("mla_external_request_duration_seconds_count"), "{text}");
     }
 }

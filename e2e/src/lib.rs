@@ -3,6 +3,7 @@
 //! needs, and helpers to run the binaries under restricted identities.
 
 pub mod control_plane;
+pub mod cortex;
 pub mod grafana;
 mod manifests;
 pub mod master;

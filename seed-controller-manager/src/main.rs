@@ -1,5 +1,5 @@
 //! seed-controller-manager: PKI, MLA gateway, Grafana, IAP, alerting and limits for every
-//! MLA-enabled Cluster of a seed. Today: the per-cluster PKI and gateway.
+//! MLA-enabled Cluster of a seed.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use seed_controller_manager::gateway::controller::{self, GatewaySettings};
 use seed_controller_manager::gateway::nginx::{GatewayServer, Upstreams};
 use seed_controller_manager::gateway::resources::GatewayDeploymentSettings;
 use seed_controller_manager::usercluster::{self, UserClusterSettings};
+use seed_controller_manager::{SeedSettings, alerting, grafana, iap};
 
 const BINARY: &str = "seed-controller-manager";
 
@@ -51,6 +52,12 @@ struct Args {
     /// Every Cluster is looked at again this often (certificates expire by the clock).
     #[arg(long, env = "MLA_RESYNC_PERIOD", default_value = "30m", value_parser = parse_duration)]
     resync_period: Duration,
+    #[command(flatten)]
+    grafana: grafana::Args,
+    #[command(flatten)]
+    iap: iap::Args,
+    #[command(flatten)]
+    alerting: alerting::Args,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -109,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.gateway_replicas >= 1, "--gateway-replicas must be at least 1");
     let settings = GatewaySettings {
         mla_enabled: args.enable_user_cluster_mla,
-        upstreams,
+        upstreams: upstreams.clone(),
         server,
         deployment: GatewayDeploymentSettings {
             image: args.gateway_image.clone(),
@@ -120,6 +127,16 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let runtime = Runtime::new(BINARY, &args.common).await?;
+    let seed = SeedSettings {
+        mla_enabled: args.enable_user_cluster_mla,
+        mla_namespace: args.mla_namespace.clone(),
+        upstreams,
+        resync_period: args.resync_period,
+        external: mla_common::metrics::ExternalApiMetrics::register(&runtime.metrics),
+    };
+    let grafana = grafana::start(&runtime, &seed, &args.grafana)?;
+    let iap = iap::start(&runtime, &seed, &args.iap)?;
+    let alerting = alerting::start(&runtime, &seed, &args.alerting)?;
     let gateway = controller::run(&runtime, settings);
     let user_clusters = usercluster::run(
         &runtime,
@@ -132,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     );
     runtime
         .run(async move {
-            tokio::join!(gateway, user_clusters);
+            tokio::join!(gateway, user_clusters, grafana, iap, alerting);
             Ok(())
         })
         .await
