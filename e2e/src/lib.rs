@@ -2,6 +2,7 @@
 //! kube-apiserver built by `hack/build-control-plane.sh`) on loopback, as many as a test
 //! needs, and helpers to run the binaries under restricted identities.
 
+pub mod backend;
 pub mod control_plane;
 pub mod cortex;
 pub mod grafana;
@@ -9,6 +10,7 @@ mod manifests;
 pub mod master;
 mod pki;
 mod process;
+pub mod world;
 
 pub use control_plane::{ControlPlane, Identity};
 pub use manifests::{apply_manifest, write_requests, write_requests_by_resource};

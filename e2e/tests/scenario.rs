@@ -1,0 +1,272 @@
+//! The end-to-end scenario: master, seed and user cluster on real control planes, the
+//! three binaries as processes under the RBAC of `manifests/`, real nginx running the
+//! gateway configuration the seed manager wrote, a real Prometheus agent running the
+//! configuration the user-cluster manager wrote, the Grafana API test server and a
+//! recording multi-tenant backend. Each step prints `STEP <n> <name>: ok (<seconds>)`.
+//!
+//! Faults on the way: the seed manager's leader is killed, the seed's API server is
+//! stopped (so the master cannot reach it) while the master changes, and Grafana is
+//! unavailable for 30 s.
+//!
+//! Needs the binaries built (`cargo test --workspace` does that; alone: `cargo build
+//! --bins` first).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code may panic
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use mla_common::api::{Cluster, Project, User, UserProjectBinding};
+use mla_common::pki::{self, CaState};
+use mla_e2e::eventually;
+use mla_e2e::world::{World, WorldOptions};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+async fn step<T, F: Future<Output = anyhow::Result<T>>>(n: u32, name: &str, f: F) -> T {
+    let started = Instant::now();
+    match f.await {
+        Ok(value) => {
+            println!("STEP {n} {name}: ok ({:.1} s)", started.elapsed().as_secs_f64());
+            value
+        }
+        Err(error) => {
+            println!("STEP {n} {name}: FAILED ({:.1} s): {error:#}", started.elapsed().as_secs_f64());
+            panic!("step {n} ({name}) failed: {error:#}");
+        }
+    }
+}
+
+async fn exists<K>(api: &Api<K>, name: &str) -> anyhow::Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api.get_opt(name).await?.is_some())
+}
+
+async fn until_present<K>(what: &str, api: &Api<K>, name: &str) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, TIMEOUT, || async { Ok(exists(api, name).await?.then_some(())) }).await
+}
+
+async fn until_absent<K>(what: &str, api: &Api<K>, name: &str) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(what, TIMEOUT, || async { Ok((!exists(api, name).await?).then_some(())) }).await
+}
+
+/// An mTLS client of a gateway holding `identity`, trusting the gateway's CA.
+fn gateway_client(ca_pem: &str, identity: &pki::CertifiedKeyPem) -> reqwest::Client {
+    let pem = format!("{}\n{}", identity.cert_pem, identity.key_pem);
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn cluster_ca(world: &World, cluster: &str) -> anyhow::Result<CaState> {
+    let secrets: Api<Secret> = Api::namespaced(world.seed.client(), &format!("cluster-{cluster}"));
+    Ok(CaState::from_secret(Some(&secrets.get("mla-gateway-ca").await?)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_whole_system_end_to_end() {
+    let started = Instant::now();
+    let mut world = step(0, "start control planes, Grafana, backend and binaries", async {
+        World::start(WorldOptions { seed_replicas: 2, resync_period: Duration::from_secs(20), ..Default::default() })
+            .await
+    })
+    .await;
+    let seed = world.seed.client();
+
+    step(1, "Project, Users and bindings in the master appear in the seed", async {
+        world
+            .create_project(
+                "p1",
+                "Team",
+                &[("alice", "alice@example.com", "owners"), ("bob", "bob@example.com", "viewers")],
+            )
+            .await?;
+        world.create_user("root", "root@example.com", true).await?;
+        until_present("Project p1 in the seed", &Api::<Project>::all(seed.clone()), "p1").await?;
+        until_present("User alice in the seed", &Api::<User>::all(seed.clone()), "alice").await?;
+        until_present("User root in the seed", &Api::<User>::all(seed.clone()), "root").await?;
+        until_present("binding p1-bob in the seed", &Api::<UserProjectBinding>::all(seed.clone()), "p1-bob").await
+    })
+    .await;
+
+    step(2, "an MLA-enabled Cluster gets its gateway in the seed", async {
+        world.create_cluster("c1", "p1", true, true, true).await?;
+        world.create_cluster("c2", "p1", true, false, false).await?;
+        for cluster in ["c1", "c2"] {
+            let ns = format!("cluster-{cluster}");
+            until_present("gateway ConfigMap", &Api::<ConfigMap>::namespaced(seed.clone(), &ns), "mla-gateway").await?;
+            until_present("gateway Deployment", &Api::<Deployment>::namespaced(seed.clone(), &ns), "mla-gateway")
+                .await?;
+            until_present("gateway CA", &Api::<Secret>::namespaced(seed.clone(), &ns), "mla-gateway-ca").await?;
+        }
+        until_present(
+            "the user-cluster manager Deployment",
+            &Api::<Deployment>::namespaced(seed.clone(), "cluster-c1"),
+            "mla-user-cluster-controller-manager",
+        )
+        .await
+    })
+    .await;
+
+    step(3, "the agents appear in the user cluster", async {
+        world.run_user_manager("c1").await?;
+        let user = world.user.client();
+        until_present("Prometheus", &Api::<Deployment>::namespaced(user.clone(), "mla-system"), "prometheus").await?;
+        until_present("Promtail", &Api::<DaemonSet>::namespaced(user.clone(), "mla-system"), "promtail").await?;
+        until_present(
+            "Prometheus' certificates",
+            &Api::<Secret>::namespaced(user.clone(), "mla-system"),
+            "prometheus-certificates",
+        )
+        .await
+    })
+    .await;
+
+    step(4, "metrics arrive at the backend under the cluster's tenant and nowhere else", async {
+        world.run_gateway("c1").await?;
+        world.run_gateway("c2").await?;
+        world.run_agent("c1").await?;
+        let query = format!("{}/api/v1/query?query=up%7Bcluster%3D%22c1%22%7D", world.backend.receiver_url());
+        eventually("up{cluster=\"c1\"} in the backend", TIMEOUT, || {
+            let query = query.clone();
+            async move {
+                let json: serde_json::Value = serde_json::from_str(&reqwest::get(&query).await?.text().await?)?;
+                Ok(json["data"]["result"].as_array().filter(|r| !r.is_empty()).map(|_| ()))
+            }
+        })
+        .await?;
+        let pushes: Vec<_> = world.backend.received().into_iter().filter(|r| r.path == "/api/v1/push").collect();
+        anyhow::ensure!(!pushes.is_empty(), "no pushes recorded");
+        anyhow::ensure!(pushes.iter().all(|r| r.tenant == "c1"), "pushes under other tenants: {pushes:?}");
+        Ok(())
+    })
+    .await;
+
+    let c1_ca = cluster_ca(&world, "c1").await.unwrap();
+    let c2_ca = cluster_ca(&world, "c2").await.unwrap();
+    let gateways = world.gateways.lock().await.clone();
+    let (c1_gateway, c2_gateway) = (gateways["c1"].clone(), gateways["c2"].clone());
+
+    step(5, "a request claiming another tenant is pinned back", async {
+        let identity = pki::issue_client_certificate(&c1_ca.current().unwrap(), "prometheus", SystemTime::now())?;
+        let client = gateway_client(c1_ca.cert_pem.as_deref().unwrap(), &identity);
+        let response = client
+            .post(format!("https://127.0.0.1:{}/api/v1/push", c1_gateway.write_port))
+            .header("X-Scope-OrgID", "c2")
+            .header("X-Test-Marker", "spoof")
+            .body("x")
+            .send()
+            .await?;
+        anyhow::ensure!(response.status().is_success(), "push answered {}", response.status());
+        let spoofed: Vec<_> =
+            world.backend.received().into_iter().filter(|r| r.marker.as_deref() == Some("spoof")).collect();
+        anyhow::ensure!(spoofed.len() == 1 && spoofed[0].tenant == "c1", "recorded: {spoofed:?}");
+        Ok(())
+    })
+    .await;
+
+    step(6, "a second cluster's agent cannot write to the first cluster's gateway", async {
+        let foreign = pki::issue_client_certificate(&c2_ca.current().unwrap(), "prometheus", SystemTime::now())?;
+        let client = gateway_client(c1_ca.cert_pem.as_deref().unwrap(), &foreign);
+        let before = world.backend.received().len();
+        let result = client
+            .post(format!("https://127.0.0.1:{}/api/v1/push", c1_gateway.write_port))
+            .header("X-Test-Marker", "foreign")
+            .body("x")
+            .send()
+            .await;
+        match result {
+            Ok(response) => anyhow::ensure!(
+                response.status() == reqwest::StatusCode::BAD_REQUEST,
+                "a foreign certificate got {}",
+                response.status()
+            ),
+            Err(error) => tracing::info!(%error, "refused in the handshake"),
+        }
+        let foreign_seen = world.backend.received().iter().skip(before).any(|r| r.marker.as_deref() == Some("foreign"));
+        anyhow::ensure!(!foreign_seen, "a request with a foreign certificate reached the backend");
+        // And the other way round: c2's own certificate works on c2's gateway only.
+        let own = gateway_client(c2_ca.cert_pem.as_deref().unwrap(), &foreign)
+            .post(format!("https://127.0.0.1:{}/api/v1/push", c2_gateway.write_port))
+            .header("X-Test-Marker", "c2-own")
+            .body("x")
+            .send()
+            .await?;
+        anyhow::ensure!(own.status().is_success(), "c2's own push answered {}", own.status());
+        let own_seen = world.backend.received().into_iter().find(|r| r.marker.as_deref() == Some("c2-own"));
+        anyhow::ensure!(own_seen.is_some_and(|r| r.tenant == "c2"), "c2's push not under c2");
+        Ok(())
+    })
+    .await;
+
+    step(7, "the seed manager's leader is killed; leadership moves on and work continues", async {
+        let leases: Api<Lease> = Api::namespaced(world.seed.client(), "kubermatic");
+        let holder = |lease: Lease| lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+        let leader = eventually("a seed manager leader", TIMEOUT, || async { Ok(world.seed_leader().await) }).await?;
+        let before = holder(leases.get("seed-controller-manager").await?);
+        world.seed_managers[leader].kill();
+        let after = eventually("a new lease holder", TIMEOUT, || async {
+            let now = holder(leases.get("seed-controller-manager").await?);
+            Ok((!now.is_empty() && now != before).then_some(now))
+        })
+        .await?;
+        eventually("the new holder to report leadership", TIMEOUT, || async { Ok(world.seed_leader().await) }).await?;
+        println!("  lease moved from {before} to {after}");
+        Ok(())
+    })
+    .await;
+
+    step(8, "disabling logging removes Promtail (after the leader change)", async {
+        world.set_mla("c1", true, false).await?;
+        let user = world.user.client();
+        until_absent("Promtail gone", &Api::<DaemonSet>::namespaced(user.clone(), "mla-system"), "promtail").await?;
+        until_absent(
+            "Promtail's certificates gone",
+            &Api::<Secret>::namespaced(user.clone(), "mla-system"),
+            "promtail-certificates",
+        )
+        .await?;
+        until_present("Prometheus stays", &Api::<Deployment>::namespaced(user.clone(), "mla-system"), "prometheus")
+            .await
+    })
+    .await;
+
+    step(9, "the seed API server is down while the master changes; everything converges", async {
+        world.seed.stop_apiserver();
+        world.create_user("carol", "carol@example.com", false).await?;
+        world.bind("p1-carol", "carol@example.com", "p1", "editors").await?;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        world.seed.start_apiserver().await?;
+        let seed = world.seed.client();
+        until_present("User carol in the seed", &Api::<User>::all(seed.clone()), "carol").await?;
+        until_present("binding p1-carol in the seed", &Api::<UserProjectBinding>::all(seed.clone()), "p1-carol").await
+    })
+    .await;
+
+    step(10, "deleting the Cluster removes the agents from the user cluster", async {
+        let clusters: Api<Cluster> = Api::all(world.seed.client());
+        clusters.delete("c1", &Default::default()).await?;
+        until_absent("Cluster c1 gone", &clusters, "c1").await?;
+        let user = world.user.client();
+        until_absent("Prometheus gone", &Api::<Deployment>::namespaced(user.clone(), "mla-system"), "prometheus").await
+    })
+    .await;
+
+    println!("SCENARIO passed in {:.1} s", started.elapsed().as_secs_f64());
+}
