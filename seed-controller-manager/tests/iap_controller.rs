@@ -30,16 +30,28 @@ struct Seed {
     plane: ControlPlane,
     _binary: ManagedProcess,
     admin: String,
+    log: std::path::PathBuf,
 }
 
-async fn start(name: &str) -> anyhow::Result<Seed> {
+/// The IAP flags of the main test.
+const IAP_FLAGS: &[&str] = &[
+    "--iap-oidc-issuer-url=https://kkp.example.com/dex",
+    "--iap-oidc-client-id=mla-alertmanager",
+    "--iap-oidc-client-secret-name=iap-client",
+    "--iap-domain=iap.example.com",
+    "--iap-ingress-class=public",
+    "--iap-tls-secret=iap-tls",
+];
+
+/// A seed with the binary running as its ServiceAccount under `manifests`, with `flags`.
+async fn start(name: &str, manifests: &[&str], flags: &[&str]) -> anyhow::Result<Seed> {
     let plane = ControlPlane::start(name).await?;
     plane.install_crds().await?;
     let client = plane.client();
     for namespace in ["kubermatic", "mla", NS] {
         ensure_namespace(&client, namespace).await?;
     }
-    for manifest in ["rbac.yaml", "rbac-iap.yaml"] {
+    for manifest in manifests {
         apply_manifest(&client, &workspace_root().join("manifests/seed-controller-manager").join(manifest)).await?;
     }
     let identity = Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
@@ -50,14 +62,7 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--admin-addr=127.0.0.1:{port}"))
         .args(["--leader-election-namespace=kubermatic", "--enable-user-cluster-mla=true", "--resync-period=3s"])
-        .args([
-            "--iap-oidc-issuer-url=https://kkp.example.com/dex",
-            "--iap-oidc-client-id=mla-alertmanager",
-            "--iap-oidc-client-secret-name=iap-client",
-            "--iap-domain=iap.example.com",
-            "--iap-ingress-class=public",
-            "--iap-tls-secret=iap-tls",
-        ])
+        .args(flags)
         .arg("--log-level=info,kube=warn");
     let log = plane.dir().join("seed-controller-manager.log");
     let binary = ManagedProcess::spawn("seed-controller-manager", command, &log)?;
@@ -69,7 +74,7 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     })
     .await
     .map_err(|e| e.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    Ok(Seed { plane, _binary: binary, admin })
+    Ok(Seed { plane, _binary: binary, admin, log })
 }
 
 fn cluster(name: &str, project: &str) -> Cluster {
@@ -146,7 +151,7 @@ async fn writes(client: &kube::Client) -> anyhow::Result<std::collections::BTree
 
 #[tokio::test]
 async fn iap_lifecycle() -> anyhow::Result<()> {
-    let seed = start("iap").await?;
+    let seed = start("iap", &["rbac.yaml", "rbac-iap.yaml"], IAP_FLAGS).await?;
     let client = seed.plane.client();
     let pp = PostParams::default();
     let users: Api<User> = Api::all(client.clone());
@@ -336,5 +341,33 @@ async fn iap_lifecycle() -> anyhow::Result<()> {
     let metrics = reqwest::get(format!("{}/metrics", seed.admin)).await?.text().await?;
     assert!(metrics.contains("mla_reconciles_total{controller=\"iap\",result=\"success\"}"), "{metrics}");
     assert!(!metrics.contains("c1"), "no object names in metrics");
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_an_issuer_nothing_is_made() -> anyhow::Result<()> {
+    // Not even rbac-iap.yaml is needed.
+    let seed = start("iap-off", &["rbac.yaml"], &[]).await?;
+    let client = seed.plane.client();
+    let clusters: Api<Cluster> = Api::all(client.clone());
+    clusters.create(&PostParams::default(), &cluster("c1", "p1")).await?;
+    let status =
+        serde_json::json!({"status": {"namespaceName": NS, "address": {"externalName": "c1.seed.example.com"}}});
+    clusters.patch_status("c1", &PatchParams::default(), &Patch::Merge(&status)).await?;
+    // The gateway is made: the cluster has been reconciled.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    eventually("the gateway Deployment", WAIT, || {
+        let deployments = deployments.clone();
+        async move { Ok(deployments.get_opt("mla-gateway").await?.map(|_| ())) }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await; // beyond one resync period
+    assert!(deployments.get_opt("mla-iap").await?.is_none());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    assert!(secrets.get_opt("mla-iap").await?.is_none());
+    let c1 = clusters.get("c1").await?;
+    assert!(!c1.status.unwrap_or_default().conditions.contains_key("MLAIAPReady"));
+    let log = std::fs::read_to_string(&seed.log)?;
+    assert_eq!(log.matches("the Alertmanager IAP is not configured").count(), 1, "{log}");
     Ok(())
 }
