@@ -475,6 +475,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the bindings hold, each line of the file is one whole, plain binding
+        /// value: nothing can split into two entries, start a comment or quote.
+        #[test]
+        fn no_binding_value_adds_an_entry(values in proptest::collection::vec(
+            proptest::string::string_regex("[a-zA-Z0-9@.,#\"' \t\r\n\u{0}\u{2028}é+_-]{0,40}").expect("regex"),
+            0..8,
+        )) {
+            let bindings: Vec<_> = values.iter().map(|v| binding(v, "p1")).collect();
+            let allowed = allowed_emails(Some("p1"), &bindings, &[]);
+            let file = emails_file(&allowed.emails);
+            let inputs: BTreeSet<String> = values.iter().map(|v| v.to_ascii_lowercase()).collect();
+            proptest::prop_assert_eq!(file.lines().count(), allowed.emails.len());
+            for line in file.lines() {
+                proptest::prop_assert!(inputs.contains(line), "{:?} is no binding value", line);
+                proptest::prop_assert!(email_problem(line).is_none());
+                proptest::prop_assert!(!line.contains([',', '"', '#', ' ', '\t', '\r']), "{:?}", line);
+            }
+            for value in &values {
+                let kept = allowed.emails.contains(&value.to_ascii_lowercase());
+                proptest::prop_assert!(kept != allowed.rejected.contains(value), "{:?} kept or rejected", value);
+            }
+        }
+    }
+
     #[test]
     fn every_line_of_the_file_is_a_plain_address() {
         let emails: BTreeSet<String> = ["a@example.com", "b.c+d@example.org"].iter().map(|s| s.to_string()).collect();
