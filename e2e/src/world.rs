@@ -237,6 +237,14 @@ impl World {
         Api::<Secret>::namespaced(seed.client(), MLA_NAMESPACE)
             .patch("grafana", &apply_params(), &Patch::Apply(grafana_secret))
             .await?;
+        let iap_client_secret = Secret {
+            metadata: ObjectMeta { name: Some("mla-iap-oidc".into()), ..Default::default() },
+            string_data: Some(BTreeMap::from([("client-secret".to_string(), "e2e-client-secret".to_string())])),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(seed.client(), MLA_NAMESPACE)
+            .patch("mla-iap-oidc", &apply_params(), &Patch::Apply(iap_client_secret))
+            .await?;
 
         say("registering the seed in the master");
         master::register_seed(&master, &seed, SEED).await?;
@@ -545,6 +553,8 @@ fn seed_manager_args(
         format!("--cortex-alertmanager-url={cortex}"),
         format!("--cortex-ruler-url={cortex}"),
         format!("--loki-ruler-url={cortex}"),
+        "--iap-oidc-issuer-url=https://dex.e2e.localhost/dex".to_string(),
+        "--iap-domain=e2e.localhost".to_string(),
         resync.to_string(),
     ];
     if options.seed_replicas > 1 {

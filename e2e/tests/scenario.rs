@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
 use mla_common::api::{Cluster, Project, User, UserProjectBinding};
 use mla_common::pki::{self, CaState};
@@ -27,7 +28,7 @@ use mla_e2e::world::{World, WorldOptions};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-async fn step<T, F: Future<Output = anyhow::Result<T>>>(n: u32, name: &str, f: F) -> T {
+async fn step<T, F: Future<Output = anyhow::Result<T>>>(n: &str, name: &str, f: F) -> T {
     let started = Instant::now();
     match f.await {
         Ok(value) => {
@@ -79,17 +80,31 @@ async fn cluster_ca(world: &World, cluster: &str) -> anyhow::Result<CaState> {
     Ok(CaState::from_secret(Some(&secrets.get("mla-gateway-ca").await?)))
 }
 
+/// Waits until the IAP of `cluster` lets in exactly `expected`.
+async fn iap_emails(world: &World, cluster: &str, expected: &[&str]) -> anyhow::Result<()> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(world.seed.client(), &format!("cluster-{cluster}"));
+    let expected: Vec<String> = expected.iter().map(|e| e.to_string()).collect();
+    eventually(&format!("IAP emails {expected:?}"), TIMEOUT, || async {
+        let Some(map) = config_maps.get_opt("mla-iap-emails").await? else { return Ok(None) };
+        let text = map.data.and_then(|d| d.get("authenticated-emails").cloned()).unwrap_or_default();
+        let mut emails: Vec<String> = text.lines().map(str::to_string).filter(|l| !l.is_empty()).collect();
+        emails.sort();
+        Ok((emails == expected).then_some(()))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_whole_system_end_to_end() {
     let started = Instant::now();
-    let mut world = step(0, "start control planes, Grafana, backend and binaries", async {
+    let mut world = step("0", "start control planes, Grafana, backend and binaries", async {
         World::start(WorldOptions { seed_replicas: 2, resync_period: Duration::from_secs(20), ..Default::default() })
             .await
     })
     .await;
     let seed = world.seed.client();
 
-    step(1, "Project, Users and bindings in the master appear in the seed", async {
+    step("1", "Project, Users and bindings in the master appear in the seed", async {
         world
             .create_project(
                 "p1",
@@ -105,7 +120,7 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
-    step(2, "an MLA-enabled Cluster gets its gateway in the seed", async {
+    step("2", "an MLA-enabled Cluster gets its gateway in the seed", async {
         world.create_cluster("c1", "p1", true, true, true).await?;
         world.create_cluster("c2", "p1", true, false, false).await?;
         for cluster in ["c1", "c2"] {
@@ -124,7 +139,15 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
-    step(3, "the agents appear in the user cluster", async {
+    step("2b", "the Cluster gets its IAP, letting in exactly the project's members and the admins", async {
+        let ns = "cluster-c1";
+        until_present("IAP Deployment", &Api::<Deployment>::namespaced(seed.clone(), ns), "mla-iap").await?;
+        until_present("IAP Ingress", &Api::<Ingress>::namespaced(seed.clone(), ns), "mla-iap").await?;
+        iap_emails(&world, "c1", &["alice@example.com", "bob@example.com", "root@example.com"]).await
+    })
+    .await;
+
+    step("3", "the agents appear in the user cluster", async {
         world.run_user_manager("c1").await?;
         let user = world.user.client();
         until_present("Prometheus", &Api::<Deployment>::namespaced(user.clone(), "mla-system"), "prometheus").await?;
@@ -138,7 +161,7 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
-    step(4, "metrics arrive at the backend under the cluster's tenant and nowhere else", async {
+    step("4", "metrics arrive at the backend under the cluster's tenant and nowhere else", async {
         world.run_gateway("c1").await?;
         world.run_gateway("c2").await?;
         world.run_agent("c1").await?;
@@ -163,7 +186,7 @@ async fn the_whole_system_end_to_end() {
     let gateways = world.gateways.lock().await.clone();
     let (c1_gateway, c2_gateway) = (gateways["c1"].clone(), gateways["c2"].clone());
 
-    step(5, "a request claiming another tenant is pinned back", async {
+    step("5", "a request claiming another tenant is pinned back", async {
         let identity = pki::issue_client_certificate(&c1_ca.current().unwrap(), "prometheus", SystemTime::now())?;
         let client = gateway_client(c1_ca.cert_pem.as_deref().unwrap(), &identity);
         let response = client
@@ -181,7 +204,7 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
-    step(6, "a second cluster's agent cannot write to the first cluster's gateway", async {
+    step("6", "a second cluster's agent cannot write to the first cluster's gateway", async {
         let foreign = pki::issue_client_certificate(&c2_ca.current().unwrap(), "prometheus", SystemTime::now())?;
         let client = gateway_client(c1_ca.cert_pem.as_deref().unwrap(), &foreign);
         let before = world.backend.received().len();
@@ -215,7 +238,7 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
-    step(7, "the seed manager's leader is killed; leadership moves on and work continues", async {
+    step("7", "the seed manager's leader is killed; leadership moves on and work continues", async {
         let leases: Api<Lease> = Api::namespaced(world.seed.client(), "kubermatic");
         let holder = |lease: Lease| lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
         let leader = eventually("a seed manager leader", TIMEOUT, || async { Ok(world.seed_leader().await) }).await?;
@@ -232,7 +255,7 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
-    step(8, "disabling logging removes Promtail (after the leader change)", async {
+    step("8", "disabling logging removes Promtail (after the leader change)", async {
         world.set_mla("c1", true, false).await?;
         let user = world.user.client();
         until_absent("Promtail gone", &Api::<DaemonSet>::namespaced(user.clone(), "mla-system"), "promtail").await?;
@@ -247,7 +270,7 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
-    step(9, "the seed API server is down while the master changes; everything converges", async {
+    step("9", "the seed API server is down while the master changes; everything converges", async {
         world.seed.stop_apiserver();
         world.create_user("carol", "carol@example.com", false).await?;
         world.bind("p1-carol", "carol@example.com", "p1", "editors").await?;
@@ -255,11 +278,14 @@ async fn the_whole_system_end_to_end() {
         world.seed.start_apiserver().await?;
         let seed = world.seed.client();
         until_present("User carol in the seed", &Api::<User>::all(seed.clone()), "carol").await?;
-        until_present("binding p1-carol in the seed", &Api::<UserProjectBinding>::all(seed.clone()), "p1-carol").await
+        until_present("binding p1-carol in the seed", &Api::<UserProjectBinding>::all(seed.clone()), "p1-carol")
+            .await?;
+        iap_emails(&world, "c1", &["alice@example.com", "bob@example.com", "carol@example.com", "root@example.com"])
+            .await
     })
     .await;
 
-    step(10, "deleting the Cluster removes the agents from the user cluster", async {
+    step("10", "deleting the Cluster removes the agents from the user cluster", async {
         let clusters: Api<Cluster> = Api::all(world.seed.client());
         clusters.delete("c1", &Default::default()).await?;
         until_absent("Cluster c1 gone", &clusters, "c1").await?;
