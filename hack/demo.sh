@@ -20,20 +20,20 @@ up() {
   nohup target/debug/mla-demo "$STATE" >"$STATE/demo.log" 2>&1 &
   echo $! >"$PIDFILE"
   local printed=0
-  for _ in $(seq 1 240); do
+  for _ in $(seq 1 600); do
     if [[ -f "$STATE/ready" ]]; then
       echo; cat "$STATE/info.txt"; return
     fi
     if ! running; then
       echo "[demo] failed; last lines of $STATE/demo.log:" >&2; tail -20 "$STATE/demo.log" >&2; exit 1
     fi
-    local lines; lines=$(grep -c '^\[demo\]' "$STATE/demo.log" 2>/dev/null || true)
+    local lines; lines=$(grep -cE '^\[(demo|world)\]' "$STATE/demo.log" 2>/dev/null || true)
     if (( lines > printed )); then
-      grep '^\[demo\]' "$STATE/demo.log" | tail -n +"$((printed + 1))"; printed=$lines
+      grep -E '^\[(demo|world)\]' "$STATE/demo.log" | tail -n +"$((printed + 1))"; printed=$lines
     fi
     sleep 0.5
   done
-  echo "[demo] not ready after 120 s; see $STATE/demo.log" >&2; exit 1
+  echo "[demo] not ready after 300 s; see $STATE/demo.log" >&2; exit 1
 }
 
 down() {

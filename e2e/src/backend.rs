@@ -66,7 +66,10 @@ impl RecordingBackend {
             Shared { received: received.clone(), receiver: receiver_url.clone(), client: reqwest::Client::new() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let router = axum::Router::new().fallback(record).with_state(shared);
+        let router = axum::Router::new()
+            .route("/__received", axum::routing::get(summary))
+            .fallback(record)
+            .with_state(shared);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, router)
@@ -106,6 +109,16 @@ impl RecordingBackend {
     pub fn stop(self) {
         let _ = self.stop.send(());
     }
+}
+
+/// `GET /__received`: requests received per tenant and path, as JSON.
+async fn summary(State(shared): State<Shared>) -> axum::response::Response {
+    let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for r in shared.received.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        *counts.entry(r.tenant.clone()).or_default().entry(r.path.clone()).or_insert(0) += 1;
+    }
+    let body = serde_json::json!({ "requests_by_tenant_and_path": counts }).to_string();
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn record(State(shared): State<Shared>, request: Request) -> axum::response::Response {

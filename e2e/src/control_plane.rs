@@ -288,7 +288,7 @@ impl ControlPlane {
     }
 
     /// Writes a kubeconfig for `identity` and returns its path. For a ServiceAccount the
-    /// account is created if missing and a token valid for an hour is requested.
+    /// account is created if missing and a token valid for a day (the demo runs that long) is requested.
     pub async fn kubeconfig(&self, identity: &Identity) -> anyhow::Result<PathBuf> {
         let (file, yaml) = match identity {
             Identity::Admin => return Ok(self.admin_kubeconfig.clone()),
@@ -314,7 +314,7 @@ impl ControlPlane {
                     accounts.create(&PostParams::default(), &account).await?;
                 }
                 let request = TokenRequest {
-                    spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+                    spec: Some(TokenRequestSpec { expiration_seconds: Some(86_400), ..Default::default() }),
                     ..Default::default()
                 };
                 let token = accounts

@@ -1,26 +1,19 @@
-//! `make demo`: a master, a seed and a user-cluster control plane on loopback, the CRDs
-//! installed, a sample Seed, Project, User, binding and Cluster, and the three binaries
-//! running against them. Runs until SIGTERM/SIGINT; everything it started stops with it.
+//! `make demo`: the whole system on loopback (see `mla_e2e::world`): master, seed and
+//! user-cluster control planes, the three binaries under their RBAC, the Grafana API test
+//! server, a recording backend, and for the sample cluster a real nginx gateway and a real
+//! Prometheus agent pushing through it. Runs until SIGTERM/SIGINT; everything it started
+//! stops with it.
 //!
 //! Usage: mla-demo <state-dir>   (hack/demo.sh runs it in the background)
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
-use mla_common::api::*;
-use mla_e2e::{ControlPlane, ManagedProcess, eventually, free_port};
+use mla_e2e::eventually;
+use mla_e2e::world::{GRAFANA_ADMIN, World, WorldOptions};
 
-struct Binary {
-    name: &'static str,
-    admin: String,
-    _process: ManagedProcess,
-}
+const CLUSTER: &str = "demo-cluster";
+const PROJECT: &str = "demo-project";
 
 fn say(message: &str) {
     eprintln!("[demo] {message}");
@@ -31,57 +24,40 @@ async fn main() -> anyhow::Result<()> {
     let state = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| ".demo".into()));
     std::fs::create_dir_all(&state)?;
     let state = state.canonicalize()?;
-    let bin_dir = std::env::current_exe()?.parent().map(Path::to_path_buf).context("binary directory")?;
 
-    say("starting master, seed and user-cluster control planes (etcd + kube-apiserver each)");
-    let (master, seed, user) = tokio::try_join!(
-        ControlPlane::start_in("master", &state),
-        ControlPlane::start_in("seed", &state),
-        ControlPlane::start_in("user", &state),
-    )?;
-    say("installing CRDs into master and seed");
-    tokio::try_join!(master.install_crds(), seed.install_crds())?;
+    let world = World::start(WorldOptions {
+        seed_replicas: 1,
+        resync_period: Duration::from_secs(60),
+        dir: Some(state.clone()),
+        cortex_api: None,
+    })
+    .await?;
 
-    say("creating a sample Seed, Project, User, UserProjectBinding and Cluster");
-    sample_objects(&master, &seed).await?;
-
-    say("starting the three binaries");
-    let mut binaries = Vec::new();
-    binaries.push(start(
-        &bin_dir,
-        &state,
-        "master-controller-manager",
-        &master,
-        &["--seed-namespace=kubermatic", "--leader-election-namespace=kube-system"],
-    )?);
-    binaries.push(start(
-        &bin_dir,
-        &state,
-        "seed-controller-manager",
-        &seed,
-        &["--leader-election-namespace=kube-system", "--enable-user-cluster-mla=true"],
-    )?);
-    let user_kubeconfig = format!("--user-cluster-kubeconfig={}", user.admin_kubeconfig().display());
-    binaries.push(start(
-        &bin_dir,
-        &state,
-        "user-cluster-controller-manager",
-        &seed,
-        &["--cluster-name=demo-cluster", "--leader-election-namespace=cluster-demo-cluster", &user_kubeconfig],
-    )?);
-    for binary in &binaries {
-        let url = format!("{}/readyz", binary.admin);
-        eventually(&format!("{} to be ready", binary.name), Duration::from_secs(60), || {
-            let url = url.clone();
-            async move {
-                let ok = reqwest::get(&url).await.map(|r| r.status().is_success()).unwrap_or(false);
-                Ok(ok.then_some(()))
-            }
-        })
+    say("creating a sample Project with two members, an admin, and an MLA-enabled Cluster");
+    world
+        .create_project(PROJECT, "Demo", &[("jane", "jane@example.com", "owners"), ("joe", "joe@example.com", "viewers")])
         .await?;
-    }
+    world.create_user("admin", "admin@example.com", true).await?;
+    world.create_cluster(CLUSTER, PROJECT, true, true, true).await?;
 
-    let info = summary(&state, [&master, &seed, &user], &binaries);
+    say("running the user-cluster manager the seed manager deployed for the cluster");
+    world.run_user_manager(CLUSTER).await?;
+    say("running the cluster's gateway (nginx, with the config and certificates from the seed)");
+    let gateway = world.run_gateway(CLUSTER).await?;
+    say("running the cluster's Prometheus agent (config and client certificate from the user cluster)");
+    world.run_agent(CLUSTER).await?;
+    say("waiting for the agent's first samples to arrive under the cluster's tenant");
+    let query = format!("{}/api/v1/query?query=count%20by%20(cluster)(up)", world.backend.receiver_url());
+    eventually("the first samples", Duration::from_secs(120), || {
+        let query = query.clone();
+        async move {
+            let body = reqwest::get(&query).await?.text().await?;
+            Ok(body.contains(CLUSTER).then_some(()))
+        }
+    })
+    .await?;
+
+    let info = summary(&world, gateway.read_port);
     std::fs::write(state.join("info.txt"), &info)?;
     std::fs::write(state.join("ready"), "")?;
     println!("{info}");
@@ -93,119 +69,47 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     say("stopping");
-    drop(binaries);
-    drop((master, seed, user));
+    drop(world);
     let _ = std::fs::remove_file(state.join("ready"));
     Ok(())
 }
 
-fn start(
-    bin_dir: &Path,
-    state: &Path,
-    name: &'static str,
-    plane: &ControlPlane,
-    extra: &[&str],
-) -> anyhow::Result<Binary> {
-    let port = free_port()?;
-    let mut command = Command::new(bin_dir.join(name));
-    command
-        .arg(format!("--kubeconfig={}", plane.admin_kubeconfig().display()))
-        .arg(format!("--admin-addr=127.0.0.1:{port}"))
-        .args(extra)
-        .env("MLA_LOG_LEVEL", "info,kube=warn");
-    let process = ManagedProcess::spawn(name, command, &state.join(format!("{name}.log")))
-        .with_context(|| format!("run `cargo build --bins` first: {name} not found in {}", bin_dir.display()))?;
-    Ok(Binary { name, admin: format!("http://127.0.0.1:{port}"), _process: process })
-}
-
-async fn sample_objects(master: &ControlPlane, seed: &ControlPlane) -> anyhow::Result<()> {
-    let apply = PatchParams::apply("mla-demo").force();
-    let namespace = |name: &str| Namespace { metadata: named(name), ..Default::default() };
-    Api::<Namespace>::all(master.client()).patch("kubermatic", &apply, &Patch::Apply(namespace("kubermatic"))).await?;
-    let kubeconfig = std::fs::read_to_string(seed.admin_kubeconfig())?;
-    let secret = Secret {
-        metadata: named("seed-kubeconfig"),
-        string_data: Some([("kubeconfig".to_string(), kubeconfig)].into()),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(master.client(), "kubermatic")
-        .patch("seed-kubeconfig", &apply, &Patch::Apply(secret))
-        .await?;
-    let seed_object = Seed::new(
-        "demo-seed",
-        SeedSpec {
-            kubeconfig: ObjectReference { name: Some("seed-kubeconfig".into()), ..Default::default() },
-            expose_strategy: Some(ExposeStrategy::NodePort),
-            mla: Some(SeedMLASettings { user_cluster_mla_enabled: true }),
-        },
-    );
-    Api::<Seed>::namespaced(master.client(), "kubermatic")
-        .patch("demo-seed", &apply, &Patch::Apply(seed_object))
-        .await?;
-    Api::<Project>::all(master.client())
-        .patch("demo-project", &apply, &Patch::Apply(Project::new("demo-project", ProjectSpec { name: "Demo".into() })))
-        .await?;
-    let user = User::new("demo-user", UserSpec { email: "jane@example.com".into(), name: "Jane".into(), admin: false });
-    Api::<User>::all(master.client()).patch("demo-user", &apply, &Patch::Apply(user)).await?;
-    let binding = UserProjectBinding::new(
-        "demo-binding",
-        UserProjectBindingSpec {
-            user_email: "jane@example.com".into(),
-            project_id: "demo-project".into(),
-            group: "owners-demo-project".into(),
-        },
-    );
-    Api::<UserProjectBinding>::all(master.client()).patch("demo-binding", &apply, &Patch::Apply(binding)).await?;
-
-    Api::<Namespace>::all(seed.client())
-        .patch("cluster-demo-cluster", &apply, &Patch::Apply(namespace("cluster-demo-cluster")))
-        .await?;
-    let mut cluster = Cluster::new(
-        "demo-cluster",
-        ClusterSpec {
-            human_readable_name: Some("demo".into()),
-            expose_strategy: Some(ExposeStrategy::NodePort),
-            mla: Some(MLASettings { monitoring_enabled: true, logging_enabled: true, ..Default::default() }),
-        },
-    );
-    cluster.metadata.labels = Some([(PROJECT_ID_LABEL.to_string(), "demo-project".to_string())].into());
-    let clusters = Api::<Cluster>::all(seed.client());
-    clusters.patch("demo-cluster", &apply, &Patch::Apply(cluster)).await?;
-    // What KKP's own controllers would report: the namespace and the address.
-    let status = serde_json::json!({"status": {"namespaceName": "cluster-demo-cluster",
-        "address": {"externalName": "demo-cluster.seed.localhost", "ip": "127.0.0.1", "port": 6443}}});
-    clusters.patch_status("demo-cluster", &PatchParams::default(), &Patch::Merge(&status)).await?;
-    Ok(())
-}
-
-fn named(name: &str) -> ObjectMeta {
-    ObjectMeta { name: Some(name.into()), ..Default::default() }
-}
-
-fn summary(state: &Path, planes: [&ControlPlane; 3], binaries: &[Binary]) -> String {
+fn summary(world: &World, read_port: u16) -> String {
+    let master = world.master.admin_kubeconfig().display().to_string();
+    let seed = world.seed.admin_kubeconfig().display().to_string();
+    let user = world.user.admin_kubeconfig().display().to_string();
     let mut out = String::from("MLA controllers demo is running.\n\nControl planes (admin kubeconfigs):\n");
-    for plane in planes {
-        out.push_str(&format!(
-            "  {:<7} {}   kubectl --kubeconfig {} get all -A\n",
-            plane.name(),
-            plane.url(),
-            plane.admin_kubeconfig().display()
-        ));
+    for plane in [&world.master, &world.seed, &world.user] {
+        out.push_str(&format!("  {:<7} {}  {}\n", plane.name(), plane.url(), plane.admin_kubeconfig().display()));
     }
     out.push_str("\nBinaries (admin server: /livez /readyz /metrics; logs in the state directory):\n");
-    for binary in binaries {
-        out.push_str(&format!("  {:<32} {}/metrics\n", binary.name, binary.admin));
+    for binary in std::iter::once(&world.master_manager).chain(&world.seed_managers) {
+        out.push_str(&format!("  {:<34} {}/metrics\n", binary.name, binary.admin));
     }
-    let master = planes[0].admin_kubeconfig().display().to_string();
-    let seed = planes[1].admin_kubeconfig().display().to_string();
+    if let Ok(users) = world.user_managers.try_lock() {
+        for binary in users.values() {
+            out.push_str(&format!("  {:<34} {}/metrics\n", binary.name, binary.admin));
+        }
+    }
     out.push_str(&format!(
-        "\nTry:\n  kubectl --kubeconfig {master} get seeds,projects,users,userprojectbindings -A\n  \
-         kubectl --kubeconfig {seed} get clusters\n  \
-         kubectl --kubeconfig {seed} -n cluster-demo-cluster get secrets,configmaps,deployments,services\n  \
-         curl -s {}/readyz\n\n\
-         State and logs: {}\nStop it all:    make demo-down\n",
-        binaries.first().map(|b| b.admin.as_str()).unwrap_or_default(),
-        state.display()
+        "\nTry (kubectl from hack/build-control-plane.sh's bin directory, or any kubectl):\n  \
+         kubectl --kubeconfig {master} get seeds,projects,users,userprojectbindings -A\n  \
+         kubectl --kubeconfig {seed} get clusters,projects,users\n  \
+         kubectl --kubeconfig {seed} -n cluster-{CLUSTER} get secrets,configmaps,deployments,services,ingresses\n  \
+         kubectl --kubeconfig {user} -n mla-system get deployments,daemonsets,secrets,configmaps\n\n\
+         The cluster's metrics, arriving under its tenant:\n  \
+         curl -s '{receiver}/api/v1/query?query=count%20by%20(cluster)(up)'\n  \
+         curl -s {backend}/__received      # requests per tenant (X-Scope-OrgID) the gateway forwarded\n  \
+         curl -s http://127.0.0.1:{read_port}/api/prom/api/v1/query?query=up   # the read path: recorded under the tenant by the backend\n\n\
+         Grafana (API test server, admin {user_name}/{password}):\n  \
+         curl -s -u {user_name}:{password} {grafana}/api/orgs\n\n\
+         State and logs: {state}\nStop it all:    make demo-down\n",
+        receiver = world.backend.receiver_url(),
+        backend = world.backend.url(),
+        grafana = world.grafana.url(),
+        user_name = GRAFANA_ADMIN.0,
+        password = GRAFANA_ADMIN.1,
+        state = world.dir.display(),
     ));
     out
 }
