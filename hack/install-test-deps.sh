@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: Debian packages (nginx,
-# prometheus with promtool, openssl, curl, jq) and the control-plane binaries
-# built from their Go modules (hack/build-control-plane.sh). Safe to run again: it only
+# prometheus with promtool, openssl, curl, jq) and etcd, kube-apiserver and kubectl built
+# from their Go modules (hack/build-control-plane.sh). Safe to run again: it only
 # installs what is missing.
 set -euo pipefail
 
