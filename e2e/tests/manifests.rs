@@ -440,3 +440,27 @@ fn every_family_in_metrics_txt_is_registered_by_its_binary() {
         }
     }
 }
+
+#[test]
+fn each_binary_has_a_dockerfile_that_builds_and_runs_it() {
+    // The images cannot be built here (no Docker daemon); this holds each Dockerfile to
+    // the binary it is named for, so a copy-paste slip shows up before an image is built.
+    let ignore = std::fs::read_to_string(workspace_root().join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "target/"), ".dockerignore keeps target/ out of the context");
+    for binary in BINARIES {
+        let dockerfile = std::fs::read_to_string(workspace_root().join(binary).join("Dockerfile")).unwrap();
+        for expected in [
+            format!("-p {binary} --bin {binary}"),
+            format!("release/{binary}\" /{binary}"),
+            format!("COPY --from=build /{binary} /{binary}"),
+            format!("ENTRYPOINT [\"/{binary}\"]"),
+            "FROM scratch".to_string(),
+            "USER 65532:65532".to_string(),
+            "--locked".to_string(),
+        ] {
+            assert!(dockerfile.contains(&expected), "{binary}/Dockerfile lacks {expected:?}");
+        }
+        let other = BINARIES.iter().filter(|b| **b != binary).find(|b| dockerfile.contains(*b));
+        assert_eq!(other, None, "{binary}/Dockerfile names another binary");
+    }
+}
