@@ -5,7 +5,7 @@
 CARGO ?= cargo
 export MLA_TOOLS_CACHE ?= $(HOME)/.cache/mla-controllers
 
-.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration crds demo demo-down clean
+.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration crds demo demo-down images kind-e2e kind-e2e-down clean
 
 all: build
 
@@ -44,6 +44,20 @@ demo: deps
 
 demo-down:
 	hack/demo.sh down
+
+## Container images of the three binaries (needs Docker; tag with IMAGE_TAG, default dev).
+IMAGE_TAG ?= dev
+images:
+	for b in master-controller-manager seed-controller-manager user-cluster-controller-manager; do \
+	  docker build -f $$b/Dockerfile -t mla-controllers/$$b:$(IMAGE_TAG) . || exit 1; \
+	done
+
+## The system on three kind clusters (needs Docker and kind; see docs/install.md).
+kind-e2e:
+	IMAGE_TAG=$(IMAGE_TAG) hack/kind-e2e.sh
+
+kind-e2e-down:
+	hack/kind-e2e.sh down
 
 clean:
 	$(CARGO) clean
