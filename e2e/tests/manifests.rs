@@ -39,8 +39,12 @@ const NOT_RESOURCES: [&str; 1] = [
     "master-controller-manager/seed-rbac.yaml",
 ];
 
+/// kubectl of the same Kubernetes version as the test API servers, built beside them.
 fn kubectl() -> PathBuf {
-    mla_e2e::control_plane::binaries().expect("control-plane binaries (hack/build-control-plane.sh)").join("kubectl")
+    let dir = mla_e2e::control_plane::binaries().expect("control-plane binaries (hack/build-control-plane.sh)");
+    let kubectl = dir.join("kubectl");
+    assert!(kubectl.exists(), "no kubectl in {}: hack/build-control-plane.sh builds it there", dir.display());
+    kubectl
 }
 
 fn run(command: &mut Command) -> Output {
