@@ -5,16 +5,17 @@
 CARGO ?= cargo
 export MLA_TOOLS_CACHE ?= $(HOME)/.cache/mla-controllers
 
-.PHONY: all build test deps fmt-check clippy unit-and-integration crds demo demo-down clean
+.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration crds demo demo-down images kind-e2e kind-e2e-down clean
 
 all: build
 
 build:
 	$(CARGO) build --workspace --bins
 
-## Installs what the tests need, then runs everything: fmt check, clippy -D warnings,
-## unit and integration tests (against real kube-apiservers).
-test: deps fmt-check clippy unit-and-integration
+## Installs what the tests need, then runs everything: fmt check, clippy -D warnings, the
+## monitoring rules and dashboard (promtool), unit and integration tests (against real
+## kube-apiservers).
+test: deps fmt-check clippy check-monitoring unit-and-integration
 
 deps:
 	hack/install-test-deps.sh
@@ -24,6 +25,10 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Alert rules (promtool check + unit tests) and the dashboard of manifests/monitoring/.
+check-monitoring:
+	hack/check-monitoring.sh
 
 unit-and-integration:
 	$(CARGO) test --workspace --locked
@@ -39,6 +44,20 @@ demo: deps
 
 demo-down:
 	hack/demo.sh down
+
+## Container images of the three binaries (needs Docker; tag with IMAGE_TAG, default dev).
+IMAGE_TAG ?= dev
+images:
+	for b in master-controller-manager seed-controller-manager user-cluster-controller-manager; do \
+	  docker build -f $$b/Dockerfile -t mla-controllers/$$b:$(IMAGE_TAG) . || exit 1; \
+	done
+
+## The system on three kind clusters (needs Docker and kind; see docs/install.md).
+kind-e2e:
+	IMAGE_TAG=$(IMAGE_TAG) hack/kind-e2e.sh
+
+kind-e2e-down:
+	hack/kind-e2e.sh down
 
 clean:
 	$(CARGO) clean

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from their Go modules into a cache directory keyed by
-# version, so integration tests can run real control planes without Docker or downloads
-# from anywhere but the Go module proxy.
+# Builds kube-apiserver, kubectl (from the same k8s.io/kubernetes version) and etcd from
+# their Go modules into a cache directory keyed by version, so integration tests can run
+# real control planes and kubectl without Docker or downloads from anywhere but the Go
+# module proxy.
 #
 #   hack/build-control-plane.sh          # prints the bin directory on the last line
 #
@@ -26,7 +27,7 @@ export GOCACHE="${GOCACHE:-$CACHE_ROOT/go/build}"
 
 log() { printf '[build-control-plane] %s\n' "$*" >&2; }
 
-if [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/etcd" ]]; then
+if [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kubectl" && -x "$BIN_DIR/etcd" ]]; then
   log "cached: $BIN_DIR"
   echo "$BIN_DIR"
   exit 0
@@ -46,14 +47,14 @@ build_etcd() {
   mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
 }
 
-build_apiserver() {
-  if [[ -x "$BIN_DIR/kube-apiserver" ]]; then return; fi
-  log "building kube-apiserver $KUBE_VERSION"
+# A module requiring k8s.io/kubernetes at $KUBE_VERSION, in which its commands build.
+prepare_kube_module() {
+  if [[ -f "$work/kube/go.mod" ]]; then cd "$work/kube"; return; fi
   mkdir -p "$work/kube" && cd "$work/kube"
   go mod init mla-build/kube >/dev/null 2>&1
   # The staging modules are required at v0.0.0 and replaced with local paths upstream;
   # replace directives of a dependency are ignored, so mirror them with real versions.
-  local kube_mod staging_version minor
+  local kube_mod staging_version
   kube_mod="$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
   [[ -f "$kube_mod" ]] || { log "could not find go.mod of k8s.io/kubernetes@$KUBE_VERSION"; exit 1; }
   staging_version="v0.${KUBE_VERSION#v1.}"
@@ -68,23 +69,36 @@ build_apiserver() {
 
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
 GO
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" >&2
-  minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
+  go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kubectl@$KUBE_VERSION" >&2
+}
+
+# Builds the command k8s.io/kubernetes/cmd/$1 with the version stamped as upstream does.
+build_kube_command() {
+  local name="$1"
+  if [[ -x "$BIN_DIR/$name" ]]; then return; fi
+  log "building $name $KUBE_VERSION"
+  prepare_kube_module
+  local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
   local ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-  mv "$BIN_DIR/kube-apiserver.tmp" "$BIN_DIR/kube-apiserver"
+  go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/$name.tmp" "k8s.io/kubernetes/cmd/$name"
+  mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name"
 }
 
 start=$SECONDS
 build_etcd
-build_apiserver
+build_kube_command kube-apiserver
+build_kube_command kubectl
 log "built in $((SECONDS - start))s: $BIN_DIR"
 "$BIN_DIR/kube-apiserver" --version >&2
+"$BIN_DIR/kubectl" version --client >&2
 "$BIN_DIR/etcd" --version | head -1 >&2
 echo "$BIN_DIR"

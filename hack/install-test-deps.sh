@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: Debian packages (nginx,
-# prometheus with promtool, alertmanager, kubectl, openssl) and the control-plane binaries
-# built from their Go modules (hack/build-control-plane.sh). Safe to run again: it only
+# prometheus with promtool, openssl, curl, jq) and etcd, kube-apiserver and kubectl built
+# from their Go modules (hack/build-control-plane.sh). Safe to run again: it only
 # installs what is missing.
 set -euo pipefail
 
@@ -10,6 +10,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 
 if ((${#need[@]})); then
   echo "[install-test-deps] apt-get install ${need[*]}" >&2

@@ -1,7 +1,8 @@
 //! The metrics registry of a binary: process metrics, build info, leadership and one
 //! labelled sub-registry per controller. Label values never carry object names.
 
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -236,6 +237,86 @@ impl ExternalApiMetrics {
     }
 }
 
+/// Labels of the certificate expiry gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateKindLabels {
+    /// What the certificates are: `ca`, `gateway`, `client`.
+    pub kind: &'static str,
+}
+
+/// `mla_certificate_expiry_earliest_timestamp_seconds{kind}`: the earliest notAfter (Unix
+/// seconds) among the certificates of a kind that a controller manages. It remembers each
+/// object's certificate (by name, never exported) and publishes the minimum per kind; a
+/// kind without certificates has no series. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CertificateExpiry {
+    earliest: Family<CertificateKindLabels, Gauge>,
+    by_object: Arc<Mutex<BTreeMap<(&'static str, String), i64>>>,
+}
+
+impl CertificateExpiry {
+    /// Registers the gauge in `metrics`; call once per binary and clone the result.
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = Self { earliest: Family::default(), by_object: Arc::default() };
+        metrics.register("", |registry| {
+            registry.register(
+                "certificate_expiry_earliest_timestamp_seconds",
+                "Earliest notAfter (Unix seconds) of the certificates a controller manages, by kind",
+                this.earliest.clone(),
+            );
+        });
+        this
+    }
+
+    /// Records the notAfter of `object`'s certificate of `kind`; `None` (no certificate, or
+    /// one that cannot be read) forgets it.
+    pub fn set(&self, kind: &'static str, object: &str, not_after: Option<i64>) {
+        self.update(|map| match not_after {
+            Some(t) => {
+                map.insert((kind, object.to_string()), t);
+            }
+            None => {
+                map.remove(&(kind, object.to_string()));
+            }
+        });
+    }
+
+    /// Forgets every certificate of `object`.
+    pub fn forget(&self, object: &str) {
+        self.update(|map| map.retain(|(_, name), _| name != object));
+    }
+
+    /// Forgets the certificates of every object for which `keep` is false (objects that
+    /// are gone).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.update(|map| map.retain(|(_, name), _| keep(name)));
+    }
+
+    /// The published value of `kind` (for tests).
+    pub fn earliest(&self, kind: &'static str) -> Option<i64> {
+        let map = self.by_object.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.iter().filter(|((k, _), _)| *k == kind).map(|(_, t)| *t).min()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut BTreeMap<(&'static str, String), i64>)) {
+        let mut map = self.by_object.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before: Vec<&'static str> = map.keys().map(|(kind, _)| *kind).collect();
+        change(&mut map);
+        let mut earliest: BTreeMap<&'static str, i64> = BTreeMap::new();
+        for ((kind, _), t) in map.iter() {
+            earliest.entry(kind).and_modify(|e| *e = (*e).min(*t)).or_insert(*t);
+        }
+        for kind in before {
+            if !earliest.contains_key(kind) {
+                self.earliest.remove(&CertificateKindLabels { kind });
+            }
+        }
+        for (kind, t) in earliest {
+            self.earliest.get_or_create(&CertificateKindLabels { kind }).set(t);
+        }
+    }
+}
+
 /// The standard `process_*` metrics, read from procfs on each scrape (Linux only; on other
 /// systems nothing is reported).
 #[derive(Debug)]
@@ -376,5 +457,33 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("mla_external_request_duration_seconds_count"), "{text}");
+    }
+
+    #[test]
+    fn certificate_expiry_publishes_the_earliest_per_kind_and_forgets_objects() {
+        let metrics = Metrics::new("test-binary");
+        let expiry = CertificateExpiry::register(&metrics);
+        expiry.set("gateway", "c1", Some(2_000));
+        expiry.set("gateway", "c2", Some(1_000));
+        expiry.set("ca", "c1", Some(9_000));
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains(r#"mla_certificate_expiry_earliest_timestamp_seconds{kind="gateway"} 1000"#), "{text}");
+        assert!(text.contains(r#"mla_certificate_expiry_earliest_timestamp_seconds{kind="ca"} 9000"#), "{text}");
+        assert!(!text.contains("c1") && !text.contains("c2"), "no object names: {text}");
+
+        // Renewed: the later date counts.
+        expiry.set("gateway", "c2", Some(5_000));
+        assert_eq!(expiry.earliest("gateway"), Some(2_000));
+        // c1 gone (deleted or MLA off): its certificates no longer count; a kind with none
+        // left has no series.
+        expiry.retain(|name| name != "c1");
+        assert_eq!(expiry.earliest("gateway"), Some(5_000));
+        let text = metrics.encode().expect("encodes");
+        assert!(text.contains(r#"mla_certificate_expiry_earliest_timestamp_seconds{kind="gateway"} 5000"#), "{text}");
+        assert!(!text.contains(r#"kind="ca""#), "{text}");
+        expiry.forget("c2");
+        expiry.set("client", "c3", None);
+        let text = metrics.encode().expect("encodes");
+        assert!(!text.contains("mla_certificate_expiry_earliest_timestamp_seconds{"), "{text}");
     }
 }

@@ -532,6 +532,12 @@ impl CaState {
     }
 }
 
+/// The notAfter (Unix seconds) of the first certificate in `pem`, if it parses.
+pub fn not_after(pem: &str) -> Option<i64> {
+    let der = first_pem(pem)?;
+    Some(parse_der(&der)?.validity().not_after.timestamp())
+}
+
 /// Whether the certificate in `pem` has less than `window` left at `now`.
 fn within(pem: Option<&str>, window: Duration, now: SystemTime) -> bool {
     let Some(der) = pem.and_then(first_pem) else { return false };
@@ -691,6 +697,15 @@ mod tests {
 
     fn der_of(pem: &str) -> Vec<u8> {
         first_pem(pem).expect("PEM")
+    }
+
+    #[test]
+    fn not_after_reads_the_first_certificate() {
+        let ca = ca();
+        let expected = OffsetDateTime::from(t0() + CA_VALIDITY).unix_timestamp();
+        assert_eq!(not_after(&ca.cert_pem), Some(expected));
+        assert_eq!(not_after("not a certificate"), None);
+        assert_eq!(not_after(&ca.key_pem), None, "a key is not a certificate");
     }
 
     #[test]

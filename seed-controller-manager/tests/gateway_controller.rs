@@ -90,6 +90,12 @@ fn text(secret: &Secret, key: &str) -> String {
     String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
 }
 
+/// `mla_certificate_expiry_earliest_timestamp_seconds{kind}` from a /metrics text.
+fn expiry(metrics: &str, kind: &str) -> Option<i64> {
+    let prefix = format!("mla_certificate_expiry_earliest_timestamp_seconds{{kind=\"{kind}\"}} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
 async fn writes(client: &kube::Client) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
     write_requests_by_resource(client, &["", "apps", "kubermatic.k8c.io"]).await
 }
@@ -156,6 +162,10 @@ async fn gateway_lifecycle() -> anyhow::Result<()> {
     );
     assert_eq!(renewal, None, "a valid certificate for the cluster's address from its CA");
     assert!(text(&certs, "ca-bundle.crt").contains(ca_pem.trim()));
+    // The expiry gauge shows exactly these certificates' notAfter.
+    let metrics = reqwest::get(format!("{}/metrics", seed.admin)).await?.text().await?;
+    assert_eq!(expiry(&metrics, "ca"), pki::not_after(&ca_pem), "{metrics}");
+    assert_eq!(expiry(&metrics, "gateway"), pki::not_after(&text(&certs, "gateway.crt")), "{metrics}");
 
     // The Deployment becomes available: health Up, condition True.
     let available = serde_json::json!({"status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1, "observedGeneration": 1}});
@@ -333,6 +343,7 @@ async fn gateway_lifecycle() -> anyhow::Result<()> {
 
     let metrics = reqwest::get(format!("{}/metrics", seed.admin)).await?.text().await?;
     assert!(metrics.contains("mla_reconciles_total{controller=\"gateway\",result=\"success\"}"), "{metrics}");
+    assert_eq!((expiry(&metrics, "ca"), expiry(&metrics, "gateway")), (None, None), "no gateway, no certificates");
     clusters.delete("c1", &DeleteParams::default()).await?;
     Ok(())
 }

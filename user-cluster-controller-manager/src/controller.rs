@@ -18,7 +18,7 @@ use mla_common::api::{Cluster, ClusterSpec, ClusterStatus, ExtendedClusterHealth
 use mla_common::apply::{Applied, Applier};
 use mla_common::backoff::Backoff;
 use mla_common::events::EventPublisher;
-use mla_common::metrics::ControllerMetrics;
+use mla_common::metrics::{CertificateExpiry, ControllerMetrics};
 use mla_common::runtime::{Runtime, mark_synced};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -55,6 +55,8 @@ struct Context {
     applier: Applier,
     events: EventPublisher,
     metrics: ControllerMetrics,
+    /// Earliest notAfter of the agents' client certificates (`client`).
+    expiry: CertificateExpiry,
     settings: AgentsSettings,
     clusters: Store<Cluster>,
     seed_secrets: Store<Secret>,
@@ -139,6 +141,7 @@ pub fn run(
         applier: runtime.applier(CONTROLLER),
         events: runtime.events(seed, CONTROLLER),
         metrics: runtime.metrics.controller(CONTROLLER),
+        expiry: CertificateExpiry::register(&runtime.metrics),
         settings,
         clusters,
         seed_secrets,
@@ -168,11 +171,7 @@ pub fn run(
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let started = Instant::now();
                 let result = reconcile(&context).await;
-                let common = match &result {
-                    Err(AgentsError::Kube(error)) => Some(error),
-                    _ => None,
-                };
-                context.metrics.observe(started.elapsed(), common);
+                context.metrics.observe_category(started.elapsed(), result.as_ref().err().map(AgentsError::category));
                 next = match result {
                     Ok(()) => {
                         backoff.reset(&());
@@ -190,6 +189,17 @@ pub fn run(
             _ = watches => {}
             () = work => {}
             () = stop.cancelled() => {}
+        }
+    }
+}
+
+impl AgentsError {
+    /// Low-cardinality category for metrics.
+    fn category(&self) -> &'static str {
+        match self {
+            AgentsError::Kube(error) => error.category(),
+            AgentsError::Pki(_) => "pki",
+            AgentsError::Config(_) => "invalid_config",
         }
     }
 }
@@ -304,6 +314,7 @@ async fn apply_certificates(
     let secret = agent::certificates_secret(secret_name, common_name, &leaf, &desired.ca_pem.unwrap_or_default());
     let api: Api<Secret> = Api::namespaced(ctx.user.clone(), NAMESPACE);
     ctx.applier.apply(&api, &secret, current_secret.as_deref()).await?;
+    ctx.expiry.set("client", secret_name, mla_common::pki::not_after(&leaf.cert_pem));
     Ok(())
 }
 
@@ -349,6 +360,7 @@ where
 
 async fn remove_prometheus(ctx: &Context) -> Result<(), AgentsError> {
     let user = &ctx.user;
+    ctx.expiry.forget(prometheus::CERTIFICATES_SECRET);
     delete_if_present(ctx, Api::<Deployment>::namespaced(user.clone(), NAMESPACE), prometheus::PROMETHEUS).await?;
     delete_if_present(ctx, Api::<ConfigMap>::namespaced(user.clone(), NAMESPACE), prometheus::PROMETHEUS).await?;
     delete_if_present(ctx, Api::<Secret>::namespaced(user.clone(), NAMESPACE), prometheus::CERTIFICATES_SECRET).await?;
@@ -360,6 +372,7 @@ async fn remove_prometheus(ctx: &Context) -> Result<(), AgentsError> {
 async fn remove_logging(ctx: &Context) -> Result<(), AgentsError> {
     let user = &ctx.user;
     let agent_kind = ctx.settings.logging_agent;
+    ctx.expiry.forget(agent_kind.certificates_secret_name());
     let objects = agent_kind.objects(&agent_kind.settings(None), "");
     delete_if_present(ctx, Api::<DaemonSet>::namespaced(user.clone(), NAMESPACE), &objects.daemon_set.name_any())
         .await?;

@@ -127,8 +127,10 @@ async fn agents_lifecycle() -> anyhow::Result<()> {
     .map_err(|e| e.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
 
     // Client certificates from the cluster's CA, with the CA as trust.
+    let mut not_afters = Vec::new();
     for (secret, cn) in [("prometheus-certificates", "prometheus"), ("promtail-certificates", "promtail")] {
         let s = secrets.get(secret).await?;
+        not_afters.push(pki::not_after(&text(&s, "client.crt")).expect("a certificate"));
         let spec = pki::LeafSpec::client(cn)?;
         let verdict = pki::leaf_renewal(
             Some(&text(&s, "client.crt")),
@@ -140,6 +142,12 @@ async fn agents_lifecycle() -> anyhow::Result<()> {
         assert_eq!(verdict, None, "{secret}: a valid {cn} client certificate from the cluster CA");
         assert!(text(&s, "ca.crt").contains(ca.cert_pem.trim()));
     }
+    // The expiry gauge: the earlier of the two client certificates.
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let metrics = reqwest::get(&metrics_url).await?.text().await?;
+    let gauge = "mla_certificate_expiry_earliest_timestamp_seconds{kind=\"client\"} ";
+    let published = metrics.lines().find_map(|l| l.strip_prefix(gauge)?.trim().parse::<i64>().ok());
+    assert_eq!(published, not_afters.iter().min().copied(), "{metrics}");
     let prometheus_yaml = config_maps.get("prometheus").await?.data.unwrap_or_default()["prometheus.yaml"].clone();
     assert!(prometheus_yaml.contains("https://mla-gateway.c1.seed.example.com:6443/api/v1/push"), "{prometheus_yaml}");
     assert!(prometheus_yaml.contains("cluster: c1"), "{prometheus_yaml}");

@@ -21,7 +21,7 @@ use mla_common::api::{
 use mla_common::apply::Applier;
 use mla_common::backoff::Backoff;
 use mla_common::events::EventPublisher;
-use mla_common::metrics::ControllerMetrics;
+use mla_common::metrics::{CertificateExpiry, ControllerMetrics};
 use mla_common::pki::{self, CaChange};
 use mla_common::runtime::{Runtime, mark_synced};
 use serde::de::DeserializeOwned;
@@ -80,8 +80,11 @@ struct Context {
     applier: Applier,
     events: EventPublisher,
     metrics: ControllerMetrics,
+    /// Earliest notAfter of the CAs (`ca`) and gateway certificates (`gateway`).
+    expiry: CertificateExpiry,
     backoff: Backoff<String>,
     settings: GatewaySettings,
+    clusters: Store<Cluster>,
     secrets: Store<Secret>,
     config_maps: Store<ConfigMap>,
     deployments: Store<Deployment>,
@@ -118,6 +121,7 @@ pub fn run(runtime: &Runtime, settings: GatewaySettings) -> impl std::future::Fu
     let applier = runtime.applier(CONTROLLER);
     let events = runtime.events(client.clone(), CONTROLLER);
     let metrics = runtime.metrics.controller(CONTROLLER);
+    let expiry = CertificateExpiry::register(&runtime.metrics);
     let readiness = runtime.readiness.clone();
     let leader = runtime.leader.clone();
     let stop = runtime.shutdown.clone();
@@ -138,8 +142,10 @@ pub fn run(runtime: &Runtime, settings: GatewaySettings) -> impl std::future::Fu
             applier,
             events,
             metrics,
+            expiry,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             settings,
+            clusters: clusters.clone(),
             secrets,
             config_maps,
             deployments,
@@ -180,11 +186,9 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, G
     }
     let started = Instant::now();
     let result = reconcile_gateway(&cluster, &ctx).await;
-    let common = match &result {
-        Err(GatewayError::Kube(error)) => Some(error),
-        _ => None,
-    };
-    ctx.metrics.observe(started.elapsed(), common);
+    ctx.metrics.observe_category(started.elapsed(), result.as_ref().err().map(GatewayError::category));
+    // Certificates of Clusters that are gone no longer count.
+    ctx.expiry.retain(|name| ctx.clusters.get(&ObjectRef::new(name)).is_some());
     if result.is_ok() {
         ctx.backoff.reset(&cluster.name_any());
     }
@@ -209,6 +213,7 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
     let name = cluster.name_any();
     if cluster.meta().deletion_timestamp.is_some() {
         // Everything we made is owned by the Cluster: the garbage collector removes it.
+        ctx.expiry.forget(&name);
         return Ok(Action::await_change());
     }
     let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.clone()).filter(|n| !n.is_empty());
@@ -216,6 +221,7 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
         if let Some(namespace) = &namespace {
             remove_gateway(ctx, namespace).await?;
         }
+        ctx.expiry.forget(&name);
         clear_status(ctx, cluster).await?;
         return Ok(Action::await_change());
     }
@@ -309,6 +315,8 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let certs = resources::certificates_secret(&namespace, &owner, &gateway_cert, &bundle);
     ctx.applier.apply(&secrets, &certs, certs_secret.as_deref()).await?;
+    ctx.expiry.set("ca", &name, pki::not_after(&current_ca.cert_pem));
+    ctx.expiry.set("gateway", &name, pki::not_after(&gateway_cert.cert_pem));
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let current_cm = ctx.config_maps.get(&ObjectRef::new(resources::GATEWAY).within(&namespace));
     ctx.applier
