@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl (from the same k8s.io/kubernetes version) and etcd from
+# Builds kube-apiserver, kube-controller-manager (the end-to-end suite runs its garbage
+# and namespace collectors), kubectl (all from the same k8s.io/kubernetes version) and etcd from
 # their Go modules into a cache directory keyed by version, so integration tests can run
 # real control planes and kubectl without Docker or downloads from anywhere but the Go
 # module proxy.
@@ -27,7 +28,7 @@ export GOCACHE="${GOCACHE:-$CACHE_ROOT/go/build}"
 
 log() { printf '[build-control-plane] %s\n' "$*" >&2; }
 
-if [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kubectl" && -x "$BIN_DIR/etcd" ]]; then
+if [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kube-controller-manager" && -x "$BIN_DIR/kubectl" && -x "$BIN_DIR/etcd" ]]; then
   log "cached: $BIN_DIR"
   echo "$BIN_DIR"
   exit 0
@@ -71,10 +72,12 @@ package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kubectl@$KUBE_VERSION" >&2
+  go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBE_VERSION" \
+    "k8s.io/kubernetes/cmd/kubectl@$KUBE_VERSION" >&2
 }
 
 # Builds the command k8s.io/kubernetes/cmd/$1 with the version stamped as upstream does.
@@ -96,6 +99,7 @@ build_kube_command() {
 start=$SECONDS
 build_etcd
 build_kube_command kube-apiserver
+build_kube_command kube-controller-manager
 build_kube_command kubectl
 log "built in $((SECONDS - start))s: $BIN_DIR"
 "$BIN_DIR/kube-apiserver" --version >&2

@@ -66,10 +66,8 @@ impl RecordingBackend {
             Shared { received: received.clone(), receiver: receiver_url.clone(), client: reqwest::Client::new() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let router = axum::Router::new()
-            .route("/__received", axum::routing::get(summary))
-            .fallback(record)
-            .with_state(shared);
+        let router =
+            axum::Router::new().route("/__received", axum::routing::get(summary)).fallback(record).with_state(shared);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, router)

@@ -50,6 +50,7 @@ pub struct ControlPlane {
     etcd_url: String,
     _etcd: ManagedProcess,
     apiserver: Option<ManagedProcess>,
+    controller_manager: Option<ManagedProcess>,
     ca: TestCa,
     admin_kubeconfig: PathBuf,
     client: kube::Client,
@@ -145,6 +146,7 @@ impl ControlPlane {
             etcd_url,
             _etcd: etcd,
             apiserver: None,
+            controller_manager: None,
             ca,
             admin_kubeconfig,
             client,
@@ -201,6 +203,28 @@ impl ControlPlane {
             async move { Ok(roles.get_opt("cluster-admin").await?.map(|_| ())) }
         })
         .await?;
+        Ok(())
+    }
+
+    /// Starts kube-controller-manager with the garbage and namespace collectors only, so
+    /// that ownerReferences and namespace deletion work as in a real cluster. Needs
+    /// `kube-controller-manager` beside `kube-apiserver` (hack/build-control-plane.sh).
+    pub fn start_garbage_collector(&mut self) -> anyhow::Result<()> {
+        if self.controller_manager.is_some() {
+            return Ok(());
+        }
+        let binary = self.bin_dir.join("kube-controller-manager");
+        anyhow::ensure!(binary.exists(), "{} is missing: run hack/build-control-plane.sh", binary.display());
+        let mut command = Command::new(binary);
+        command
+            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
+            .args(["--controllers=garbagecollector,namespace", "--leader-elect=false", "--secure-port=0"])
+            .args(["--concurrent-gc-syncs=5", "--namespace-sync-period=10s", "--v=0"]);
+        self.controller_manager = Some(ManagedProcess::spawn(
+            "kube-controller-manager",
+            command,
+            &self.dir.join("kube-controller-manager.log"),
+        )?);
         Ok(())
     }
 

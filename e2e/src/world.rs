@@ -194,11 +194,14 @@ impl World {
         let dir = dir.canonicalize()?;
 
         say("starting master, seed and user-cluster control planes (etcd + kube-apiserver each)");
-        let (master, seed, user) = tokio::try_join!(
+        let (master, mut seed, user) = tokio::try_join!(
             ControlPlane::start_in("master", &dir),
             ControlPlane::start_in("seed", &dir),
             ControlPlane::start_in("user", &dir),
         )?;
+        // The seed's children carry ownerReferences: deleting a Cluster relies on the
+        // garbage collector, as in a real seed.
+        seed.start_garbage_collector()?;
         say("installing CRDs and the RBAC of manifests/");
         tokio::try_join!(master.install_crds(), seed.install_crds())?;
         master::prepare_master(&master).await?;

@@ -13,6 +13,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code may panic
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,7 +25,7 @@ use kube::Api;
 use mla_common::api::{Cluster, Project, User, UserProjectBinding};
 use mla_common::pki::{self, CaState};
 use mla_e2e::eventually;
-use mla_e2e::world::{World, WorldOptions};
+use mla_e2e::world::{GRAFANA_ADMIN, World, WorldOptions};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -80,18 +81,109 @@ async fn cluster_ca(world: &World, cluster: &str) -> anyhow::Result<CaState> {
     Ok(CaState::from_secret(Some(&secrets.get("mla-gateway-ca").await?)))
 }
 
+/// Read-only views of Grafana through its HTTP API, as the platform admin.
+#[allow(dead_code)] // used once the Grafana controllers land
+struct GrafanaView {
+    url: String,
+    http: reqwest::Client,
+}
+
+#[allow(dead_code)]
+impl GrafanaView {
+    fn new(world: &World) -> Self {
+        Self { url: world.grafana.url().to_string(), http: reqwest::Client::new() }
+    }
+
+    async fn get(&self, path: &str, org: Option<i64>) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut request =
+            self.http.get(format!("{}{path}", self.url)).basic_auth(GRAFANA_ADMIN.0, Some(GRAFANA_ADMIN.1));
+        if let Some(org) = org {
+            request = request.header("X-Grafana-Org-Id", org.to_string());
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// Organizations by name (with duplicates, should there be any).
+    async fn orgs(&self) -> anyhow::Result<Vec<(i64, String)>> {
+        let (_, body) = self.get("/api/orgs?perpage=1000", None).await?;
+        Ok(body
+            .as_array()
+            .map(|orgs| {
+                orgs.iter().filter_map(|o| Some((o["id"].as_i64()?, o["name"].as_str()?.to_string()))).collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn org_id(&self, name: &str) -> anyhow::Result<Option<i64>> {
+        let matching: Vec<i64> = self.orgs().await?.into_iter().filter(|(_, n)| n == name).map(|(id, _)| id).collect();
+        anyhow::ensure!(matching.len() <= 1, "organization {name} exists {} times", matching.len());
+        Ok(matching.first().copied())
+    }
+
+    /// Members of an org as `email -> role`.
+    async fn members(&self, org: i64) -> anyhow::Result<BTreeMap<String, String>> {
+        let (_, body) = self.get(&format!("/api/orgs/{org}/users"), None).await?;
+        Ok(body
+            .as_array()
+            .map(|users| {
+                users
+                    .iter()
+                    .filter_map(|u| Some((u["email"].as_str()?.to_string(), u["role"].as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Datasource UIDs of an org.
+    async fn datasources(&self, org: i64) -> anyhow::Result<BTreeSet<String>> {
+        let (_, body) = self.get("/api/datasources", Some(org)).await?;
+        Ok(body
+            .as_array()
+            .map(|list| list.iter().filter_map(|d| d["uid"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default())
+    }
+
+    /// Waits until `check` holds for the org named `name`.
+    async fn until<F>(&self, what: &str, name: &str, check: F) -> anyhow::Result<i64>
+    where
+        F: Fn(&BTreeMap<String, String>, &BTreeSet<String>) -> bool,
+    {
+        eventually(what, TIMEOUT, || async {
+            let Some(org) = self.org_id(name).await? else { return Ok(None) };
+            let (members, datasources) = (self.members(org).await?, self.datasources(org).await?);
+            Ok(check(&members, &datasources).then_some(org))
+        })
+        .await
+    }
+}
+
+#[allow(dead_code)]
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
 /// Waits until the IAP of `cluster` lets in exactly `expected`.
 async fn iap_emails(world: &World, cluster: &str, expected: &[&str]) -> anyhow::Result<()> {
     let config_maps: Api<ConfigMap> = Api::namespaced(world.seed.client(), &format!("cluster-{cluster}"));
     let expected: Vec<String> = expected.iter().map(|e| e.to_string()).collect();
-    eventually(&format!("IAP emails {expected:?}"), TIMEOUT, || async {
-        let Some(map) = config_maps.get_opt("mla-iap-emails").await? else { return Ok(None) };
-        let text = map.data.and_then(|d| d.get("authenticated-emails").cloned()).unwrap_or_default();
+    let current = || async {
+        let map = config_maps.get_opt("mla-iap-emails").await?;
+        let text = map.and_then(|m| m.data).and_then(|d| d.get("authenticated-emails").cloned()).unwrap_or_default();
         let mut emails: Vec<String> = text.lines().map(str::to_string).filter(|l| !l.is_empty()).collect();
         emails.sort();
-        Ok((emails == expected).then_some(()))
+        anyhow::Ok(emails)
+    };
+    let result = eventually(&format!("IAP emails {expected:?}"), TIMEOUT, || async {
+        Ok((current().await? == expected).then_some(()))
     })
-    .await
+    .await;
+    if result.is_err() {
+        println!("  IAP emails of {cluster} at the time out: {:?}", current().await);
+    }
+    result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -285,12 +377,25 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
-    step("10", "deleting the Cluster removes the agents from the user cluster", async {
+    step("10", "deleting the Cluster removes everything in the seed and the user cluster", async {
         let clusters: Api<Cluster> = Api::all(world.seed.client());
         clusters.delete("c1", &Default::default()).await?;
         until_absent("Cluster c1 gone", &clusters, "c1").await?;
         let user = world.user.client();
-        until_absent("Prometheus gone", &Api::<Deployment>::namespaced(user.clone(), "mla-system"), "prometheus").await
+        until_absent("Prometheus gone", &Api::<Deployment>::namespaced(user.clone(), "mla-system"), "prometheus")
+            .await?;
+        let seed = world.seed.client();
+        let deployments = Api::<Deployment>::namespaced(seed.clone(), "cluster-c1");
+        for name in ["mla-gateway", "mla-iap", "mla-user-cluster-controller-manager"] {
+            until_absent(&format!("Deployment {name} gone"), &deployments, name).await?;
+        }
+        let secrets = Api::<Secret>::namespaced(seed.clone(), "cluster-c1");
+        for name in ["mla-gateway-ca", "mla-gateway-certificates", "mla-iap"] {
+            until_absent(&format!("Secret {name} gone"), &secrets, name).await?;
+        }
+        // The other cluster keeps its gateway.
+        until_present("c2's gateway stays", &Api::<Deployment>::namespaced(seed.clone(), "cluster-c2"), "mla-gateway")
+            .await
     })
     .await;
 

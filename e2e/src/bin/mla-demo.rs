@@ -35,7 +35,11 @@ async fn main() -> anyhow::Result<()> {
 
     say("creating a sample Project with two members, an admin, and an MLA-enabled Cluster");
     world
-        .create_project(PROJECT, "Demo", &[("jane", "jane@example.com", "owners"), ("joe", "joe@example.com", "viewers")])
+        .create_project(
+            PROJECT,
+            "Demo",
+            &[("jane", "jane@example.com", "owners"), ("joe", "joe@example.com", "viewers")],
+        )
         .await?;
     world.create_user("admin", "admin@example.com", true).await?;
     world.create_cluster(CLUSTER, PROJECT, true, true, true).await?;
