@@ -27,7 +27,9 @@ use mla_common::pki::{self, CaState};
 use mla_e2e::eventually;
 use mla_e2e::world::{GRAFANA_ADMIN, World, WorldOptions};
 
-const TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a step may take to converge; generous because after an API server restart the
+/// watches come back with kube-runtime's backoff (up to 30 s between attempts).
+const TIMEOUT: Duration = Duration::from_secs(150);
 
 async fn step<T, F: Future<Output = anyhow::Result<T>>>(n: &str, name: &str, f: F) -> T {
     let started = Instant::now();
