@@ -194,6 +194,14 @@ async fn alerting_lifecycle() -> anyhow::Result<()> {
         )
         .await?;
     create_cluster(&client, "c1", true, false).await?;
+    // c2's user brought their own configuration before MLA was on: it is kept, not replaced.
+    ensure_namespace(&client, "cluster-c2").await?;
+    let own = Secret {
+        metadata: ObjectMeta { name: Some("alertmanager".into()), ..Default::default() },
+        string_data: Some([("alertmanager.yaml".to_string(), TEAM_CONFIG.to_string())].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), "cluster-c2").create(&PostParams::default(), &own).await?;
     create_cluster(&client, "c2", false, true).await?;
 
     // The default Alertmanager and its Secret, pushed under each cluster's tenant only.
@@ -202,6 +210,9 @@ async fn alerting_lifecycle() -> anyhow::Result<()> {
     })
     .await?;
     assert!(cortex.alertmanager_config("c1").unwrap().contains("receiver: \"test\""));
+    assert!(cortex.alertmanager_config("c2").unwrap().contains("receiver: team"), "the user's own Secret");
+    let c2_secret = Api::<Secret>::namespaced(client.clone(), "cluster-c2").get("alertmanager").await?;
+    assert!(String::from_utf8(c2_secret.data.unwrap()["alertmanager.yaml"].0.clone())?.contains("receiver: team"));
     assert_eq!(cortex.alertmanager_config("cluster-c1"), None, "the tenant is the cluster name");
     let c1 = cluster_condition(&client, "c1", "Synced").await?;
     assert_eq!(c1.finalizers(), ["mla.k8c.io/cortex"]);
