@@ -129,7 +129,7 @@ impl CortexClient {
         group: &str,
     ) -> Result<Option<String>, AlertingError> {
         let (api, base) = self.rules_url(kind);
-        let url = format!("{base}/{RULE_NAMESPACE}/{group}");
+        let url = with_segments(&base, &[RULE_NAMESPACE, group]);
         match self.call(api, "rules", reqwest::Method::GET, url, tenant, None).await? {
             (200, body) => Ok(Some(body)),
             (404, _) => Ok(None),
@@ -145,7 +145,7 @@ impl CortexClient {
         body: String,
     ) -> Result<Result<(), Refused>, AlertingError> {
         let (api, base) = self.rules_url(kind);
-        let url = format!("{base}/{RULE_NAMESPACE}");
+        let url = with_segments(&base, &[RULE_NAMESPACE]);
         match self.call(api, "rules", reqwest::Method::POST, url, tenant, Some(body)).await? {
             (200..=202, _) => Ok(Ok(())),
             (400, body) => Ok(Err(Refused(body.trim().to_string()))),
@@ -162,7 +162,7 @@ impl CortexClient {
         group: &str,
     ) -> Result<(), AlertingError> {
         let (api, base) = self.rules_url(kind);
-        let url = format!("{base}/{namespace}/{group}");
+        let url = with_segments(&base, &[namespace, group]);
         match self.call(api, "rules", reqwest::Method::DELETE, url, tenant, None).await? {
             (200 | 202 | 204 | 404, _) => Ok(()),
             (status, body) => Err(unexpected(api, "DELETE", tenant, status, &body)),
@@ -205,6 +205,23 @@ pub fn parse_rule_listing(body: &str) -> Result<Vec<(String, String)>, String> {
         .collect())
 }
 
+/// `base` with each of `segments` appended as one percent-encoded path segment: names
+/// read back from a ruler may hold `/`, `?` or `#`, which must not change the route.
+pub fn with_segments(base: &str, segments: &[&str]) -> String {
+    let mut url = base.to_string();
+    for segment in segments {
+        url.push('/');
+        for byte in segment.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                url.push(char::from(byte));
+            } else {
+                url.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    url
+}
+
 fn unexpected(api: &'static str, operation: &'static str, tenant: &str, status: u16, body: &str) -> AlertingError {
     let mut body = body.trim().to_string();
     body.truncate(300);
@@ -233,6 +250,15 @@ fn without_url(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(
+            with_segments("http://r/api/v1/rules", &["default", "g-1.a"]),
+            "http://r/api/v1/rules/default/g-1.a"
+        );
+        assert_eq!(with_segments("http://r", &["a/b", "c?d#e f"]), "http://r/a%2Fb/c%3Fd%23e%20f");
+    }
 
     #[test]
     fn rule_listing_names_every_group() {
