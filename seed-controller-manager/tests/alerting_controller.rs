@@ -24,7 +24,7 @@ const RUNTIME_KEY: &str = "runtime-config.yaml";
 struct Seed {
     plane: ControlPlane,
     cortex: CortexServer,
-    _binary: ManagedProcess,
+    binary: ManagedProcess,
     admin: String,
 }
 
@@ -47,6 +47,16 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     Api::<ConfigMap>::namespaced(client.clone(), "mla").create(&PostParams::default(), &runtime_config).await?;
     let cortex = CortexServer::start().await?;
 
+    let (binary, admin) = spawn_binary(&plane, &cortex, true).await?;
+    Ok(Seed { plane, cortex, binary, admin })
+}
+
+/// Runs the binary as its ServiceAccount, with MLA offered or not, until it is ready.
+async fn spawn_binary(
+    plane: &ControlPlane,
+    cortex: &CortexServer,
+    mla_enabled: bool,
+) -> anyhow::Result<(ManagedProcess, String)> {
     let identity = Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
     let kubeconfig = plane.kubeconfig(&identity).await?;
     let port = free_port()?;
@@ -54,7 +64,8 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     command
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--admin-addr=127.0.0.1:{port}"))
-        .args(["--leader-election-namespace=kubermatic", "--enable-user-cluster-mla=true", "--resync-period=3s"])
+        .args(["--leader-election-namespace=kubermatic", "--resync-period=3s"])
+        .arg(format!("--enable-user-cluster-mla={mla_enabled}"))
         .arg(format!("--cortex-alertmanager-url={}", cortex.url()))
         .arg(format!("--cortex-ruler-url={}", cortex.url()))
         .arg(format!("--loki-ruler-url={}", cortex.url()))
@@ -70,7 +81,7 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     })
     .await
     .map_err(|e| e.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    Ok(Seed { plane, cortex, _binary: binary, admin })
+    Ok((binary, admin))
 }
 
 async fn create_cluster(client: &kube::Client, name: &str, monitoring: bool, logging: bool) -> anyhow::Result<()> {
@@ -435,4 +446,67 @@ async fn alerting_lifecycle() -> anyhow::Result<()> {
 fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A seed that stops offering MLA (`--enable-user-cluster-mla=false` after a restart)
+/// removes every tenant from Cortex, Loki and the runtime configuration.
+#[tokio::test]
+async fn seed_without_mla_cleans_every_tenant() -> anyhow::Result<()> {
+    let mut seed = start("alerting-off").await?;
+    let client = seed.plane.client();
+    create_cluster(&client, "c3", true, true).await?;
+    let settings = MLAAdminSetting::new(
+        MLA_ADMIN_SETTING_NAME,
+        MLAAdminSettingSpec {
+            cluster_name: "c3".into(),
+            monitoring_rate_limits: Some(MonitoringRateLimitSettings { ingestion_rate: Some(9), ..Default::default() }),
+            logging_rate_limits: None,
+        },
+    );
+    Api::<MLAAdminSetting>::namespaced(client.clone(), "cluster-c3").create(&PostParams::default(), &settings).await?;
+    let groups: Api<RuleGroup> = Api::namespaced(client.clone(), "cluster-c3");
+    let logs =
+        "name: errors\nrules:\n  - alert: ManyErrors\n    expr: sum(rate({app=\"api\"} |= \"error\" [5m])) > 10\n";
+    groups.create(&PostParams::default(), &rule_group("errors", "cluster-c3", "c3", RuleGroupType::Logs, logs)).await?;
+    let cortex = &seed.cortex;
+    wait_for("c3 in Cortex and Loki", || {
+        cortex.alertmanager_config("c3").is_some()
+            && cortex.rule_group(Ruler::Loki, "c3", "default", "errors").is_some()
+    })
+    .await?;
+    eventually("c3's limits", WAIT, || {
+        let client = client.clone();
+        async move { Ok((runtime_config(&client).await?["overrides"]["c3"]["ingestion_rate"] == 9).then_some(())) }
+    })
+    .await?;
+
+    seed.binary.terminate();
+    seed.binary.wait_timeout(Duration::from_secs(10)).await;
+    let (binary, _admin) = spawn_binary(&seed.plane, &seed.cortex, false).await?;
+    seed.binary = binary;
+    let cortex = &seed.cortex;
+    wait_for("c3 removed from Cortex and Loki", || {
+        cortex.alertmanager_config("c3").is_none() && cortex.rule_groups(Ruler::Loki, "c3").is_empty()
+    })
+    .await?;
+    eventually("c3's limits and finalizer gone", WAIT, || {
+        let client = client.clone();
+        async move {
+            let config = runtime_config(&client).await?;
+            let c3 = Api::<Cluster>::all(client.clone()).get("c3").await?;
+            let errors = Api::<RuleGroup>::namespaced(client.clone(), "cluster-c3").get("errors").await?;
+            Ok((config["overrides"].get("c3").is_none()
+                && c3.finalizers().is_empty()
+                && errors.finalizers().is_empty())
+            .then_some(()))
+        }
+    })
+    .await?;
+    assert_eq!(runtime_config(&client).await?["overrides"]["other"]["ingestion_rate"], 5);
+    // Nothing is pushed again while the seed does not offer MLA.
+    let before = cortex.total_mutations();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(cortex.total_mutations(), before);
+    assert!(cortex.alertmanager_config("c3").is_none());
+    Ok(())
 }
