@@ -60,6 +60,8 @@ async fn reconcile_many(count: usize, resync: u64) -> anyhow::Result<()> {
     plane.install_crds().await?;
     ensure_namespace(&plane.client(), "kubermatic").await?;
     apply_manifest(&plane.client(), &workspace_root().join("manifests/seed-controller-manager/rbac.yaml")).await?;
+    apply_manifest(&plane.client(), &workspace_root().join("manifests/seed-controller-manager/rbac-alerting.yaml"))
+        .await?;
     let client = plane.client();
     let clusters: Api<Cluster> = Api::all(client.clone());
     let started = Instant::now();
