@@ -26,6 +26,7 @@ use mla_common::api::{
 use tokio::sync::Mutex;
 
 use crate::backend::RecordingBackend;
+use crate::cortex::CortexServer;
 use crate::grafana::GrafanaServer;
 use crate::{ControlPlane, Identity, ManagedProcess, apply_manifest, eventually, free_port, master, workspace_root};
 
@@ -50,14 +51,11 @@ pub struct WorldOptions {
     pub resync_period: Duration,
     /// Where state and logs go; a fresh temporary directory when `None`.
     pub dir: Option<PathBuf>,
-    /// Base URL of a Cortex/Loki configuration API (Alertmanager, rulers); the recording
-    /// backend when `None`.
-    pub cortex_api: Option<String>,
 }
 
 impl Default for WorldOptions {
     fn default() -> Self {
-        Self { seed_replicas: 1, resync_period: Duration::from_secs(30), dir: None, cortex_api: None }
+        Self { seed_replicas: 1, resync_period: Duration::from_secs(30), dir: None }
     }
 }
 
@@ -142,8 +140,10 @@ pub struct World {
     pub user: ControlPlane,
     /// Grafana.
     pub grafana: GrafanaServer,
-    /// Cortex and Loki stand-in.
+    /// Cortex and Loki stand-in for the data path (distributors, query frontends).
     pub backend: RecordingBackend,
+    /// Cortex's and Loki's per-tenant configuration APIs (Alertmanager, rulers).
+    pub cortex: CortexServer,
     /// master-controller-manager.
     pub master_manager: Binary,
     /// seed-controller-manager replicas.
@@ -229,6 +229,7 @@ impl World {
         say("starting the Grafana API test server and the recording backend");
         let grafana = GrafanaServer::start(GRAFANA_ADMIN.0, GRAFANA_ADMIN.1).await?;
         let backend = RecordingBackend::start(&dir.join("backend")).await?;
+        let cortex = CortexServer::start().await?;
         let grafana_secret = Secret {
             metadata: ObjectMeta { name: Some("grafana".into()), ..Default::default() },
             string_data: Some(BTreeMap::from([
@@ -275,7 +276,7 @@ impl World {
                 &format!("seed-controller-manager-{replica}"),
                 "seed-controller-manager",
                 &seed_identity_kubeconfig,
-                &seed_manager_args(&options, &backend, &grafana, &resync, replica),
+                &seed_manager_args(&backend, &cortex, &grafana, &resync, options.seed_replicas),
             )?);
         }
         let world = Self {
@@ -284,6 +285,7 @@ impl World {
             user,
             grafana,
             backend,
+            cortex,
             master_manager,
             seed_managers,
             user_managers: Mutex::new(BTreeMap::new()),
@@ -538,13 +540,13 @@ impl World {
 }
 
 fn seed_manager_args(
-    options: &WorldOptions,
     backend: &RecordingBackend,
+    cortex: &CortexServer,
     _grafana: &GrafanaServer,
     resync: &str,
-    _replica: usize,
+    replicas: usize,
 ) -> Vec<String> {
-    let cortex = options.cortex_api.clone().unwrap_or_else(|| backend.url().to_string());
+    let cortex = cortex.url();
     let mut args = vec![
         "--enable-user-cluster-mla=true".to_string(),
         format!("--mla-namespace={MLA_NAMESPACE}"),
@@ -560,7 +562,7 @@ fn seed_manager_args(
         "--iap-domain=e2e.localhost".to_string(),
         resync.to_string(),
     ];
-    if options.seed_replicas > 1 {
+    if replicas > 1 {
         args.push("--leader-election-lease-duration=4s".into());
         args.push("--leader-election-renew-deadline=3s".into());
         args.push("--leader-election-retry-period=1s".into());

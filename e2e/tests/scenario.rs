@@ -22,7 +22,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
-use mla_common::api::{Cluster, Project, User, UserProjectBinding};
+use mla_common::api::{Alertmanager, Cluster, Project, User, UserProjectBinding};
 use mla_common::pki::{self, CaState};
 use mla_e2e::eventually;
 use mla_e2e::world::{GRAFANA_ADMIN, World, WorldOptions};
@@ -241,6 +241,19 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
+    step("2c", "each cluster's tenant gets its Alertmanager config in Cortex, and only its own", async {
+        eventually("Alertmanager configs of c1 and c2 in Cortex", TIMEOUT, || async {
+            Ok((world.cortex.alertmanager_config("c1").is_some() && world.cortex.alertmanager_config("c2").is_some())
+                .then_some(()))
+        })
+        .await?;
+        let alertmanagers: Api<Alertmanager> = Api::namespaced(seed.clone(), "cluster-c1");
+        until_present("the default Alertmanager object", &alertmanagers, "alertmanager").await?;
+        anyhow::ensure!(world.cortex.alertmanager_config("cluster-c1").is_none(), "a config under a foreign tenant");
+        Ok(())
+    })
+    .await;
+
     step("3", "the agents appear in the user cluster", async {
         world.run_user_manager("c1").await?;
         let user = world.user.client();
@@ -395,6 +408,11 @@ async fn the_whole_system_end_to_end() {
         for name in ["mla-gateway-ca", "mla-gateway-certificates", "mla-iap"] {
             until_absent(&format!("Secret {name} gone"), &secrets, name).await?;
         }
+        eventually("c1's Alertmanager config removed from Cortex", TIMEOUT, || async {
+            Ok(world.cortex.alertmanager_config("c1").is_none().then_some(()))
+        })
+        .await?;
+        anyhow::ensure!(world.cortex.alertmanager_config("c2").is_some(), "c2's Alertmanager config was removed");
         // The other cluster keeps its gateway.
         until_present("c2's gateway stays", &Api::<Deployment>::namespaced(seed.clone(), "cluster-c2"), "mla-gateway")
             .await

@@ -29,7 +29,6 @@ async fn main() -> anyhow::Result<()> {
         seed_replicas: 1,
         resync_period: Duration::from_secs(60),
         dir: Some(state.clone()),
-        cortex_api: None,
     })
     .await?;
 
