@@ -8,6 +8,7 @@ use crate::SeedSettings;
 
 /// Flags of this controller.
 #[derive(Clone, Debug, Default, clap::Args)]
+#[group(id = "iap")]
 pub struct Args {}
 
 /// Checks the flags and returns the controller, running until shutdown.
