@@ -60,6 +60,10 @@ async fn reconcile_many(count: usize, resync: u64) -> anyhow::Result<()> {
     plane.install_crds().await?;
     ensure_namespace(&plane.client(), "kubermatic").await?;
     apply_manifest(&plane.client(), &workspace_root().join("manifests/seed-controller-manager/rbac.yaml")).await?;
+    // The Grafana controller's grants (its Role lives in the MLA namespace).
+    ensure_namespace(&plane.client(), "mla").await?;
+    apply_manifest(&plane.client(), &workspace_root().join("manifests/seed-controller-manager/rbac-grafana.yaml"))
+        .await?;
     let client = plane.client();
     let clusters: Api<Cluster> = Api::all(client.clone());
     let started = Instant::now();

@@ -34,6 +34,10 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     plane.install_crds().await?;
     ensure_namespace(&plane.client(), "kubermatic").await?;
     apply_manifest(&plane.client(), &workspace_root().join("manifests/seed-controller-manager/rbac.yaml")).await?;
+    // The Grafana controller's grants (its Role lives in the MLA namespace).
+    ensure_namespace(&plane.client(), "mla").await?;
+    apply_manifest(&plane.client(), &workspace_root().join("manifests/seed-controller-manager/rbac-grafana.yaml"))
+        .await?;
     let identity = Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
     let kubeconfig = plane.kubeconfig(&identity).await?;
     let port = free_port()?;

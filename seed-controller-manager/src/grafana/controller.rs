@@ -610,6 +610,9 @@ fn cluster_of(uid: &str) -> Option<&str> {
     datasources::KINDS.iter().find_map(|kind| uid.strip_prefix(kind)?.strip_prefix('-'))
 }
 
+/// Stands in for the error of a cluster whose datasource changes wait for their retry.
+const WAITING: &str = "waiting to retry";
+
 /// Brings every managed org's datasources in line with the Clusters, then the Clusters'
 /// finalizers and conditions.
 #[allow(clippy::too_many_arguments)]
@@ -659,7 +662,7 @@ async fn reconcile_datasources(
             let cluster = cluster_of(&uid).unwrap_or_default().to_string();
             let key = format!("cluster/{cluster}");
             if !ctx.retry.ready(&key) {
-                errors.entry(cluster).or_insert_with(|| "waiting to retry".into());
+                errors.entry(cluster).or_insert_with(|| WAITING.into());
                 continue;
             }
             let result = match &change {
@@ -682,7 +685,7 @@ async fn reconcile_datasources(
         let key = format!("cluster/{name}");
         let error = errors.get(&name);
         match error {
-            Some(error) if error != "waiting to retry" => {
+            Some(error) if error != WAITING => {
                 if ctx.retry.failed(&key) {
                     ctx.events
                         .warning(
@@ -696,6 +699,10 @@ async fn reconcile_datasources(
             }
             Some(_) => {}
             None => ctx.retry.succeeded(&key),
+        }
+        if error.is_some_and(|e| e == WAITING) {
+            // Backing off: the condition keeps the error that started it.
+            continue;
         }
         let outcome = if let Some(org) = wanted.get(&name) {
             match error {
@@ -885,6 +892,11 @@ async fn report_unavailable(ctx: &Context, error: &PassError) {
     for cluster in ctx.stores.clusters.state() {
         let has_namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some();
         if !(ctx.settings.mla_enabled && cluster.mla_enabled() && has_namespace && !is_deleting(cluster.as_ref())) {
+            // A condition from an earlier outage on a cluster that no longer has MLA goes
+            // (no request when there is none).
+            if let Err(write) = write_condition(ctx, &cluster, None).await {
+                tracing::warn!(cluster = %cluster.name_any(), error = %write, "removing the Grafana condition failed");
+            }
             continue;
         }
         let reason = error.reason();
