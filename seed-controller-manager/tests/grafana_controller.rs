@@ -29,7 +29,7 @@ struct Seed {
     plane: ControlPlane,
     grafana: GrafanaServer,
     http: reqwest::Client,
-    _binary: ManagedProcess,
+    binary: ManagedProcess,
     log: std::path::PathBuf,
 }
 
@@ -54,6 +54,17 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     };
     Api::<Secret>::namespaced(client.clone(), "mla").create(&PostParams::default(), &secret).await?;
 
+    let (binary, log) = spawn(&plane, &grafana, true, "seed-controller-manager.log").await?;
+    Ok(Seed { plane, grafana, http: reqwest::Client::new(), binary, log })
+}
+
+/// Runs the binary (as its ServiceAccount) against `grafana` until it is ready.
+async fn spawn(
+    plane: &ControlPlane,
+    grafana: &GrafanaServer,
+    mla: bool,
+    log_name: &str,
+) -> anyhow::Result<(ManagedProcess, std::path::PathBuf)> {
     let identity = Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
     let kubeconfig = plane.kubeconfig(&identity).await?;
     let port = free_port()?;
@@ -62,10 +73,11 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--admin-addr=127.0.0.1:{port}"))
         .arg(format!("--grafana-url={}", grafana.url()))
-        .args(["--leader-election-namespace=kubermatic", "--enable-user-cluster-mla=true", "--resync-period=3s"])
+        .arg(format!("--enable-user-cluster-mla={mla}"))
+        .args(["--leader-election-namespace=kubermatic", "--resync-period=3s"])
         .arg("--grafana-timeout=2s")
         .arg("--log-level=info,kube=warn");
-    let log = plane.dir().join("seed-controller-manager.log");
+    let log = plane.dir().join(log_name);
     let binary = ManagedProcess::spawn("seed-controller-manager", command, &log)?;
     let readyz = format!("http://127.0.0.1:{port}/readyz");
     eventually("the binary to be ready", WAIT, || {
@@ -74,7 +86,7 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     })
     .await
     .map_err(|e| e.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    Ok(Seed { plane, grafana, http: reqwest::Client::new(), _binary: binary, log })
+    Ok((binary, log))
 }
 
 impl Seed {
@@ -130,6 +142,16 @@ impl Seed {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the binary (SIGTERM, so it hands its Lease over) and starts it again.
+    async fn restart(&mut self, mla: bool) -> anyhow::Result<()> {
+        self.binary.terminate();
+        self.binary.wait_timeout(Duration::from_secs(10)).await;
+        let (binary, log) = spawn(&self.plane, &self.grafana, mla, "seed-controller-manager-2.log").await?;
+        self.binary = binary;
+        self.log = log;
+        Ok(())
     }
 }
 
@@ -443,5 +465,42 @@ async fn grafana_outage_is_reported_and_recovered() -> anyhow::Result<()> {
     let (status, _) = seed.call(reqwest::Method::DELETE, "/api/datasources/uid/prometheus-c1", Some(web)).await;
     assert_eq!(status, 200);
     until!(seed, "prometheus-c1 back", seed.datasources(web).await.contains_key("prometheus-c1"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn seed_without_mla_releases_everything() -> anyhow::Result<()> {
+    let mut seed = start("grafana-off").await?;
+    let client = seed.plane.client();
+    let projects: Api<Project> = Api::all(client.clone());
+    let clusters: Api<Cluster> = Api::all(client.clone());
+    let users: Api<User> = Api::all(client.clone());
+    let pp = PostParams::default();
+    projects.create(&pp, &project("p1", "Web")).await?;
+    users.create(&pp, &user("dave", "dave@example.com", false)).await?;
+    create_cluster(&seed, &cluster("c1", "p1", true, true)).await?;
+    until!(seed, "c1 Ready", {
+        condition(&clusters.get("c1").await?) == Some((ConditionStatus::True, "DatasourcesReady".into()))
+            && users.get("dave").await?.finalizers().contains(&FINALIZER.to_string())
+    });
+    let web = seed.org_id("Web-p1").await.unwrap();
+    let superuser = seed.org_id("mla-superuser").await.unwrap();
+
+    // The seed stops offering MLA: datasources go, every finalizer and the condition too;
+    // organizations and users stay.
+    seed.restart(false).await?;
+    until!(seed, "released", {
+        let released = |finalizers: &[String]| !finalizers.contains(&FINALIZER.to_string());
+        let c1 = clusters.get("c1").await?;
+        seed.datasources(web).await.is_empty()
+            && seed.datasources(superuser).await.is_empty()
+            && released(c1.finalizers())
+            && condition(&c1).is_none()
+            && released(projects.get("p1").await?.finalizers())
+            && released(users.get("dave").await?.finalizers())
+    });
+    assert!(seed.org_id("Web-p1").await.is_some() && seed.user("dave@example.com").await.is_some());
+    clusters.delete("c1", &DeleteParams::default()).await?;
+    until!(seed, "c1 deleted at once", clusters.get_opt("c1").await?.is_none());
     Ok(())
 }

@@ -178,13 +178,17 @@ struct Context {
     reported: Mutex<HashSet<(String, String, String)>>,
 }
 
-/// A reflector whose changes wake the pass loop and whose first list opens `gate`.
+/// A reflector whose first list opens `gate` and whose relevant changes wake the pass
+/// loop: `relevant` picks what this controller reads from an object, so that changes it
+/// does not read (status heartbeats, other controllers' conditions, its own condition)
+/// cost no pass.
 fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
     gate: ReadinessGate,
     synced: Arc<AtomicUsize>,
     wake: Arc<Notify>,
+    relevant: fn(&K) -> serde_json::Value,
 ) -> (Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
@@ -195,15 +199,63 @@ where
         gate.set_ready();
         synced.fetch_add(1, Ordering::SeqCst);
     });
+    let mut seen: HashMap<(Option<String>, String), serde_json::Value> = HashMap::new();
     let task = stream.for_each(move |event| {
         match event {
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => wake.notify_one(),
-            Ok(_) => {}
+            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                let key = (object.namespace(), object.name_any());
+                let fingerprint = relevant(&object);
+                let changed = seen.get(&key) != Some(&fingerprint);
+                seen.insert(key, fingerprint);
+                if changed {
+                    wake.notify_one();
+                }
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                seen.remove(&(object.namespace(), object.name_any()));
+                wake.notify_one();
+            }
+            Ok(watcher::Event::InitDone) => wake.notify_one(),
+            Ok(watcher::Event::Init) => {}
             Err(error) => tracing::warn!(%error, "grafana watch failed; retrying"),
         }
         futures::future::ready(())
     });
     (store, task)
+}
+
+fn lifecycle<K: Resource>(object: &K) -> serde_json::Value {
+    serde_json::json!([object.meta().finalizers, object.meta().deletion_timestamp.is_some()])
+}
+
+fn relevant_project(project: &Project) -> serde_json::Value {
+    serde_json::json!([project.spec.name, project.annotations().get(orgs::ORG_ANNOTATION), lifecycle(project)])
+}
+
+fn relevant_user(user: &User) -> serde_json::Value {
+    serde_json::json!([user.spec, lifecycle(user)])
+}
+
+fn relevant_binding(binding: &UserProjectBinding) -> serde_json::Value {
+    serde_json::json!([binding.spec, lifecycle(binding)])
+}
+
+fn relevant_cluster(cluster: &Cluster) -> serde_json::Value {
+    let mla = cluster.spec.mla.as_ref().map(|m| (m.monitoring_enabled, m.logging_enabled));
+    let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref());
+    serde_json::json!([cluster.project_id(), cluster.spec.human_readable_name, mla, namespace, lifecycle(cluster)])
+}
+
+fn relevant_config_map(config_map: &ConfigMap) -> serde_json::Value {
+    if config_map.name_any().starts_with(dashboards::CONFIG_MAP_PREFIX) {
+        serde_json::json!(config_map.data)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn relevant_secret(secret: &Secret) -> serde_json::Value {
+    serde_json::json!(secret.data)
 }
 
 /// The controller of `runtime`, running until shutdown. Its watches have readiness gates
@@ -219,24 +271,45 @@ pub fn run(
     let synced = Arc::new(AtomicUsize::new(0));
     let gate = |name: &str| runtime.readiness.gate(format!("grafana/{name}"));
     let all = watcher::Config::default();
-    let (projects, w1) =
-        watch(Api::<Project>::all(client.clone()), all.clone(), gate("projects"), synced.clone(), wake.clone());
-    let (users, w2) = watch(Api::<User>::all(client.clone()), all.clone(), gate("users"), synced.clone(), wake.clone());
+    let (projects, w1) = watch(
+        Api::<Project>::all(client.clone()),
+        all.clone(),
+        gate("projects"),
+        synced.clone(),
+        wake.clone(),
+        relevant_project,
+    );
+    let (users, w2) = watch(
+        Api::<User>::all(client.clone()),
+        all.clone(),
+        gate("users"),
+        synced.clone(),
+        wake.clone(),
+        relevant_user,
+    );
     let (bindings, w3) = watch(
         Api::<UserProjectBinding>::all(client.clone()),
         all.clone(),
         gate("userprojectbindings"),
         synced.clone(),
         wake.clone(),
+        relevant_binding,
     );
-    let (clusters, w4) =
-        watch(Api::<Cluster>::all(client.clone()), all.clone(), gate("clusters"), synced.clone(), wake.clone());
+    let (clusters, w4) = watch(
+        Api::<Cluster>::all(client.clone()),
+        all.clone(),
+        gate("clusters"),
+        synced.clone(),
+        wake.clone(),
+        relevant_cluster,
+    );
     let (config_maps, w5) = watch(
         Api::<ConfigMap>::namespaced(client.clone(), &settings.mla_namespace),
         all.clone(),
         gate("configmaps"),
         synced.clone(),
         wake.clone(),
+        relevant_config_map,
     );
     let (secrets, w6) = watch(
         Api::<Secret>::namespaced(client.clone(), &settings.mla_namespace),
@@ -244,6 +317,7 @@ pub fn run(
         gate("secret"),
         synced.clone(),
         wake.clone(),
+        relevant_secret,
     );
     let context = Arc::new(Context {
         applier: runtime.applier(CONTROLLER),
