@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 /// The `api` label of every call.
 const API: &str = "grafana";
-/// Page size of organization listings (Grafana's maximum is 5000).
+/// Page size of organization and user listings.
 const ORG_PAGE: usize = 1000;
 
 /// Grafana's admin credentials (Secret `<mla namespace>/grafana`).
@@ -373,6 +373,29 @@ impl GrafanaClient {
             login: text("login"),
             is_grafana_admin: body.get("isGrafanaAdmin").and_then(Value::as_bool).unwrap_or(false),
         }))
+    }
+
+    /// Every user, with the server-admin flag (`GET /api/users`, page by page).
+    pub async fn users(&self) -> Result<Vec<GrafanaUser>, GrafanaError> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let path = format!("/api/users?perpage={ORG_PAGE}&page={page}&sort=login-asc,email-asc");
+            let body = self.call(Method::GET, "users", &path, None, None).await?;
+            let list = body.as_array().ok_or_else(|| Self::invalid("users", "GET", "not a list"))?;
+            let last = list.len() < ORG_PAGE;
+            all.extend(list.iter().filter_map(|u| {
+                Some(GrafanaUser {
+                    id: u.get("id")?.as_i64()?,
+                    email: u.get("email").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    login: u.get("login").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    is_grafana_admin: u.get("isAdmin").and_then(Value::as_bool).unwrap_or(false),
+                })
+            }));
+            if last {
+                break;
+            }
+        }
+        Ok(all)
     }
 
     /// Creates a user (login = email) who signs in through the auth proxy; the password is

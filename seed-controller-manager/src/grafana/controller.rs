@@ -33,7 +33,7 @@ use mla_common::runtime::{Runtime, on_first_sync};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use super::client::{Credentials, GrafanaClient, GrafanaError, Org, Role};
+use super::client::{Credentials, GrafanaClient, GrafanaError, GrafanaUser, Org, Role};
 use super::{dashboards, datasources, orgs, users};
 
 /// Field manager suffix, metrics label and Event reporter of this controller.
@@ -507,6 +507,16 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
     let user_refs: Vec<&User> = all_users.iter().map(|u| u.as_ref()).collect();
     let binding_refs: Vec<&UserProjectBinding> = all_bindings.iter().map(|b| b.as_ref()).collect();
     let desired = users::desired_users(&user_refs, &binding_refs, &project_orgs, superuser_org);
+    // Every Grafana user by lower-case email and login: one listing instead of a lookup
+    // per User.
+    let mut known: HashMap<String, GrafanaUser> = HashMap::new();
+    for user in grafana.users().await? {
+        for id in [user.email.to_lowercase(), user.login.to_lowercase()] {
+            if !id.is_empty() {
+                known.entry(id).or_insert_with(|| user.clone());
+            }
+        }
+    }
     let mut member_scope = managed.clone();
     member_scope.insert(DEFAULT_ORG);
     for user in &user_refs {
@@ -514,7 +524,7 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
         if !ctx.retry.ready(&key) {
             continue;
         }
-        let result = reconcile_user(ctx, &grafana, user, me, &desired, &memberships, &member_scope).await;
+        let result = reconcile_user(ctx, &grafana, user, me, &desired, &known, &memberships, &member_scope).await;
         match result {
             Ok(()) => ctx.retry.succeeded(&key),
             Err(error) if error.is_unavailable() => return Err(unavailable(error)),
@@ -629,12 +639,14 @@ async fn reconcile_project(
 }
 
 /// Makes the Grafana user of `user` what `desired` says, or deletes it with the User.
+#[allow(clippy::too_many_arguments)]
 async fn reconcile_user(
     ctx: &Context,
     grafana: &GrafanaClient,
     user: &User,
     me: i64,
     desired: &BTreeMap<String, users::DesiredUser>,
+    known: &HashMap<String, GrafanaUser>,
     memberships: &HashMap<String, BTreeMap<i64, Role>>,
     scope: &BTreeSet<i64>,
 ) -> Result<(), StepError> {
@@ -642,7 +654,11 @@ async fn reconcile_user(
     let email = user.spec.email.to_lowercase();
     if is_deleting(user) {
         if has_finalizer(user) {
-            if let Some(existing) = grafana.lookup_user(&email).await?.filter(|u| u.id != me) {
+            let existing = match known.get(&email) {
+                Some(existing) => Some(existing.clone()),
+                None => grafana.lookup_user(&email).await?,
+            };
+            if let Some(existing) = existing.filter(|u| u.id != me) {
                 grafana.delete_user(existing.id).await?;
                 tracing::info!(user = %user.name_any(), "deleted the Grafana user");
             }
@@ -652,7 +668,12 @@ async fn reconcile_user(
     }
     let Some(want) = desired.get(&email) else { return Ok(()) };
     ctx.applier.add_finalizer(&api, user, FINALIZER).await?;
-    let (id, is_admin, current) = match grafana.lookup_user(&email).await? {
+    // A user missing from the listing is looked up once more (it may have signed up since).
+    let existing = match known.get(&email) {
+        Some(existing) => Some(existing.clone()),
+        None => grafana.lookup_user(&email).await?,
+    };
+    let (id, is_admin, current) = match existing {
         Some(existing) => {
             (existing.id, existing.is_grafana_admin, memberships.get(&email).cloned().unwrap_or_default())
         }
