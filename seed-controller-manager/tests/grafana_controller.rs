@@ -31,6 +31,7 @@ struct Seed {
     http: reqwest::Client,
     binary: ManagedProcess,
     log: std::path::PathBuf,
+    admin: String,
 }
 
 async fn start(name: &str) -> anyhow::Result<Seed> {
@@ -54,8 +55,8 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     };
     Api::<Secret>::namespaced(client.clone(), "mla").create(&PostParams::default(), &secret).await?;
 
-    let (binary, log) = spawn(&plane, &grafana, true, "seed-controller-manager.log").await?;
-    Ok(Seed { plane, grafana, http: reqwest::Client::new(), binary, log })
+    let (binary, log, admin) = spawn(&plane, &grafana, true, "seed-controller-manager.log").await?;
+    Ok(Seed { plane, grafana, http: reqwest::Client::new(), binary, log, admin })
 }
 
 /// Runs the binary (as its ServiceAccount) against `grafana` until it is ready.
@@ -64,7 +65,7 @@ async fn spawn(
     grafana: &GrafanaServer,
     mla: bool,
     log_name: &str,
-) -> anyhow::Result<(ManagedProcess, std::path::PathBuf)> {
+) -> anyhow::Result<(ManagedProcess, std::path::PathBuf, String)> {
     let identity = Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
     let kubeconfig = plane.kubeconfig(&identity).await?;
     let port = free_port()?;
@@ -86,7 +87,7 @@ async fn spawn(
     })
     .await
     .map_err(|e| e.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    Ok((binary, log))
+    Ok((binary, log, format!("http://127.0.0.1:{port}")))
 }
 
 impl Seed {
@@ -148,9 +149,10 @@ impl Seed {
     async fn restart(&mut self, mla: bool) -> anyhow::Result<()> {
         self.binary.terminate();
         self.binary.wait_timeout(Duration::from_secs(10)).await;
-        let (binary, log) = spawn(&self.plane, &self.grafana, mla, "seed-controller-manager-2.log").await?;
+        let (binary, log, admin) = spawn(&self.plane, &self.grafana, mla, "seed-controller-manager-2.log").await?;
         self.binary = binary;
         self.log = log;
+        self.admin = admin;
         Ok(())
     }
 }
@@ -447,7 +449,19 @@ async fn grafana_outage_is_reported_and_recovered() -> anyhow::Result<()> {
             .is_some_and(|(s, r)| s == ConditionStatus::False && r == "GrafanaUnavailable")
             && condition(&clusters.get("c2").await?).is_some_and(|(_, r)| r == "GrafanaUnavailable")
     });
-    until!(seed, "a GrafanaUnavailable Event", has_event(&client, "default", "GrafanaUnavailable", "c2").await);
+    until!(seed, "GrafanaUnavailable Events on the Cluster and the Project", {
+        has_event(&client, "default", "GrafanaUnavailable", "c2").await
+            && has_event(&client, "default", "GrafanaUnavailable", "p1").await
+    });
+    let metrics = reqwest::get(format!("{}/metrics", seed.admin)).await?.text().await?;
+    assert!(
+        metrics.contains(r#"mla_reconcile_errors_total{controller="grafana",category="unreachable"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mla_external_requests_total{api="grafana",endpoint="orgs",method="POST",status="200"}"#),
+        "{metrics}"
+    );
     assert!(!seed.log().contains(PASSWORD), "the password never reaches the log");
 
     // Back: everything converges.

@@ -176,6 +176,9 @@ struct Context {
     retry: Retry,
     /// Dashboard problems already reported by Event, so each is reported once.
     reported: Mutex<HashSet<(String, String, String)>>,
+    /// The reason of the outage already reported on the Projects (one Event each per
+    /// outage), if any.
+    outage: Mutex<Option<&'static str>>,
 }
 
 /// A reflector whose first list opens `gate` and whose relevant changes wake the pass
@@ -330,6 +333,7 @@ pub fn run(
         stores: Stores { projects, users, bindings, clusters, config_maps, secrets },
         retry: Retry::new(),
         reported: Mutex::default(),
+        outage: Mutex::default(),
     });
     let leader = runtime.leader.clone();
     let shutdown = runtime.shutdown.clone();
@@ -374,6 +378,7 @@ async fn pass_loop(
             Ok(()) => {
                 pass_backoff.reset(&"pass");
                 ctx.metrics.observe_category(started.elapsed(), None);
+                *ctx.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             }
             Err(error) => {
                 let delay = pass_backoff.next_delay(&"pass");
@@ -979,10 +984,21 @@ async fn release(ctx: &Context, grafana: &GrafanaClient) -> Result<(), PassError
 }
 
 /// Grafana could not be used at all: every MLA Cluster says so (once), with an Event on
-/// the transition.
+/// the transition; every Project gets one Event per outage.
 async fn report_unavailable(ctx: &Context, error: &PassError) {
     if !ctx.applier.is_leader() {
         return;
+    }
+    let new_outage = {
+        let mut outage = ctx.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let new = *outage != Some(error.reason());
+        *outage = Some(error.reason());
+        new
+    };
+    if new_outage && ctx.settings.mla_enabled {
+        for project in ctx.stores.projects.state().iter().filter(|p| !is_deleting(p.as_ref())) {
+            ctx.events.warning(&project.object_ref(&()), error.reason(), "ReconcileGrafana", error.to_string()).await;
+        }
     }
     for cluster in ctx.stores.clusters.state() {
         let has_namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some();
