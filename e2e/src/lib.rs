@@ -13,7 +13,7 @@ mod process;
 pub mod world;
 
 pub use control_plane::{ControlPlane, Identity};
-pub use manifests::{apply_manifest, write_requests, write_requests_by_resource};
+pub use manifests::{apply_manifest, apply_seed_manager_rbac, write_requests, write_requests_by_resource};
 pub use process::ManagedProcess;
 
 use std::path::{Path, PathBuf};

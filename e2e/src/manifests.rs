@@ -73,3 +73,24 @@ pub async fn write_requests_by_resource(
     }
     Ok(counts)
 }
+
+/// Applies every RBAC manifest of seed-controller-manager (`manifests/seed-controller-manager/rbac*.yaml`),
+/// creating the namespaces they live in (`kubermatic` for the binary, `mla` for the shared
+/// stack) first.
+pub async fn apply_seed_manager_rbac(client: &kube::Client) -> anyhow::Result<()> {
+    for namespace in ["kubermatic", "mla"] {
+        crate::master::ensure_namespace(client, namespace).await?;
+    }
+    let dir = crate::workspace_root().join("manifests/seed-controller-manager");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("rbac") && n.ends_with(".yaml"))
+        })
+        .collect();
+    files.sort();
+    for file in &files {
+        apply_manifest(client, file).await?;
+    }
+    Ok(())
+}

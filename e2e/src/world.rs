@@ -209,17 +209,7 @@ impl World {
             master::ensure_namespace(&plane.client(), NAMESPACE).await?;
         }
         master::ensure_namespace(&seed.client(), MLA_NAMESPACE).await?;
-        let seed_manifests = workspace_root().join("manifests/seed-controller-manager");
-        let mut rbac_files: Vec<PathBuf> = std::fs::read_dir(&seed_manifests)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("rbac") && n.ends_with(".yaml"))
-            })
-            .collect();
-        rbac_files.sort();
-        for file in &rbac_files {
-            apply_manifest(&seed.client(), file).await?;
-        }
+        crate::apply_seed_manager_rbac(&seed.client()).await?;
         apply_manifest(
             &user.client(),
             &workspace_root().join("manifests/user-cluster-controller-manager/user-cluster-rbac.yaml"),
@@ -542,7 +532,7 @@ impl World {
 fn seed_manager_args(
     backend: &RecordingBackend,
     cortex: &CortexServer,
-    _grafana: &GrafanaServer,
+    grafana: &GrafanaServer,
     resync: &str,
     replicas: usize,
 ) -> Vec<String> {
@@ -550,6 +540,7 @@ fn seed_manager_args(
     let mut args = vec![
         "--enable-user-cluster-mla=true".to_string(),
         format!("--mla-namespace={MLA_NAMESPACE}"),
+        format!("--grafana-url={}", grafana.url()),
         format!("--leader-election-namespace={NAMESPACE}"),
         format!("--cortex-distributor-url={}", backend.url()),
         format!("--loki-distributor-url={}", backend.url()),

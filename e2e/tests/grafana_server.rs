@@ -410,6 +410,32 @@ async fn users_create_lookup_permissions_delete() {
     assert_eq!(g.create_user("frank", "pw1234").await, 3);
 }
 
+#[tokio::test]
+async fn users_are_searched_in_pages_by_login() {
+    let g = Grafana::start().await;
+    for login in ["zoe", "bob", "carl"] {
+        g.create_user(login, "pw1234").await;
+    }
+    let (status, users) = g.get("/api/users").await;
+    assert_eq!(status, 200);
+    let logins: Vec<&str> = users.as_array().unwrap().iter().map(|u| u["login"].as_str().unwrap()).collect();
+    assert_eq!(logins, ["admin", "bob", "carl", "zoe"], "login ascending by default");
+    assert_eq!(users[0]["isAdmin"], true);
+    assert_eq!(users[1]["isAdmin"], false);
+    assert_eq!(users[1]["email"], "bob@example.com");
+    let (_, page) = g.get("/api/users?perpage=2&page=2").await;
+    let logins: Vec<&str> = page.as_array().unwrap().iter().map(|u| u["login"].as_str().unwrap()).collect();
+    assert_eq!(logins, ["carl", "zoe"]);
+    let (_, page) = g.get("/api/users?perpage=2&page=3").await;
+    assert_eq!(page, json!([]));
+    let (_, sorted) = g.get("/api/users?sort=login-desc").await;
+    assert_eq!(sorted[0]["login"], "zoe");
+    let carl = g.get("/api/users/lookup?loginOrEmail=carl").await.1["id"].as_i64().unwrap();
+    let (status, body) = g.call(Method::GET, "/api/users", Auth::Basic("carl", "pw1234"), None, None).await;
+    assert_access_denied(status, &body, "users:read");
+    assert!(carl > 1);
+}
+
 fn prometheus(uid: &str, name: &str) -> Value {
     json!({
         "uid": uid,

@@ -84,13 +84,11 @@ async fn cluster_ca(world: &World, cluster: &str) -> anyhow::Result<CaState> {
 }
 
 /// Read-only views of Grafana through its HTTP API, as the platform admin.
-#[allow(dead_code)] // used once the Grafana controllers land
 struct GrafanaView {
     url: String,
     http: reqwest::Client,
 }
 
-#[allow(dead_code)]
 impl GrafanaView {
     fn new(world: &World) -> Self {
         Self { url: world.grafana.url().to_string(), http: reqwest::Client::new() }
@@ -162,7 +160,6 @@ impl GrafanaView {
     }
 }
 
-#[allow(dead_code)]
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -207,6 +204,7 @@ async fn the_whole_system_end_to_end() {
             )
             .await?;
         world.create_user("root", "root@example.com", true).await?;
+        world.create_project("p2", "Other", &[("dave", "dave@example.com", "owners")]).await?;
         until_present("Project p1 in the seed", &Api::<Project>::all(seed.clone()), "p1").await?;
         until_present("User alice in the seed", &Api::<User>::all(seed.clone()), "alice").await?;
         until_present("User root in the seed", &Api::<User>::all(seed.clone()), "root").await?;
@@ -250,6 +248,33 @@ async fn the_whole_system_end_to_end() {
         let alertmanagers: Api<Alertmanager> = Api::namespaced(seed.clone(), "cluster-c1");
         until_present("the default Alertmanager object", &alertmanagers, "alertmanager").await?;
         anyhow::ensure!(world.cortex.alertmanager_config("cluster-c1").is_none(), "a config under a foreign tenant");
+        Ok(())
+    })
+    .await;
+
+    let grafana = GrafanaView::new(&world);
+    step("2d", "Grafana: the project's organization with its members' roles and the clusters' datasources", async {
+        grafana
+            .until("org Team-p1 with roles and datasources", "Team-p1", |members, datasources| {
+                members.get("alice@example.com").map(String::as_str) == Some("Editor")
+                    && members.get("bob@example.com").map(String::as_str) == Some("Viewer")
+                    && members.get("root@example.com").map(String::as_str) == Some("Editor")
+                    && *datasources
+                        == set(&["alertmanager-c1", "prometheus-c1", "loki-c1", "alertmanager-c2", "prometheus-c2"])
+            })
+            .await?;
+        grafana
+            .until("the superuser org with every cluster's datasources", "mla-superuser", |_, datasources| {
+                datasources.is_superset(&set(&["prometheus-c1", "loki-c1", "prometheus-c2"]))
+            })
+            .await?;
+        let projects: Api<Project> = Api::all(seed.clone());
+        let annotated = projects.get("p1").await?.metadata.annotations.unwrap_or_default();
+        let org = grafana.org_id("Team-p1").await?.unwrap_or_default();
+        anyhow::ensure!(
+            annotated.get("mla.k8c.io/organization") == Some(&org.to_string()),
+            "Project annotation {annotated:?} does not name org {org}"
+        );
         Ok(())
     })
     .await;
@@ -377,6 +402,24 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
+    step("8b", "deleting a Project in the master removes its copy in the seed and its organization", async {
+        grafana
+            .until("org Other-p2 with its owner", "Other-p2", |members, _| {
+                members.get("dave@example.com").map(String::as_str) == Some("Editor")
+            })
+            .await?;
+        Api::<Project>::all(world.master.client()).delete("p2", &Default::default()).await?;
+        until_absent("Project p2 gone from the seed", &Api::<Project>::all(world.seed.client()), "p2").await?;
+        until_absent("Project p2 gone from the master", &Api::<Project>::all(world.master.client()), "p2").await?;
+        eventually("org Other-p2 deleted", TIMEOUT, || async {
+            Ok(grafana.org_id("Other-p2").await?.is_none().then_some(()))
+        })
+        .await?;
+        anyhow::ensure!(grafana.org_id("Team-p1").await?.is_some(), "the other project's org went too");
+        Ok(())
+    })
+    .await;
+
     step("9", "the seed API server is down while the master changes; everything converges", async {
         world.seed.stop_apiserver();
         world.create_user("carol", "carol@example.com", false).await?;
@@ -388,7 +431,36 @@ async fn the_whole_system_end_to_end() {
         until_present("binding p1-carol in the seed", &Api::<UserProjectBinding>::all(seed.clone()), "p1-carol")
             .await?;
         iap_emails(&world, "c1", &["alice@example.com", "bob@example.com", "carol@example.com", "root@example.com"])
+            .await?;
+        grafana
+            .until("carol is an Editor", "Team-p1", |members, _| {
+                members.get("carol@example.com").map(String::as_str) == Some("Editor")
+            })
             .await
+            .map(|_| ())
+    })
+    .await;
+
+    step("9b", "Grafana is unavailable for 30 s while a role changes; it converges, nothing duplicated", async {
+        world.grafana.set_available(false);
+        world.bind("p1-bob", "bob@example.com", "p1", "editors").await?;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let clusters: Api<Cluster> = Api::all(world.seed.client());
+        let condition = clusters.get("c1").await?.status.and_then(|s| s.conditions.get("MLAGrafanaReady").cloned());
+        println!("  during the outage: MLAGrafanaReady = {:?}", condition.as_ref().map(|c| (&c.status, &c.reason)));
+        world.grafana.set_available(true);
+        grafana
+            .until("bob is an Editor", "Team-p1", |members, _| {
+                members.get("bob@example.com").map(String::as_str) == Some("Editor")
+            })
+            .await?;
+        let orgs = grafana.orgs().await?;
+        let mut names: Vec<&str> = orgs.iter().map(|(_, n)| n.as_str()).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        anyhow::ensure!(before == names.len(), "duplicate organizations: {orgs:?}");
+        Ok(())
     })
     .await;
 
@@ -400,6 +472,14 @@ async fn the_whole_system_end_to_end() {
         until_absent("Prometheus gone", &Api::<Deployment>::namespaced(user.clone(), "mla-system"), "prometheus")
             .await?;
         let seed = world.seed.client();
+        until_absent(
+            "the user-cluster manager's Deployment gone",
+            &Api::<Deployment>::namespaced(seed.clone(), "cluster-c1"),
+            "mla-user-cluster-controller-manager",
+        )
+        .await?;
+        // As the kubelet would: the process of a deleted Deployment stops.
+        world.user_managers.lock().await.remove("c1");
         let deployments = Api::<Deployment>::namespaced(seed.clone(), "cluster-c1");
         for name in ["mla-gateway", "mla-iap", "mla-user-cluster-controller-manager"] {
             until_absent(&format!("Deployment {name} gone"), &deployments, name).await?;
@@ -413,9 +493,41 @@ async fn the_whole_system_end_to_end() {
         })
         .await?;
         anyhow::ensure!(world.cortex.alertmanager_config("c2").is_some(), "c2's Alertmanager config was removed");
+        grafana
+            .until("c1's datasources removed from the project's org", "Team-p1", |_, datasources| {
+                *datasources == set(&["alertmanager-c2", "prometheus-c2"])
+            })
+            .await?;
+        grafana
+            .until("and from the superuser org", "mla-superuser", |_, datasources| {
+                !datasources.iter().any(|d| d.ends_with("-c1"))
+            })
+            .await?;
         // The other cluster keeps its gateway.
         until_present("c2's gateway stays", &Api::<Deployment>::namespaced(seed.clone(), "cluster-c2"), "mla-gateway")
             .await
+    })
+    .await;
+
+    step("11", "steady state: no Kubernetes writes, no mutating Grafana or Cortex call", async {
+        let groups = ["", "apps", "kubermatic.k8c.io", "networking.k8s.io", "rbac.authorization.k8s.io"];
+        let planes = [&world.master, &world.seed, &world.user];
+        // Let the last step's work settle, then watch two resync periods.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let mut before = Vec::new();
+        for plane in planes {
+            before.push(mla_e2e::write_requests_by_resource(&plane.client(), &groups).await?);
+        }
+        world.grafana.reset_mutations();
+        let cortex_before = world.cortex.total_mutations();
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        for (plane, before) in planes.iter().zip(before) {
+            let after = mla_e2e::write_requests_by_resource(&plane.client(), &groups).await?;
+            anyhow::ensure!(after == before, "writes in {}: before {before:?}, after {after:?}", plane.name());
+        }
+        anyhow::ensure!(world.grafana.mutations().total() == 0, "Grafana mutations: {:?}", world.grafana.mutations());
+        anyhow::ensure!(world.cortex.total_mutations() == cortex_before, "mutating Cortex calls in steady state");
+        Ok(())
     })
     .await;
 

@@ -20,9 +20,7 @@ use kube::api::PostParams;
 use mla_common::api::*;
 use mla_common::pki::{self, CaState};
 use mla_e2e::master::ensure_namespace;
-use mla_e2e::{
-    ControlPlane, Identity, ManagedProcess, apply_manifest, free_port, workspace_root, write_requests_by_resource,
-};
+use mla_e2e::{ControlPlane, Identity, ManagedProcess, free_port, write_requests_by_resource};
 use seed_controller_manager::gateway::nginx::{self, GatewayPaths, GatewayServer, Upstreams};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_seed-controller-manager");
@@ -59,9 +57,8 @@ async fn reconcile_many(count: usize, resync: u64) -> anyhow::Result<()> {
     let plane = ControlPlane::start("bench-gateway").await?;
     plane.install_crds().await?;
     ensure_namespace(&plane.client(), "kubermatic").await?;
-    apply_manifest(&plane.client(), &workspace_root().join("manifests/seed-controller-manager/rbac.yaml")).await?;
-    apply_manifest(&plane.client(), &workspace_root().join("manifests/seed-controller-manager/rbac-alerting.yaml"))
-        .await?;
+    // Every grant of the binary (rbac*.yaml; the Grafana Role lives in the MLA namespace).
+    mla_e2e::apply_seed_manager_rbac(&plane.client()).await?;
     let client = plane.client();
     let clusters: Api<Cluster> = Api::all(client.clone());
     let started = Instant::now();

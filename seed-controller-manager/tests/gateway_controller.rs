@@ -15,10 +15,7 @@ use kube::{Api, ResourceExt};
 use mla_common::api::*;
 use mla_common::pki;
 use mla_e2e::master::ensure_namespace;
-use mla_e2e::{
-    ControlPlane, Identity, ManagedProcess, apply_manifest, eventually, free_port, workspace_root,
-    write_requests_by_resource,
-};
+use mla_e2e::{ControlPlane, Identity, ManagedProcess, eventually, free_port, write_requests_by_resource};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_seed-controller-manager");
 const WAIT: Duration = Duration::from_secs(30);
@@ -33,9 +30,8 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     let plane = ControlPlane::start(name).await?;
     plane.install_crds().await?;
     ensure_namespace(&plane.client(), "kubermatic").await?;
-    apply_manifest(&plane.client(), &workspace_root().join("manifests/seed-controller-manager/rbac.yaml")).await?;
-    apply_manifest(&plane.client(), &workspace_root().join("manifests/seed-controller-manager/rbac-alerting.yaml"))
-        .await?;
+    // Every grant of the binary (rbac*.yaml; the Grafana Role lives in the MLA namespace).
+    mla_e2e::apply_seed_manager_rbac(&plane.client()).await?;
     let identity = Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
     let kubeconfig = plane.kubeconfig(&identity).await?;
     let port = free_port()?;

@@ -409,6 +409,63 @@ pub(crate) async fn lookup_user(State(app): State<App>, headers: HeaderMap, uri:
     ok(user_profile(user, db.current_org_of(user)))
 }
 
+/// `GET /api/users?perpage=&page=&sort=` (user.md "Search Users"; `SearchUsers` in
+/// `pkg/api/users.go`): `[{"id","name","login","email","avatarUrl","isAdmin","isDisabled",
+/// "lastSeenAt","lastSeenAtAge","authLabels"}]`, `perpage` defaulting to 1000 and `page`
+/// to 1, ordered by login then email ascending when `sort` is not given. Supported
+/// `sort`: a comma-separated list of `login-asc|login-desc|email-asc|email-desc|name-asc|
+/// name-desc`. Assumed: `page` 0 is the first page, like 1.
+pub(crate) async fn search_users(State(app): State<App>, headers: HeaderMap, uri: Uri) -> ApiResult {
+    require_server_admin(&app, &headers, "users:read")?;
+    let per_page = match query_int(&uri, "perpage") {
+        n if n <= 0 => 1000,
+        n => n,
+    };
+    let page = query_int(&uri, "page").max(1);
+    let sort = query_value(&uri, "sort").filter(|s| !s.is_empty()).unwrap_or_else(|| "login-asc,email-asc".into());
+    let db = app.db();
+    let mut users: Vec<&User> = db.users.values().collect();
+    users.sort_by(|a, b| {
+        for key in sort.split(',').map(str::trim) {
+            let ordering = match key {
+                "login-asc" => a.login.cmp(&b.login),
+                "login-desc" => b.login.cmp(&a.login),
+                "email-asc" => a.email.cmp(&b.email),
+                "email-desc" => b.email.cmp(&a.email),
+                "name-asc" => a.name.cmp(&b.name),
+                "name-desc" => b.name.cmp(&a.name),
+                _ => std::cmp::Ordering::Equal,
+            };
+            if ordering.is_ne() {
+                return ordering;
+            }
+        }
+        a.id.cmp(&b.id)
+    });
+    let skip = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
+    let take = usize::try_from(per_page).unwrap_or(usize::MAX);
+    let list: Vec<Value> = users
+        .into_iter()
+        .skip(skip)
+        .take(take)
+        .map(|user| {
+            json!({
+                "id": user.id,
+                "name": user.name,
+                "login": user.login,
+                "email": user.email,
+                "avatarUrl": util::avatar_url(&user.email),
+                "isAdmin": user.is_admin,
+                "isDisabled": false,
+                "lastSeenAt": user.updated,
+                "lastSeenAtAge": "< 1 minute",
+                "authLabels": if user.is_external { json!(["Auth Proxy"]) } else { json!([]) },
+            })
+        })
+        .collect();
+    ok(Value::Array(list))
+}
+
 /// `GET /api/users/:id` (user.md "Get single user by Id"): unknown 404 "user not found";
 /// a non-numeric id 400 "id is invalid".
 pub(crate) async fn get_user(State(app): State<App>, headers: HeaderMap, Params(id): Params<String>) -> ApiResult {

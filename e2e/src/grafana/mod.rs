@@ -236,6 +236,7 @@ fn router(shared: App) -> Router {
         .route("/api/orgs/{org_id}/users", get(api::list_org_users).post(api::add_org_user))
         .route("/api/orgs/{org_id}/users/{user_id}", patch(api::update_org_user).delete(api::remove_org_user))
         // Users: user.md and admin.md.
+        .route("/api/users", get(api::search_users))
         .route("/api/users/lookup", get(api::lookup_user))
         .route("/api/users/{id}", get(api::get_user))
         .route("/api/users/{id}/orgs", get(api::get_user_orgs))

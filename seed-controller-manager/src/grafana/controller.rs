@@ -1,0 +1,1047 @@
+//! Keeps Grafana in step with Projects, Users, UserProjectBindings, Clusters and the
+//! dashboard ConfigMaps.
+//!
+//! Grafana's state is read in bulk (organizations, each managed org's members,
+//! datasources and dashboards), so one pass looks at everything with a few calls per org
+//! instead of several per object, and writes only what differs. A pass runs after any
+//! watched change (debounced), every resync period, and when this replica becomes leader.
+//! An object whose step fails backs off on its own (per-object exponential backoff) while
+//! the rest is served; Grafana being unreachable fails the whole pass, which backs off too
+//! and reports on every MLA Cluster.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use mla_common::admin::ReadinessGate;
+use mla_common::api::{
+    Cluster, ClusterSpec, ClusterStatus, Condition, ConditionStatus, Project, User, UserProjectBinding,
+};
+use mla_common::apply::Applier;
+use mla_common::backoff::Backoff;
+use mla_common::events::EventPublisher;
+use mla_common::metrics::{ControllerMetrics, ExternalApiMetrics};
+use mla_common::runtime::{Runtime, on_first_sync};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use super::client::{Credentials, GrafanaClient, GrafanaError, GrafanaUser, Org, Role};
+use super::{dashboards, datasources, orgs, users};
+
+/// Field manager suffix, metrics label and Event reporter of this controller.
+pub const CONTROLLER: &str = "grafana";
+/// Condition on each MLA Cluster about its Grafana datasources.
+pub const CONDITION: &str = "MLAGrafanaReady";
+/// Finalizer on Projects, Users and Clusters whose Grafana objects must go with them.
+pub const FINALIZER: &str = "mla.k8c.io/grafana";
+/// Grafana's default organization, where `auto_assign_org` puts new users.
+pub const DEFAULT_ORG: i64 = 1;
+/// Watched changes arriving within this long after the first are handled by one pass.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+/// The watches a pass waits for before it may act (an empty cache would look like
+/// "delete everything").
+const WATCHES: usize = 6;
+
+/// How this controller is configured.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// MLA is offered in this seed; without it only finalizers and datasources are cleaned up.
+    pub mla_enabled: bool,
+    /// Namespace of the Grafana Secret and the dashboard ConfigMaps.
+    pub mla_namespace: String,
+    /// Grafana's base URL.
+    pub url: String,
+    /// Secret with `admin-user` and `admin-password`.
+    pub secret: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Name of the organization holding every cluster's datasources; `None`: none.
+    pub superuser_org: Option<String>,
+    /// Everything is looked at again this often.
+    pub resync_period: Duration,
+}
+
+/// Why a pass could not run at all.
+#[derive(Debug, thiserror::Error)]
+enum PassError {
+    #[error("Secret {0} with keys admin-user and admin-password is missing or incomplete")]
+    Credentials(String),
+    #[error(transparent)]
+    Grafana(#[from] GrafanaError),
+}
+
+impl PassError {
+    fn category(&self) -> &'static str {
+        match self {
+            PassError::Credentials(_) => "credentials_missing",
+            PassError::Grafana(error) => error.category(),
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            PassError::Credentials(_) => "GrafanaCredentialsMissing",
+            PassError::Grafana(_) => "GrafanaUnavailable",
+        }
+    }
+}
+
+/// A failure of one object's step.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Grafana(#[from] GrafanaError),
+    #[error(transparent)]
+    Kube(#[from] mla_common::Error),
+}
+
+impl StepError {
+    fn category(&self) -> &'static str {
+        match self {
+            StepError::Grafana(error) => error.category(),
+            StepError::Kube(error) => error.category(),
+        }
+    }
+
+    /// Grafana stopped answering: the pass stops, since every further call would fail too.
+    fn is_unavailable(&self) -> bool {
+        matches!(self, StepError::Grafana(error) if error.is_unavailable())
+    }
+}
+
+/// Per-object retry times with exponential backoff.
+#[derive(Debug)]
+struct Retry {
+    backoff: Backoff<String>,
+    due: Mutex<HashMap<String, Instant>>,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Self { backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)), due: Mutex::default() }
+    }
+
+    fn due(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.due.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `key` may be tried now.
+    fn ready(&self, key: &str) -> bool {
+        self.due().get(key).is_none_or(|due| Instant::now() >= *due)
+    }
+
+    /// Records a failure; returns whether it is the first of a series (worth an Event).
+    fn failed(&self, key: &str) -> bool {
+        let delay = self.backoff.next_delay(&key.to_string());
+        self.due().insert(key.to_string(), Instant::now() + delay).is_none()
+    }
+
+    fn succeeded(&self, key: &str) {
+        if self.due().remove(key).is_some() {
+            self.backoff.reset(&key.to_string());
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.due().values().min().copied()
+    }
+}
+
+struct Stores {
+    projects: Store<Project>,
+    users: Store<User>,
+    bindings: Store<UserProjectBinding>,
+    clusters: Store<Cluster>,
+    config_maps: Store<ConfigMap>,
+    secrets: Store<Secret>,
+}
+
+struct Context {
+    client: kube::Client,
+    applier: Applier,
+    events: EventPublisher,
+    metrics: ControllerMetrics,
+    external: ExternalApiMetrics,
+    http: reqwest::Client,
+    settings: Settings,
+    stores: Stores,
+    retry: Retry,
+    /// Dashboard problems already reported by Event, so each is reported once.
+    reported: Mutex<HashSet<(String, String, String)>>,
+    /// The reason of the outage already reported on the Projects (one Event each per
+    /// outage), if any.
+    outage: Mutex<Option<&'static str>>,
+}
+
+/// A reflector whose first list opens `gate` and whose relevant changes wake the pass
+/// loop: `relevant` picks what this controller reads from an object, so that changes it
+/// does not read (status heartbeats, other controllers' conditions, its own condition)
+/// cost no pass.
+fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    gate: ReadinessGate,
+    synced: Arc<AtomicUsize>,
+    wake: Arc<Notify>,
+    relevant: fn(&K) -> serde_json::Value,
+) -> (Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    let stream = on_first_sync(stream, move || {
+        gate.set_ready();
+        synced.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut seen: HashMap<(Option<String>, String), serde_json::Value> = HashMap::new();
+    let task = stream.for_each(move |event| {
+        match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                let key = (object.namespace(), object.name_any());
+                let fingerprint = relevant(&object);
+                let changed = seen.get(&key) != Some(&fingerprint);
+                seen.insert(key, fingerprint);
+                if changed {
+                    wake.notify_one();
+                }
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                seen.remove(&(object.namespace(), object.name_any()));
+                wake.notify_one();
+            }
+            Ok(watcher::Event::InitDone) => wake.notify_one(),
+            Ok(watcher::Event::Init) => {}
+            Err(error) => tracing::warn!(%error, "grafana watch failed; retrying"),
+        }
+        futures::future::ready(())
+    });
+    (store, task)
+}
+
+fn lifecycle<K: Resource>(object: &K) -> serde_json::Value {
+    serde_json::json!([object.meta().finalizers, object.meta().deletion_timestamp.is_some()])
+}
+
+fn relevant_project(project: &Project) -> serde_json::Value {
+    serde_json::json!([project.spec.name, project.annotations().get(orgs::ORG_ANNOTATION), lifecycle(project)])
+}
+
+fn relevant_user(user: &User) -> serde_json::Value {
+    serde_json::json!([user.spec, lifecycle(user)])
+}
+
+fn relevant_binding(binding: &UserProjectBinding) -> serde_json::Value {
+    serde_json::json!([binding.spec, lifecycle(binding)])
+}
+
+fn relevant_cluster(cluster: &Cluster) -> serde_json::Value {
+    let mla = cluster.spec.mla.as_ref().map(|m| (m.monitoring_enabled, m.logging_enabled));
+    let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref());
+    serde_json::json!([cluster.project_id(), cluster.spec.human_readable_name, mla, namespace, lifecycle(cluster)])
+}
+
+fn relevant_config_map(config_map: &ConfigMap) -> serde_json::Value {
+    if config_map.name_any().starts_with(dashboards::CONFIG_MAP_PREFIX) {
+        serde_json::json!(config_map.data)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn relevant_secret(secret: &Secret) -> serde_json::Value {
+    serde_json::json!(secret.data)
+}
+
+/// The controller of `runtime`, running until shutdown. Its watches have readiness gates
+/// `grafana/<kind>`.
+pub fn run(
+    runtime: &Runtime,
+    settings: Settings,
+    external: ExternalApiMetrics,
+) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let http = super::client::http_client(settings.timeout)?;
+    let client = runtime.client.clone();
+    let wake = Arc::new(Notify::new());
+    let synced = Arc::new(AtomicUsize::new(0));
+    let gate = |name: &str| runtime.readiness.gate(format!("grafana/{name}"));
+    let all = watcher::Config::default();
+    let (projects, w1) = watch(
+        Api::<Project>::all(client.clone()),
+        all.clone(),
+        gate("projects"),
+        synced.clone(),
+        wake.clone(),
+        relevant_project,
+    );
+    let (users, w2) = watch(
+        Api::<User>::all(client.clone()),
+        all.clone(),
+        gate("users"),
+        synced.clone(),
+        wake.clone(),
+        relevant_user,
+    );
+    let (bindings, w3) = watch(
+        Api::<UserProjectBinding>::all(client.clone()),
+        all.clone(),
+        gate("userprojectbindings"),
+        synced.clone(),
+        wake.clone(),
+        relevant_binding,
+    );
+    let (clusters, w4) = watch(
+        Api::<Cluster>::all(client.clone()),
+        all.clone(),
+        gate("clusters"),
+        synced.clone(),
+        wake.clone(),
+        relevant_cluster,
+    );
+    let (config_maps, w5) = watch(
+        Api::<ConfigMap>::namespaced(client.clone(), &settings.mla_namespace),
+        all.clone(),
+        gate("configmaps"),
+        synced.clone(),
+        wake.clone(),
+        relevant_config_map,
+    );
+    let (secrets, w6) = watch(
+        Api::<Secret>::namespaced(client.clone(), &settings.mla_namespace),
+        watcher::Config::default().fields(&format!("metadata.name={}", settings.secret)),
+        gate("secret"),
+        synced.clone(),
+        wake.clone(),
+        relevant_secret,
+    );
+    let context = Arc::new(Context {
+        applier: runtime.applier(CONTROLLER),
+        events: runtime.events(client.clone(), CONTROLLER),
+        metrics: runtime.metrics.controller(CONTROLLER),
+        client,
+        external,
+        http,
+        settings,
+        stores: Stores { projects, users, bindings, clusters, config_maps, secrets },
+        retry: Retry::new(),
+        reported: Mutex::default(),
+        outage: Mutex::default(),
+    });
+    let leader = runtime.leader.clone();
+    let shutdown = runtime.shutdown.clone();
+    let leader_wake = wake.clone();
+    Ok(async move {
+        let watches = async move {
+            tokio::join!(w1, w2, w3, w4, w5, w6);
+        };
+        let gained = leader.gained().for_each(move |()| {
+            leader_wake.notify_one();
+            futures::future::ready(())
+        });
+        let passes = pass_loop(context, wake, synced, leader);
+        tokio::select! {
+            () = watches => {}
+            () = gained => {}
+            () = passes => {}
+            () = shutdown.cancelled() => {}
+        }
+    })
+}
+
+async fn pass_loop(
+    ctx: Arc<Context>,
+    wake: Arc<Notify>,
+    synced: Arc<AtomicUsize>,
+    leader: mla_common::leader::LeaderState,
+) {
+    let pass_backoff: Backoff<&'static str> = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let mut next = tokio::time::Instant::now() + ctx.settings.resync_period;
+    loop {
+        tokio::select! {
+            () = wake.notified() => tokio::time::sleep(DEBOUNCE).await,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        next = tokio::time::Instant::now() + ctx.settings.resync_period;
+        if synced.load(Ordering::SeqCst) < WATCHES || !leader.is_leader() {
+            continue;
+        }
+        let started = Instant::now();
+        match pass(&ctx).await {
+            Ok(()) => {
+                pass_backoff.reset(&"pass");
+                ctx.metrics.observe_category(started.elapsed(), None);
+                *ctx.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            }
+            Err(error) => {
+                let delay = pass_backoff.next_delay(&"pass");
+                tracing::warn!(%error, category = error.category(), ?delay, "grafana pass failed");
+                ctx.metrics.observe_category(started.elapsed(), Some(error.category()));
+                report_unavailable(&ctx, &error).await;
+                next = tokio::time::Instant::now() + delay;
+            }
+        }
+        if let Some(due) = ctx.retry.next_due() {
+            let due = tokio::time::Instant::from_std(due.max(Instant::now()));
+            next = next.min(due);
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "grafana pass done");
+    }
+}
+
+fn credentials(ctx: &Context) -> Result<Credentials, PassError> {
+    let missing = || PassError::Credentials(format!("{}/{}", ctx.settings.mla_namespace, ctx.settings.secret));
+    let secret = ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&ctx.settings.secret).within(&ctx.settings.mla_namespace))
+        .ok_or_else(missing)?;
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |key: &str| {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    match (text("admin-user"), text("admin-password")) {
+        (Some(user), Some(password)) => Ok(Credentials { user, password }),
+        _ => Err(missing()),
+    }
+}
+
+fn has_finalizer<K: Resource>(object: &K) -> bool {
+    object.meta().finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+}
+
+fn is_deleting<K: Resource>(object: &K) -> bool {
+    object.meta().deletion_timestamp.is_some()
+}
+
+/// One look at everything.
+async fn pass(ctx: &Context) -> Result<(), PassError> {
+    let credentials = credentials(ctx)?;
+    let grafana = GrafanaClient::new(ctx.http.clone(), &ctx.settings.url, credentials, ctx.external.clone());
+    if !ctx.settings.mla_enabled {
+        return release(ctx, &grafana).await;
+    }
+    let (me, my_login) = grafana.signed_in_user().await?;
+    let mut all_orgs = grafana.orgs().await?;
+
+    // Organizations, one per Project.
+    let mut project_orgs: BTreeMap<String, i64> = BTreeMap::new();
+    let mut projects = ctx.stores.projects.state();
+    projects.sort_by_key(|p| p.name_any());
+    for project in &projects {
+        let key = format!("project/{}", project.name_any());
+        if !ctx.retry.ready(&key) {
+            if let Some(id) = orgs::annotated_id(project).filter(|id| all_orgs.iter().any(|o| o.id == *id)) {
+                project_orgs.insert(project.name_any(), id);
+            }
+            continue;
+        }
+        match reconcile_project(ctx, &grafana, project, &mut all_orgs).await {
+            Ok(Some(id)) => {
+                ctx.retry.succeeded(&key);
+                project_orgs.insert(project.name_any(), id);
+            }
+            Ok(None) => ctx.retry.succeeded(&key),
+            Err(error) if error.is_unavailable() => return Err(unavailable(error)),
+            Err(error) => {
+                tracing::warn!(project = %project.name_any(), %error, category = error.category(), "grafana organization failed");
+                if ctx.retry.failed(&key) {
+                    ctx.events
+                        .warning(
+                            &project.object_ref(&()),
+                            "GrafanaOrganizationFailed",
+                            "ReconcileGrafana",
+                            error.to_string(),
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
+    // The superuser organization.
+    let superuser_org = match &ctx.settings.superuser_org {
+        None => None,
+        Some(name) => match all_orgs.iter().find(|o| &o.name == name) {
+            Some(org) => Some(org.id),
+            None => {
+                let id = grafana.create_org(name).await?;
+                tracing::info!(org = id, "created the Grafana superuser organization");
+                all_orgs.push(Org { id, name: name.clone() });
+                Some(id)
+            }
+        },
+    };
+    let mut managed: BTreeSet<i64> = project_orgs.values().copied().collect();
+    managed.extend(superuser_org);
+
+    // Members of every managed org (and the default org), and our own Admin role there.
+    let mut memberships: HashMap<String, BTreeMap<i64, Role>> = HashMap::new();
+    for org in managed.iter().copied().chain(std::iter::once(DEFAULT_ORG)) {
+        let members = grafana.org_users(org).await?;
+        if org != DEFAULT_ORG && !members.iter().any(|m| m.user_id == me && m.role == Role::Admin) {
+            // An adopted org: we need its Admin role for datasources and dashboards.
+            if members.iter().any(|m| m.user_id == me) {
+                grafana.update_org_user(org, me, Role::Admin).await?;
+            } else {
+                grafana.add_org_user(org, &my_login, Role::Admin).await?;
+            }
+        }
+        for member in members.into_iter().filter(|m| m.user_id != me) {
+            for id in [member.email, member.login] {
+                if !id.is_empty() {
+                    memberships.entry(id).or_default().insert(org, member.role);
+                }
+            }
+        }
+    }
+
+    // Users.
+    let all_users = ctx.stores.users.state();
+    let all_bindings = ctx.stores.bindings.state();
+    let user_refs: Vec<&User> = all_users.iter().map(|u| u.as_ref()).collect();
+    let binding_refs: Vec<&UserProjectBinding> = all_bindings.iter().map(|b| b.as_ref()).collect();
+    let desired = users::desired_users(&user_refs, &binding_refs, &project_orgs, superuser_org);
+    // Every Grafana user by lower-case email and login: one listing instead of a lookup
+    // per User.
+    let mut known: HashMap<String, GrafanaUser> = HashMap::new();
+    for user in grafana.users().await? {
+        for id in [user.email.to_lowercase(), user.login.to_lowercase()] {
+            if !id.is_empty() {
+                known.entry(id).or_insert_with(|| user.clone());
+            }
+        }
+    }
+    let mut member_scope = managed.clone();
+    member_scope.insert(DEFAULT_ORG);
+    for user in &user_refs {
+        let key = format!("user/{}", user.name_any());
+        if !ctx.retry.ready(&key) {
+            continue;
+        }
+        let result = reconcile_user(ctx, &grafana, user, me, &desired, &known, &memberships, &member_scope).await;
+        match result {
+            Ok(()) => ctx.retry.succeeded(&key),
+            Err(error) if error.is_unavailable() => return Err(unavailable(error)),
+            Err(error) => {
+                tracing::warn!(user = %user.name_any(), %error, category = error.category(), "grafana user failed");
+                if ctx.retry.failed(&key) {
+                    ctx.events
+                        .warning(&user.object_ref(&()), "GrafanaUserFailed", "ReconcileGrafana", error.to_string())
+                        .await;
+                }
+            }
+        }
+    }
+
+    // Datasources.
+    let clusters = ctx.stores.clusters.state();
+    reconcile_datasources(ctx, &grafana, &clusters, &projects, &project_orgs, superuser_org, &managed).await?;
+
+    // Dashboards.
+    reconcile_dashboards(ctx, &grafana, &managed).await?;
+    Ok(())
+}
+
+fn unavailable(error: StepError) -> PassError {
+    match error {
+        StepError::Grafana(error) => PassError::Grafana(error),
+        // Only Grafana errors are "unavailable".
+        StepError::Kube(error) => PassError::Grafana(GrafanaError::InvalidResponse {
+            endpoint: "kube",
+            method: "",
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// Applies the Project's organization annotation, unless it already says `id`.
+async fn annotate(ctx: &Context, project: &Project, id: i64) -> Result<(), StepError> {
+    let value = id.to_string();
+    if project.annotations().get(orgs::ORG_ANNOTATION) == Some(&value) {
+        return Ok(());
+    }
+    let name = project.name_any();
+    ctx.applier.ensure_leader("annotate", &name)?;
+    let patch = serde_json::json!({
+        "apiVersion": "kubermatic.k8c.io/v1",
+        "kind": "Project",
+        "metadata": { "name": name, "annotations": { orgs::ORG_ANNOTATION: value } },
+    });
+    let api: Api<Project> = Api::all(ctx.client.clone());
+    api.patch(&name, &PatchParams::apply(ctx.applier.field_manager()).force(), &Patch::Apply(&patch)).await.map_err(
+        |source| mla_common::Error::Kube {
+            verb: "apply",
+            kind: "Project".into(),
+            object: name.clone(),
+            source: Box::new(source),
+        },
+    )?;
+    Ok(())
+}
+
+/// Makes sure the Project has its organization; returns its id (None once deleted).
+async fn reconcile_project(
+    ctx: &Context,
+    grafana: &GrafanaClient,
+    project: &Project,
+    all_orgs: &mut Vec<Org>,
+) -> Result<Option<i64>, StepError> {
+    let api: Api<Project> = Api::all(ctx.client.clone());
+    if is_deleting(project) {
+        if has_finalizer(project) {
+            let ours = match orgs::plan(project, all_orgs) {
+                orgs::OrgPlan::Keep(id) | orgs::OrgPlan::Annotate(id) | orgs::OrgPlan::Rename(id) => Some(id),
+                orgs::OrgPlan::Create => None,
+            };
+            if let Some(id) = ours {
+                grafana.delete_org(id).await?;
+                all_orgs.retain(|o| o.id != id);
+                tracing::info!(project = %project.name_any(), org = id, "deleted the Grafana organization");
+            }
+            ctx.applier.remove_finalizer(&api, project, FINALIZER).await?;
+        }
+        return Ok(None);
+    }
+    ctx.applier.add_finalizer(&api, project, FINALIZER).await?;
+    let name = orgs::org_name(project);
+    let id = match orgs::plan(project, all_orgs) {
+        orgs::OrgPlan::Keep(id) => return Ok(Some(id)),
+        orgs::OrgPlan::Annotate(id) => id,
+        orgs::OrgPlan::Rename(id) => {
+            grafana.rename_org(id, &name).await?;
+            if let Some(org) = all_orgs.iter_mut().find(|o| o.id == id) {
+                org.name = name.clone();
+            }
+            id
+        }
+        orgs::OrgPlan::Create => {
+            let id = grafana.create_org(&name).await?;
+            all_orgs.push(Org { id, name: name.clone() });
+            ctx.events
+                .normal(
+                    &project.object_ref(&()),
+                    "GrafanaOrganizationCreated",
+                    "ReconcileGrafana",
+                    format!("created Grafana organization {name} ({id})"),
+                )
+                .await;
+            id
+        }
+    };
+    annotate(ctx, project, id).await?;
+    Ok(Some(id))
+}
+
+/// Makes the Grafana user of `user` what `desired` says, or deletes it with the User.
+#[allow(clippy::too_many_arguments)]
+async fn reconcile_user(
+    ctx: &Context,
+    grafana: &GrafanaClient,
+    user: &User,
+    me: i64,
+    desired: &BTreeMap<String, users::DesiredUser>,
+    known: &HashMap<String, GrafanaUser>,
+    memberships: &HashMap<String, BTreeMap<i64, Role>>,
+    scope: &BTreeSet<i64>,
+) -> Result<(), StepError> {
+    let api: Api<User> = Api::all(ctx.client.clone());
+    let email = user.spec.email.to_lowercase();
+    if is_deleting(user) {
+        if has_finalizer(user) {
+            let existing = match known.get(&email) {
+                Some(existing) => Some(existing.clone()),
+                None => grafana.lookup_user(&email).await?,
+            };
+            if let Some(existing) = existing.filter(|u| u.id != me) {
+                grafana.delete_user(existing.id).await?;
+                tracing::info!(user = %user.name_any(), "deleted the Grafana user");
+            }
+            ctx.applier.remove_finalizer(&api, user, FINALIZER).await?;
+        }
+        return Ok(());
+    }
+    let Some(want) = desired.get(&email) else { return Ok(()) };
+    ctx.applier.add_finalizer(&api, user, FINALIZER).await?;
+    // A user missing from the listing is looked up once more (it may have signed up since).
+    let existing = match known.get(&email) {
+        Some(existing) => Some(existing.clone()),
+        None => grafana.lookup_user(&email).await?,
+    };
+    let (id, is_admin, current) = match existing {
+        Some(existing) => {
+            (existing.id, existing.is_grafana_admin, memberships.get(&email).cloned().unwrap_or_default())
+        }
+        None => {
+            let id = grafana.create_user(&email, &want.name).await?;
+            // Auto-assignment made it a member of the default org.
+            (id, false, BTreeMap::from([(DEFAULT_ORG, Role::Viewer)]))
+        }
+    };
+    if id == me {
+        // Never change the account this controller signs in with.
+        return Ok(());
+    }
+    if is_admin != want.admin {
+        grafana.set_server_admin(id, want.admin).await?;
+    }
+    for change in users::membership_changes(&want.orgs, &current, scope) {
+        match change {
+            users::MembershipChange::Add(org, role) => grafana.add_org_user(org, &email, role).await?,
+            users::MembershipChange::Update(org, role) => grafana.update_org_user(org, id, role).await?,
+            users::MembershipChange::Remove(org) => grafana.remove_org_user(org, id).await?,
+        }
+    }
+    Ok(())
+}
+
+/// The cluster a managed datasource uid belongs to.
+fn cluster_of(uid: &str) -> Option<&str> {
+    datasources::KINDS.iter().find_map(|kind| uid.strip_prefix(kind)?.strip_prefix('-'))
+}
+
+/// Stands in for the error of a cluster whose datasource changes wait for their retry.
+const WAITING: &str = "waiting to retry";
+
+/// Brings every managed org's datasources in line with the Clusters, then the Clusters'
+/// finalizers and conditions.
+#[allow(clippy::too_many_arguments)]
+async fn reconcile_datasources(
+    ctx: &Context,
+    grafana: &GrafanaClient,
+    clusters: &[Arc<Cluster>],
+    projects: &[Arc<Project>],
+    project_orgs: &BTreeMap<String, i64>,
+    superuser_org: Option<i64>,
+    managed: &BTreeSet<i64>,
+) -> Result<(), PassError> {
+    let api: Api<Cluster> = Api::all(ctx.client.clone());
+    let mut desired: BTreeMap<i64, Vec<datasources::DesiredDatasource>> = BTreeMap::new();
+    let mut errors: BTreeMap<String, String> = BTreeMap::new();
+    let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
+    for cluster in clusters {
+        let name = cluster.name_any();
+        let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.clone()).filter(|n| !n.is_empty());
+        let org = cluster.project_id().and_then(|p| project_orgs.get(p)).copied();
+        let (Some(namespace), Some(org), false, true) =
+            (namespace, org, is_deleting(cluster.as_ref()), cluster.mla_enabled())
+        else {
+            continue;
+        };
+        if !has_finalizer(cluster.as_ref())
+            && let Err(error) = ctx.applier.add_finalizer(&api, cluster.as_ref(), FINALIZER).await
+        {
+            errors.insert(name.clone(), error.to_string());
+            continue;
+        }
+        let list = datasources::cluster_datasources(cluster, &crate::gateway_read_url(&namespace));
+        desired.entry(org).or_default().extend(list.iter().cloned());
+        if let Some(superuser) = superuser_org {
+            desired.entry(superuser).or_default().extend(list);
+        }
+        wanted.insert(name, org);
+    }
+    for org in managed {
+        let want = desired.remove(org).unwrap_or_default();
+        let current = grafana.datasources(*org).await?;
+        for change in datasources::changes(&want, &current) {
+            let uid = match &change {
+                datasources::DatasourceChange::Create(ds) | datasources::DatasourceChange::Update(ds) => ds.uid.clone(),
+                datasources::DatasourceChange::Delete(uid) => uid.clone(),
+            };
+            let cluster = cluster_of(&uid).unwrap_or_default().to_string();
+            let key = format!("cluster/{cluster}");
+            if !ctx.retry.ready(&key) {
+                errors.entry(cluster).or_insert_with(|| WAITING.into());
+                continue;
+            }
+            let result = match &change {
+                datasources::DatasourceChange::Create(ds) => grafana.create_datasource(*org, &ds.body()).await,
+                datasources::DatasourceChange::Update(ds) => grafana.update_datasource(*org, &ds.uid, &ds.body()).await,
+                datasources::DatasourceChange::Delete(uid) => grafana.delete_datasource(*org, uid).await,
+            };
+            match result {
+                Ok(()) => {}
+                Err(error) if error.is_unavailable() => return Err(error.into()),
+                Err(error) => {
+                    tracing::warn!(%cluster, org, %error, "grafana datasource failed");
+                    errors.insert(cluster, error.to_string());
+                }
+            }
+        }
+    }
+    for cluster in clusters {
+        let name = cluster.name_any();
+        let key = format!("cluster/{name}");
+        let error = errors.get(&name);
+        match error {
+            Some(error) if error != WAITING => {
+                if ctx.retry.failed(&key) {
+                    ctx.events
+                        .warning(
+                            &cluster.object_ref(&()),
+                            "GrafanaDatasourcesFailed",
+                            "ReconcileGrafana",
+                            error.clone(),
+                        )
+                        .await;
+                }
+            }
+            Some(_) => {}
+            None => ctx.retry.succeeded(&key),
+        }
+        if error.is_some_and(|e| e == WAITING) {
+            // Backing off: the condition keeps the error that started it.
+            continue;
+        }
+        let outcome = if let Some(org) = wanted.get(&name) {
+            match error {
+                None => Some((
+                    ConditionStatus::True,
+                    "DatasourcesReady",
+                    format!("the cluster's datasources are in Grafana organization {org}"),
+                )),
+                Some(error) => Some((ConditionStatus::False, "DatasourcesFailed", error.clone())),
+            }
+        } else if cluster.mla_enabled()
+            && !is_deleting(cluster.as_ref())
+            && cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some()
+        {
+            let project = cluster.project_id().unwrap_or_default();
+            let message = if projects.iter().any(|p| p.name_any() == project) {
+                format!("waiting for the Grafana organization of project {project}")
+            } else {
+                format!("project {project:?} (label project-id) does not exist")
+            };
+            Some((ConditionStatus::False, "OrganizationNotReady", message))
+        } else {
+            None
+        };
+        if let Err(error) = write_condition(ctx, cluster, outcome).await {
+            tracing::warn!(cluster = %name, %error, "writing the Grafana condition failed");
+        }
+        // Datasources gone (or never made): release the Cluster.
+        if !wanted.contains_key(&name) && error.is_none() && has_finalizer(cluster.as_ref()) {
+            let project_known = cluster.project_id().is_some_and(|p| project_orgs.contains_key(p));
+            let project_exists = cluster.project_id().is_some_and(|p| projects.iter().any(|x| x.name_any() == p));
+            if (project_known || !project_exists)
+                && let Err(error) = ctx.applier.remove_finalizer(&api, cluster.as_ref(), FINALIZER).await
+            {
+                tracing::warn!(cluster = %name, %error, "removing the Grafana finalizer failed");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes (or, with `None`, removes) this controller's condition, only when it changes.
+async fn write_condition(
+    ctx: &Context,
+    cluster: &Cluster,
+    outcome: Option<(ConditionStatus, &'static str, String)>,
+) -> Result<(), mla_common::Error> {
+    let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION));
+    let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
+    let conditions = match outcome {
+        None => BTreeMap::new(),
+        Some((status, reason, message)) => {
+            let unchanged = existing.is_some_and(|c| {
+                c.status == status
+                    && c.reason.as_deref() == Some(reason)
+                    && c.message.as_deref() == Some(message.as_str())
+            });
+            let condition = if unchanged {
+                existing.cloned().unwrap_or_default()
+            } else {
+                let transitioned = existing.is_none_or(|c| c.status != status);
+                Condition {
+                    status,
+                    kubermatic_version: None,
+                    last_heartbeat_time: None,
+                    last_transition_time: if transitioned {
+                        Some(Time(k8s_openapi::jiff::Timestamp::now()))
+                    } else {
+                        existing.and_then(|c| c.last_transition_time.clone())
+                    },
+                    reason: Some(reason.into()),
+                    message: Some(message),
+                }
+            };
+            BTreeMap::from([(CONDITION.to_string(), condition)])
+        }
+    };
+    desired.status = Some(ClusterStatus { conditions, ..Default::default() });
+    let api: Api<Cluster> = Api::all(ctx.client.clone());
+    ctx.applier.apply_status(&api, &desired, Some(cluster)).await?;
+    Ok(())
+}
+
+/// Puts the dashboards into every managed org and takes out the ones no longer wanted.
+async fn reconcile_dashboards(
+    ctx: &Context,
+    grafana: &GrafanaClient,
+    managed: &BTreeSet<i64>,
+) -> Result<(), PassError> {
+    let config_maps = ctx.stores.config_maps.state();
+    let refs: Vec<&ConfigMap> = config_maps.iter().map(|c| c.as_ref()).collect();
+    let (desired, problems) = dashboards::desired_dashboards(&refs);
+    for problem in &problems {
+        let id = (problem.config_map.clone(), problem.key.clone(), problem.reason.clone());
+        let new = ctx.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id);
+        if new && let Some(cm) = config_maps.iter().find(|c| c.name_any() == problem.config_map) {
+            ctx.events
+                .warning(
+                    &cm.object_ref(&()),
+                    "InvalidDashboard",
+                    "ReconcileGrafana",
+                    format!("key {}: {}; the other dashboards are served", problem.key, problem.reason),
+                )
+                .await;
+        }
+    }
+    for org in managed {
+        let key = format!("dashboards/{org}");
+        if !ctx.retry.ready(&key) {
+            continue;
+        }
+        let result: Result<(), GrafanaError> = async {
+            for dashboard in &desired {
+                let current = grafana.dashboard(*org, &dashboard.uid).await?;
+                if !current.as_ref().is_some_and(|c| dashboards::matches(c, dashboard)) {
+                    grafana.save_dashboard(*org, &dashboard.model).await?;
+                }
+            }
+            for uid in grafana.dashboards_tagged(*org, dashboards::MANAGED_TAG).await? {
+                if !desired.iter().any(|d| d.uid == uid) {
+                    grafana.delete_dashboard(*org, &uid).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => ctx.retry.succeeded(&key),
+            Err(error) if error.is_unavailable() => return Err(error.into()),
+            Err(error) => {
+                tracing::warn!(org, %error, "grafana dashboards failed");
+                ctx.retry.failed(&key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// MLA is not offered in this seed: datasources of Clusters that still carry the
+/// finalizer are removed, and every finalizer released. Organizations and users stay.
+async fn release(ctx: &Context, grafana: &GrafanaClient) -> Result<(), PassError> {
+    let projects = ctx.stores.projects.state();
+    let clusters: Vec<Arc<Cluster>> =
+        ctx.stores.clusters.state().into_iter().filter(|c| has_finalizer(c.as_ref())).collect();
+    if !clusters.is_empty() {
+        let all_orgs = grafana.orgs().await?;
+        let superuser =
+            ctx.settings.superuser_org.as_ref().and_then(|n| all_orgs.iter().find(|o| &o.name == n)).map(|o| o.id);
+        let api: Api<Cluster> = Api::all(ctx.client.clone());
+        for cluster in clusters {
+            let project = projects.iter().find(|p| Some(p.name_any().as_str()) == cluster.project_id());
+            let org = project.and_then(|p| orgs::annotated_id(p)).filter(|id| all_orgs.iter().any(|o| o.id == *id));
+            for org in org.into_iter().chain(superuser) {
+                for kind in datasources::KINDS {
+                    grafana.delete_datasource(org, &datasources::uid(kind, &cluster.name_any())).await?;
+                }
+            }
+            if let Err(error) = ctx.applier.remove_finalizer(&api, cluster.as_ref(), FINALIZER).await {
+                tracing::warn!(%error, "removing the Grafana finalizer failed");
+            }
+            if let Err(error) = write_condition(ctx, &cluster, None).await {
+                tracing::warn!(%error, "removing the Grafana condition failed");
+            }
+        }
+    }
+    let project_api: Api<Project> = Api::all(ctx.client.clone());
+    for project in projects.iter().filter(|p| has_finalizer(p.as_ref())) {
+        if let Err(error) = ctx.applier.remove_finalizer(&project_api, project.as_ref(), FINALIZER).await {
+            tracing::warn!(%error, "removing the Grafana finalizer failed");
+        }
+    }
+    let user_api: Api<User> = Api::all(ctx.client.clone());
+    for user in ctx.stores.users.state().iter().filter(|u| has_finalizer(u.as_ref())) {
+        if let Err(error) = ctx.applier.remove_finalizer(&user_api, user.as_ref(), FINALIZER).await {
+            tracing::warn!(%error, "removing the Grafana finalizer failed");
+        }
+    }
+    Ok(())
+}
+
+/// Grafana could not be used at all: every MLA Cluster says so (once), with an Event on
+/// the transition; every Project gets one Event per outage.
+async fn report_unavailable(ctx: &Context, error: &PassError) {
+    if !ctx.applier.is_leader() {
+        return;
+    }
+    let new_outage = {
+        let mut outage = ctx.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let new = *outage != Some(error.reason());
+        *outage = Some(error.reason());
+        new
+    };
+    if new_outage && ctx.settings.mla_enabled {
+        for project in ctx.stores.projects.state().iter().filter(|p| !is_deleting(p.as_ref())) {
+            ctx.events.warning(&project.object_ref(&()), error.reason(), "ReconcileGrafana", error.to_string()).await;
+        }
+    }
+    for cluster in ctx.stores.clusters.state() {
+        let has_namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some();
+        if !(ctx.settings.mla_enabled && cluster.mla_enabled() && has_namespace && !is_deleting(cluster.as_ref())) {
+            // A condition from an earlier outage on a cluster that no longer has MLA goes
+            // (no request when there is none).
+            if let Err(write) = write_condition(ctx, &cluster, None).await {
+                tracing::warn!(cluster = %cluster.name_any(), error = %write, "removing the Grafana condition failed");
+            }
+            continue;
+        }
+        let reason = error.reason();
+        let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION)).and_then(|c| c.reason.clone());
+        if existing.as_deref() != Some(reason) {
+            ctx.events.warning(&cluster.object_ref(&()), reason, "ReconcileGrafana", error.to_string()).await;
+        }
+        if let Err(write) =
+            write_condition(ctx, &cluster, Some((ConditionStatus::False, reason, error.to_string()))).await
+        {
+            tracing::warn!(cluster = %cluster.name_any(), error = %write, "writing the Grafana condition failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datasource_uids_name_their_cluster() {
+        assert_eq!(cluster_of("prometheus-c1"), Some("c1"));
+        assert_eq!(cluster_of("alertmanager-a-b"), Some("a-b"));
+        assert_eq!(cluster_of("other"), None);
+    }
+
+    #[test]
+    fn retry_backs_off_per_key() {
+        let retry = Retry::new();
+        assert!(retry.ready("a"));
+        assert!(retry.failed("a"), "first failure");
+        assert!(!retry.failed("a"), "second failure");
+        assert!(!retry.ready("a") && retry.ready("b"));
+        retry.succeeded("a");
+        assert!(retry.ready("a") && retry.next_due().is_none());
+    }
+}
