@@ -73,6 +73,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// A failed Kubernetes call: `verb` of the `kind` object `object` (`namespace/name` or
+    /// `name`).
+    pub fn kube(verb: &'static str, kind: impl Into<String>, object: impl Into<String>, source: kube::Error) -> Self {
+        Error::Kube { verb, kind: kind.into(), object: object.into(), source: Box::new(source) }
+    }
+
     /// A short, fixed name of the kind of failure: a metric label value and the reason of
     /// Events, never carrying object names.
     pub fn category(&self) -> &'static str {

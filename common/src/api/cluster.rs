@@ -1,11 +1,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use kube::CustomResource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{CustomResource, Resource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Conditions, ExposeStrategy};
+use super::{Condition, Conditions, ExposeStrategy};
 
 /// Label on a Cluster naming its project.
 pub const PROJECT_ID_LABEL: &str = "project-id";
@@ -148,5 +149,45 @@ impl Cluster {
     /// Whether any MLA feature is switched on.
     pub fn mla_enabled(&self) -> bool {
         self.spec.mla.as_ref().is_some_and(|m| m.monitoring_enabled || m.logging_enabled)
+    }
+
+    /// The condition of type `condition_type` in the status, if any.
+    pub fn condition(&self, condition_type: &str) -> Option<&Condition> {
+        self.status.as_ref()?.conditions.get(condition_type)
+    }
+
+    /// The reference that makes this cluster the controlling owner of an object, so that the
+    /// garbage collector removes the object with the cluster.
+    pub fn owner_reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: Cluster::api_version(&()).into_owned(),
+            kind: Cluster::kind(&()).into_owned(),
+            name: self.name_any(),
+            uid: self.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_reference_names_the_cluster() {
+        let mut cluster = Cluster::new("abc123", ClusterSpec::default());
+        cluster.metadata.uid = Some("0000-1111".into());
+        assert_eq!(
+            cluster.owner_reference(),
+            OwnerReference {
+                api_version: "kubermatic.k8c.io/v1".into(),
+                kind: "Cluster".into(),
+                name: "abc123".into(),
+                uid: "0000-1111".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }
+        );
     }
 }

@@ -39,6 +39,45 @@ pub struct Condition {
     pub message: Option<String>,
 }
 
+impl Condition {
+    /// The condition a controller should write when it now concludes `status`, `reason` and
+    /// `message`: `existing` unchanged when it says the same, else a new condition whose
+    /// lastTransitionTime is now when the status changed and kept when only the reason or
+    /// message did.
+    pub fn next(existing: Option<&Condition>, status: ConditionStatus, reason: &str, message: String) -> Condition {
+        Self::next_at(existing, status, reason, message, Time(k8s_openapi::jiff::Timestamp::now()))
+    }
+
+    /// [`Condition::next`] with `now` given.
+    pub fn next_at(
+        existing: Option<&Condition>,
+        status: ConditionStatus,
+        reason: &str,
+        message: String,
+        now: Time,
+    ) -> Condition {
+        if let Some(existing) = existing
+            && existing.status == status
+            && existing.reason.as_deref() == Some(reason)
+            && existing.message.as_deref() == Some(message.as_str())
+        {
+            return existing.clone();
+        }
+        let last_transition_time = match existing {
+            Some(existing) if existing.status == status => existing.last_transition_time.clone(),
+            _ => Some(now),
+        };
+        Condition {
+            status,
+            kubermatic_version: None,
+            last_heartbeat_time: None,
+            last_transition_time,
+            reason: Some(reason.into()),
+            message: Some(message),
+        }
+    }
+}
+
 /// KKP's condition map: condition type to condition.
 pub type Conditions = BTreeMap<String, Condition>;
 
@@ -82,4 +121,64 @@ pub enum ExposeStrategy {
     LoadBalancer,
     /// Endpoints reached through the seed's tunneling agent.
     Tunneling,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).expect("a valid timestamp"))
+    }
+
+    fn condition(status: ConditionStatus, reason: &str, message: &str, since: i64) -> Condition {
+        Condition {
+            status,
+            kubermatic_version: Some("v2.26".into()),
+            last_heartbeat_time: Some(at(since + 5)),
+            last_transition_time: Some(at(since)),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+        }
+    }
+
+    #[test]
+    fn a_first_condition_transitions_now() {
+        let next = Condition::next_at(None, ConditionStatus::False, "Waiting", "not yet".into(), at(100));
+        assert_eq!(
+            next,
+            Condition {
+                status: ConditionStatus::False,
+                kubermatic_version: None,
+                last_heartbeat_time: None,
+                last_transition_time: Some(at(100)),
+                reason: Some("Waiting".into()),
+                message: Some("not yet".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn the_same_conclusion_keeps_the_existing_condition() {
+        let existing = condition(ConditionStatus::True, "Available", "up", 10);
+        let next = Condition::next_at(Some(&existing), ConditionStatus::True, "Available", "up".into(), at(100));
+        assert_eq!(next, existing);
+    }
+
+    #[test]
+    fn a_new_message_keeps_the_transition_time() {
+        let existing = condition(ConditionStatus::False, "Waiting", "not yet", 10);
+        let next = Condition::next_at(Some(&existing), ConditionStatus::False, "Failed", "broken".into(), at(100));
+        assert_eq!(next.last_transition_time, Some(at(10)));
+        assert_eq!((next.reason.as_deref(), next.message.as_deref()), (Some("Failed"), Some("broken")));
+        assert_eq!((next.kubermatic_version, next.last_heartbeat_time), (None, None));
+    }
+
+    #[test]
+    fn a_new_status_transitions_now() {
+        let existing = condition(ConditionStatus::False, "Waiting", "not yet", 10);
+        let next = Condition::next_at(Some(&existing), ConditionStatus::True, "Waiting", "not yet".into(), at(100));
+        assert_eq!(next.status, ConditionStatus::True);
+        assert_eq!(next.last_transition_time, Some(at(100)));
+    }
 }
