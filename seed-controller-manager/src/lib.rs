@@ -5,7 +5,9 @@ pub mod alerting;
 pub mod gateway;
 pub mod grafana;
 pub mod iap;
+pub mod status;
 pub mod usercluster;
+pub mod watch;
 
 use std::time::Duration;
 

@@ -14,12 +14,12 @@ use k8s_openapi::api::core::v1::{
     SeccompProfile, Secret, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
-use mla_common::api::{Cluster, ClusterSpec, ClusterStatus, Condition, ConditionStatus};
+use mla_common::api::{Cluster, Condition, ConditionStatus};
 use mla_common::apply::Applier;
 use mla_common::backoff::Backoff;
 use mla_common::events::EventPublisher;
@@ -27,6 +27,8 @@ use mla_common::metrics::ControllerMetrics;
 use mla_common::runtime::{Runtime, mark_synced};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::status;
 
 /// Name of the Deployment, ServiceAccount, Role and RoleBinding in the cluster namespace.
 pub const NAME: &str = "mla-user-cluster-controller-manager";
@@ -292,16 +294,12 @@ fn error_policy(cluster: Arc<Cluster>, error: &mla_common::Error, ctx: Arc<Conte
     Action::requeue(delay)
 }
 
-fn kube_error(verb: &'static str, kind: &str, object: &str, source: kube::Error) -> mla_common::Error {
-    mla_common::Error::Kube { verb, kind: kind.into(), object: object.into(), source: Box::new(source) }
-}
-
 async fn apply<K>(ctx: &Context, api: Api<K>, desired: &K) -> Result<(), mla_common::Error>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Serialize + DeserializeOwned,
 {
     let name = desired.name_any();
-    let current = api.get_opt(&name).await.map_err(|e| kube_error("get", &K::kind(&()), &name, e))?;
+    let current = api.get_opt(&name).await.map_err(|e| mla_common::Error::kube("get", K::kind(&()), &name, e))?;
     ctx.applier.apply(&api, desired, current.as_ref()).await?;
     Ok(())
 }
@@ -310,7 +308,7 @@ async fn delete<K>(ctx: &Context, api: Api<K>, name: &str) -> Result<(), mla_com
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned,
 {
-    if api.get_opt(name).await.map_err(|e| kube_error("get", &K::kind(&()), name, e))?.is_some() {
+    if api.get_opt(name).await.map_err(|e| mla_common::Error::kube("get", K::kind(&()), name, e))?.is_some() {
         ctx.applier.delete(&api, name).await?;
     }
     Ok(())
@@ -340,7 +338,7 @@ async fn reconcile_process(cluster: &Cluster, ctx: &Context) -> Result<Action, m
     let kubeconfig = secrets
         .get_opt(&ctx.settings.kubeconfig_secret)
         .await
-        .map_err(|e| kube_error("get", "Secret", &ctx.settings.kubeconfig_secret, e))?;
+        .map_err(|e| mla_common::Error::kube("get", "Secret", &ctx.settings.kubeconfig_secret, e))?;
     let has_key =
         kubeconfig.as_ref().and_then(|s| s.data.as_ref()).is_some_and(|d| d.contains_key(&ctx.settings.kubeconfig_key));
     if !has_key {
@@ -357,14 +355,7 @@ async fn reconcile_process(cluster: &Cluster, ctx: &Context) -> Result<Action, m
         }
         return Ok(Action::await_change());
     }
-    let owner = OwnerReference {
-        api_version: "kubermatic.k8c.io/v1".into(),
-        kind: "Cluster".into(),
-        name: name.clone(),
-        uid: cluster.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
+    let owner = cluster.owner_reference();
     let objects = objects(&name, &namespace, &owner, &ctx.settings);
     apply(ctx, Api::namespaced(client.clone(), &namespace), &objects.service_account).await?;
     apply(ctx, Api::namespaced(client.clone(), &namespace), &objects.role).await?;
@@ -384,38 +375,10 @@ async fn write_condition(
     cluster: &Cluster,
     wanted: Option<(ConditionStatus, &'static str, String)>,
 ) -> Result<bool, mla_common::Error> {
-    let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION));
-    let conditions = match &wanted {
-        None => BTreeMap::new(),
-        Some((status, reason, message)) => {
-            let same = existing.is_some_and(|c| {
-                c.status == *status
-                    && c.reason.as_deref() == Some(*reason)
-                    && c.message.as_deref() == Some(message.as_str())
-            });
-            let condition = if same {
-                existing.cloned().unwrap_or_default()
-            } else {
-                Condition {
-                    status: *status,
-                    kubermatic_version: None,
-                    last_heartbeat_time: None,
-                    last_transition_time: if existing.is_none_or(|c| c.status != *status) {
-                        Some(Time(k8s_openapi::jiff::Timestamp::now()))
-                    } else {
-                        existing.and_then(|c| c.last_transition_time.clone())
-                    },
-                    reason: Some((*reason).into()),
-                    message: Some(message.clone()),
-                }
-            };
-            BTreeMap::from([(CONDITION.to_string(), condition)])
-        }
-    };
-    let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
-    desired.status = Some(ClusterStatus { conditions, ..Default::default() });
-    let api: Api<Cluster> = Api::all(ctx.client.clone());
-    let applied = ctx.applier.apply_status(&api, &desired, Some(cluster)).await?;
+    let condition = wanted.map(|(status, reason, message)| {
+        (CONDITION, Condition::next(cluster.condition(CONDITION), status, reason, message))
+    });
+    let applied = status::apply(&ctx.applier, &ctx.client, cluster, condition, None).await?;
     Ok(applied == mla_common::apply::Applied::Patched)
 }
 

@@ -19,8 +19,8 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::api::{
     ALERTMANAGER_CONFIG_KEY, ALERTMANAGER_NAME, Alertmanager, AlertmanagerConfigurationStatus, AlertmanagerSpec,
-    AlertmanagerStatus, Cluster, ClusterSpec, ClusterStatus, Condition, ConditionStatus, ExtendedClusterHealth,
-    HealthStatus, LocalObjectReference, MLA_ADMIN_SETTING_NAME, MLAAdminSetting, RuleGroup, RuleGroupType,
+    AlertmanagerStatus, Cluster, Condition, ConditionStatus, ExtendedClusterHealth, HealthStatus, LocalObjectReference,
+    MLA_ADMIN_SETTING_NAME, MLAAdminSetting, RuleGroup, RuleGroupType,
 };
 use mla_common::apply::Applier;
 use mla_common::backoff::Backoff;
@@ -33,6 +33,7 @@ use super::client::CortexClient;
 use super::limits::{self, LimitsOutcome};
 use super::rulegroups::{TEMPLATE_LABEL, template_copy};
 use super::{AlertingError, Shared};
+use crate::status;
 
 /// Field manager suffix and metrics name of this controller.
 pub const CONTROLLER: &str = "alerting";
@@ -193,17 +194,6 @@ fn error_policy(cluster: Arc<Cluster>, error: &AlertingError, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
-fn owner_reference(cluster: &Cluster) -> OwnerReference {
-    OwnerReference {
-        api_version: "kubermatic.k8c.io/v1".into(),
-        kind: "Cluster".into(),
-        name: cluster.name_any(),
-        uid: cluster.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// What a reconcile concluded, for the Cluster's condition.
 struct Problem {
     reason: &'static str,
@@ -237,7 +227,7 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, A
         return Ok(Action::await_change());
     };
     ctx.applier.add_finalizer(&clusters, cluster, FINALIZER).await?;
-    let owner = owner_reference(cluster);
+    let owner = cluster.owner_reference();
 
     let mut problems = Vec::new();
     let mut failure = None;
@@ -286,12 +276,12 @@ where
     match api.create(&params, object).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(source) => Err(AlertingError::Kube(mla_common::Error::Kube {
-            verb: "create",
-            kind: K::kind(&K::DynamicType::default()).into_owned(),
-            object: name,
-            source: Box::new(source),
-        })),
+        Err(source) => Err(AlertingError::Kube(mla_common::Error::kube(
+            "create",
+            K::kind(&K::DynamicType::default()),
+            name,
+            source,
+        ))),
     }
 }
 
@@ -322,12 +312,7 @@ async fn sync_alertmanager(
         }
     };
     let kube_error = |verb, source| {
-        AlertingError::Kube(mla_common::Error::Kube {
-            verb,
-            kind: "Secret".into(),
-            object: format!("{namespace}/{secret_name}"),
-            source: Box::new(source),
-        })
+        AlertingError::Kube(mla_common::Error::kube(verb, "Secret", format!("{namespace}/{secret_name}"), source))
     };
     let text = match secrets.get_opt(&secret_name).await.map_err(|e| kube_error("get", e))? {
         Some(secret) => secret.data.as_ref().and_then(|d| d.get(ALERTMANAGER_CONFIG_KEY)).map(|v| v.0.clone()),
@@ -590,46 +575,19 @@ async fn write_status(
             problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "),
         ),
     };
-    let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION));
-    let unchanged = existing.is_some_and(|c| {
-        c.status == status && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message.as_str())
-    });
-    let condition = if unchanged {
-        existing.cloned().unwrap_or_default()
-    } else {
-        if status == ConditionStatus::False {
-            ctx.events.warning(&cluster.object_ref(&()), reason, "ReconcileAlerting", message.clone()).await;
-        }
-        let transitioned = existing.is_none_or(|c| c.status != status);
-        Condition {
-            status,
-            kubermatic_version: None,
-            last_heartbeat_time: None,
-            last_transition_time: if transitioned {
-                Some(Time(k8s_openapi::jiff::Timestamp::now()))
-            } else {
-                existing.and_then(|c| c.last_transition_time.clone())
-            },
-            reason: Some(reason.into()),
-            message: Some(message),
-        }
-    };
-    let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
-    desired.status = Some(ClusterStatus {
-        conditions: [(CONDITION.to_string(), condition)].into(),
-        extended_health: Some(ExtendedClusterHealth { alertmanager_config: health, ..Default::default() }),
-        ..Default::default()
-    });
-    let api: Api<Cluster> = Api::all(ctx.client.clone());
-    ctx.applier.apply_status(&api, &desired, Some(cluster)).await?;
+    let existing = cluster.condition(CONDITION);
+    let condition = Condition::next(existing, status, reason, message);
+    if existing != Some(&condition) && status == ConditionStatus::False {
+        let message = condition.message.clone().unwrap_or_default();
+        ctx.events.warning(&cluster.object_ref(&()), reason, "ReconcileAlerting", message).await;
+    }
+    let health = ExtendedClusterHealth { alertmanager_config: health, ..Default::default() };
+    status::apply(&ctx.applier, &ctx.client, cluster, Some((CONDITION, condition)), Some(health)).await?;
     Ok(())
 }
 
 /// Releases what this controller owns in the Cluster's status.
 async fn clear_status(ctx: &Context, cluster: &Cluster) -> Result<(), AlertingError> {
-    let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
-    desired.status = Some(ClusterStatus::default());
-    let api: Api<Cluster> = Api::all(ctx.client.clone());
-    ctx.applier.apply_status(&api, &desired, Some(cluster)).await?;
+    status::apply(&ctx.applier, &ctx.client, cluster, None, None).await?;
     Ok(())
 }

@@ -101,12 +101,7 @@ pub async fn sync(
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &config.namespace);
     let object = format!("{}/{}", config.namespace, config.name);
     let kube_error = |verb: &'static str, source: kube::Error| {
-        AlertingError::Kube(mla_common::Error::Kube {
-            verb,
-            kind: "ConfigMap".into(),
-            object: object.clone(),
-            source: Box::new(source),
-        })
+        AlertingError::Kube(mla_common::Error::kube(verb, "ConfigMap", object.clone(), source))
     };
     for _ in 0..5 {
         let Some(current) = api.get_opt(&config.name).await.map_err(|e| kube_error("get", e))? else {

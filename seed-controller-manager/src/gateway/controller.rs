@@ -8,15 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
-use mla_common::admin::ReadinessGate;
 use mla_common::api::{
-    Cluster, ClusterSpec, ClusterStatus, Condition, ConditionStatus, ExposeStrategy, ExtendedClusterHealth,
-    HealthStatus, MLA_ADMIN_SETTING_NAME, MLAAdminSetting,
+    Cluster, Condition, ConditionStatus, ExposeStrategy, ExtendedClusterHealth, HealthStatus, MLA_ADMIN_SETTING_NAME,
+    MLAAdminSetting,
 };
 use mla_common::apply::Applier;
 use mla_common::backoff::Backoff;
@@ -24,10 +22,10 @@ use mla_common::events::EventPublisher;
 use mla_common::metrics::{CertificateExpiry, ControllerMetrics};
 use mla_common::pki::{self, CaChange};
 use mla_common::runtime::{Runtime, mark_synced};
-use serde::de::DeserializeOwned;
 
 use super::nginx::{self, GatewayServer, Upstreams};
 use super::resources::{self, GatewayDeploymentSettings};
+use crate::{status, watch};
 
 /// Condition on the Cluster about its gateway.
 pub const CONDITION: &str = "MLAGatewayReady";
@@ -91,28 +89,6 @@ struct Context {
     services: Store<Service>,
 }
 
-/// A reflector of the gateway's objects of one kind (selected by label) in all namespaces,
-/// and the stream that drives it; `ready` opens with its first complete list.
-fn children<K>(
-    client: &kube::Client,
-    ready: ReadinessGate,
-) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let selector = format!("app.kubernetes.io/name={}", resources::GATEWAY);
-    let watch = watcher(Api::<K>::all(client.clone()), watcher::Config::default().labels(&selector)).default_backoff();
-    let stream = mark_synced(reflector::reflector(writer, watch), ready).touched_objects();
-    (store, stream)
-}
-
 /// The gateway controller of `runtime`, running until shutdown. Each of its watches has a
 /// readiness gate (`gateway/<kind>`) that opens once it has synced. Followers keep their
 /// caches warm but reconcile nothing; a replica that becomes leader looks at every Cluster.
@@ -126,10 +102,16 @@ pub fn run(runtime: &Runtime, settings: GatewaySettings) -> impl std::future::Fu
     let leader = runtime.leader.clone();
     let stop = runtime.shutdown.clone();
     async move {
-        let (secrets, secret_events) = children::<Secret>(&client, readiness.gate("gateway/secrets"));
-        let (config_maps, config_map_events) = children::<ConfigMap>(&client, readiness.gate("gateway/configmaps"));
-        let (deployments, deployment_events) = children::<Deployment>(&client, readiness.gate("gateway/deployments"));
-        let (services, service_events) = children::<Service>(&client, readiness.gate("gateway/services"));
+        let synced = |name: &'static str| {
+            let gate = readiness.gate(name);
+            move || gate.set_ready()
+        };
+        let app = resources::GATEWAY;
+        let (secrets, secret_events) = watch::children::<Secret>(&client, app, synced("gateway/secrets"));
+        let (config_maps, config_map_events) = watch::children::<ConfigMap>(&client, app, synced("gateway/configmaps"));
+        let (deployments, deployment_events) =
+            watch::children::<Deployment>(&client, app, synced("gateway/deployments"));
+        let (services, service_events) = watch::children::<Service>(&client, app, synced("gateway/services"));
         let (clusters, cluster_writer) = reflector::store();
         let cluster_watch = watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
         let cluster_events =
@@ -236,7 +218,7 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
         write_status(ctx, cluster, outcome).await?;
         return Ok(Action::await_change());
     };
-    let owner = owner_reference(cluster);
+    let owner = cluster.owner_reference();
     let now = SystemTime::now();
     let pki_error = |source| GatewayError::Pki { cluster: name.clone(), source };
 
@@ -287,7 +269,7 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
     let admin_settings = settings_api
         .get_opt(MLA_ADMIN_SETTING_NAME)
         .await
-        .map_err(|source| kube_error("get", "MLAAdminSetting", &namespace, source))?
+        .map_err(|source| mla_common::Error::kube("get", "MLAAdminSetting", &namespace, source))?
         .filter(|s| s.spec.cluster_name == name);
     let nginx_conf = match nginx::render(
         &name,
@@ -363,21 +345,6 @@ fn waiting(reason: &'static str, message: &str) -> Outcome {
     Outcome { health: None, status: ConditionStatus::False, reason, message: message.into() }
 }
 
-fn kube_error(verb: &'static str, kind: &str, object: &str, source: kube::Error) -> mla_common::Error {
-    mla_common::Error::Kube { verb, kind: kind.into(), object: object.into(), source: Box::new(source) }
-}
-
-fn owner_reference(cluster: &Cluster) -> OwnerReference {
-    OwnerReference {
-        api_version: "kubermatic.k8c.io/v1".into(),
-        kind: "Cluster".into(),
-        name: cluster.name_any(),
-        uid: cluster.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// Up when a replica is available, Provisioning while the rollout has none, Down when the
 /// Deployment is missing (after it was made) or reports no replicas at all.
 fn gateway_health(ctx: &Context, namespace: &str) -> Option<HealthStatus> {
@@ -397,46 +364,15 @@ fn gateway_health(ctx: &Context, namespace: &str) -> Option<HealthStatus> {
 
 /// Writes `status.extendedHealth.mlaGateway` and the condition, only when they change.
 async fn write_status(ctx: &Context, cluster: &Cluster, outcome: Outcome) -> Result<(), GatewayError> {
-    let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION));
-    let unchanged = existing.is_some_and(|c| {
-        c.status == outcome.status
-            && c.reason.as_deref() == Some(outcome.reason)
-            && c.message.as_deref() == Some(outcome.message.as_str())
-    });
-    let condition = if unchanged {
-        existing.cloned().unwrap_or_default()
-    } else {
-        let transitioned = existing.is_none_or(|c| c.status != outcome.status);
-        Condition {
-            status: outcome.status,
-            kubermatic_version: None,
-            last_heartbeat_time: None,
-            last_transition_time: if transitioned {
-                Some(Time(k8s_openapi::jiff::Timestamp::now()))
-            } else {
-                existing.and_then(|c| c.last_transition_time.clone())
-            },
-            reason: Some(outcome.reason.into()),
-            message: Some(outcome.message),
-        }
-    };
-    let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
-    desired.status = Some(ClusterStatus {
-        conditions: [(CONDITION.to_string(), condition)].into(),
-        extended_health: Some(ExtendedClusterHealth { mla_gateway: outcome.health, ..Default::default() }),
-        ..Default::default()
-    });
-    let api: Api<Cluster> = Api::all(ctx.client.clone());
-    ctx.applier.apply_status(&api, &desired, Some(cluster)).await?;
+    let condition = Condition::next(cluster.condition(CONDITION), outcome.status, outcome.reason, outcome.message);
+    let health = ExtendedClusterHealth { mla_gateway: outcome.health, ..Default::default() };
+    status::apply(&ctx.applier, &ctx.client, cluster, Some((CONDITION, condition)), Some(health)).await?;
     Ok(())
 }
 
 /// Removes what this controller owns in the Cluster's status.
 async fn clear_status(ctx: &Context, cluster: &Cluster) -> Result<(), GatewayError> {
-    let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
-    desired.status = Some(ClusterStatus::default());
-    let api: Api<Cluster> = Api::all(ctx.client.clone());
-    ctx.applier.apply_status(&api, &desired, Some(cluster)).await?;
+    status::apply(&ctx.applier, &ctx.client, cluster, None, None).await?;
     Ok(())
 }
 

@@ -16,15 +16,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::admin::ReadinessGate;
-use mla_common::api::{
-    Cluster, ClusterSpec, ClusterStatus, Condition, ConditionStatus, Project, User, UserProjectBinding,
-};
+use mla_common::api::{Cluster, Condition, ConditionStatus, Project, User, UserProjectBinding};
 use mla_common::apply::Applier;
 use mla_common::backoff::Backoff;
 use mla_common::events::EventPublisher;
@@ -35,6 +32,7 @@ use tokio::sync::Notify;
 
 use super::client::{Credentials, GrafanaClient, GrafanaError, GrafanaUser, Org, Role};
 use super::{dashboards, datasources, orgs, users};
+use crate::status;
 
 /// Field manager suffix, metrics label and Event reporter of this controller.
 pub const CONTROLLER: &str = "grafana";
@@ -579,14 +577,9 @@ async fn annotate(ctx: &Context, project: &Project, id: i64) -> Result<(), StepE
         "metadata": { "name": name, "annotations": { orgs::ORG_ANNOTATION: value } },
     });
     let api: Api<Project> = Api::all(ctx.client.clone());
-    api.patch(&name, &PatchParams::apply(ctx.applier.field_manager()).force(), &Patch::Apply(&patch)).await.map_err(
-        |source| mla_common::Error::Kube {
-            verb: "apply",
-            kind: "Project".into(),
-            object: name.clone(),
-            source: Box::new(source),
-        },
-    )?;
+    api.patch(&name, &PatchParams::apply(ctx.applier.field_manager()).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| mla_common::Error::kube("apply", "Project", name.clone(), source))?;
     Ok(())
 }
 
@@ -850,39 +843,10 @@ async fn write_condition(
     cluster: &Cluster,
     outcome: Option<(ConditionStatus, &'static str, String)>,
 ) -> Result<(), mla_common::Error> {
-    let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION));
-    let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
-    let conditions = match outcome {
-        None => BTreeMap::new(),
-        Some((status, reason, message)) => {
-            let unchanged = existing.is_some_and(|c| {
-                c.status == status
-                    && c.reason.as_deref() == Some(reason)
-                    && c.message.as_deref() == Some(message.as_str())
-            });
-            let condition = if unchanged {
-                existing.cloned().unwrap_or_default()
-            } else {
-                let transitioned = existing.is_none_or(|c| c.status != status);
-                Condition {
-                    status,
-                    kubermatic_version: None,
-                    last_heartbeat_time: None,
-                    last_transition_time: if transitioned {
-                        Some(Time(k8s_openapi::jiff::Timestamp::now()))
-                    } else {
-                        existing.and_then(|c| c.last_transition_time.clone())
-                    },
-                    reason: Some(reason.into()),
-                    message: Some(message),
-                }
-            };
-            BTreeMap::from([(CONDITION.to_string(), condition)])
-        }
-    };
-    desired.status = Some(ClusterStatus { conditions, ..Default::default() });
-    let api: Api<Cluster> = Api::all(ctx.client.clone());
-    ctx.applier.apply_status(&api, &desired, Some(cluster)).await?;
+    let condition = outcome.map(|(status, reason, message)| {
+        (CONDITION, Condition::next(cluster.condition(CONDITION), status, reason, message))
+    });
+    status::apply(&ctx.applier, &ctx.client, cluster, condition, None).await?;
     Ok(())
 }
 

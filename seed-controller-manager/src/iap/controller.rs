@@ -3,7 +3,7 @@
 //! the cluster namespace, and the condition `MLAIAPReady` on the Cluster. The emails follow
 //! the UserProjectBindings of the cluster's project and the admin Users.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,13 +12,12 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::admin::ReadinessGate;
-use mla_common::api::{Cluster, ClusterSpec, ClusterStatus, Condition, ConditionStatus, User, UserProjectBinding};
+use mla_common::api::{Cluster, Condition, ConditionStatus, User, UserProjectBinding};
 use mla_common::apply::{Applied, Applier};
 use mla_common::backoff::Backoff;
 use mla_common::events::EventPublisher;
@@ -28,7 +27,7 @@ use serde::de::DeserializeOwned;
 
 use super::ClientSecretSource;
 use super::resources::{self, IapSettings};
-use crate::SeedSettings;
+use crate::{SeedSettings, status, watch};
 
 /// Condition on the Cluster about its IAP.
 pub const CONDITION: &str = "MLAIAPReady";
@@ -59,6 +58,17 @@ struct Context {
     ingresses: Store<Ingress>,
 }
 
+/// Counts a watch as not synced yet; the returned callback, for its first complete list,
+/// opens `gate` and counts it as synced.
+fn count_unsynced(gate: ReadinessGate, unsynced: &Arc<AtomicUsize>) -> impl FnOnce() + Send + use<> {
+    unsynced.fetch_add(1, Ordering::SeqCst);
+    let unsynced = unsynced.clone();
+    move || {
+        gate.set_ready();
+        unsynced.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Opens `gate` and counts the watch as synced with its first complete list.
 fn synced<K, S>(
     stream: S,
@@ -69,34 +79,7 @@ where
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
     K: Send,
 {
-    unsynced.fetch_add(1, Ordering::SeqCst);
-    let unsynced = unsynced.clone();
-    on_first_sync(stream, move || {
-        gate.set_ready();
-        unsynced.fetch_sub(1, Ordering::SeqCst);
-    })
-}
-
-/// A reflector of the IAP's objects of one kind (selected by label) in all namespaces.
-fn children<K>(
-    client: &kube::Client,
-    gate: ReadinessGate,
-    unsynced: &Arc<AtomicUsize>,
-) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let selector = format!("app.kubernetes.io/name={}", resources::IAP);
-    let watch = watcher(Api::<K>::all(client.clone()), watcher::Config::default().labels(&selector)).default_backoff();
-    let stream = synced(reflector::reflector(writer, watch), gate, unsynced).touched_objects();
-    (store, stream)
+    on_first_sync(stream, count_unsynced(gate, unsynced))
 }
 
 /// The Clusters of `clusters` that belong to `project`.
@@ -132,13 +115,15 @@ pub fn run(
     let mla_enabled = seed.mla_enabled;
     async move {
         let unsynced = Arc::new(AtomicUsize::new(0));
-        let (secrets, secret_events) = children::<Secret>(&client, readiness.gate("iap/secrets"), &unsynced);
+        let child_synced = |name: &'static str| count_unsynced(readiness.gate(name), &unsynced);
+        let app = resources::IAP;
+        let (secrets, secret_events) = watch::children::<Secret>(&client, app, child_synced("iap/secrets"));
         let (config_maps, config_map_events) =
-            children::<ConfigMap>(&client, readiness.gate("iap/configmaps"), &unsynced);
+            watch::children::<ConfigMap>(&client, app, child_synced("iap/configmaps"));
         let (deployments, deployment_events) =
-            children::<Deployment>(&client, readiness.gate("iap/deployments"), &unsynced);
-        let (services, service_events) = children::<Service>(&client, readiness.gate("iap/services"), &unsynced);
-        let (ingresses, ingress_events) = children::<Ingress>(&client, readiness.gate("iap/ingresses"), &unsynced);
+            watch::children::<Deployment>(&client, app, child_synced("iap/deployments"));
+        let (services, service_events) = watch::children::<Service>(&client, app, child_synced("iap/services"));
+        let (ingresses, ingress_events) = watch::children::<Ingress>(&client, app, child_synced("iap/ingresses"));
 
         let (clusters, cluster_writer) = reflector::store();
         let cluster_watch = watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
@@ -266,21 +251,6 @@ fn error_policy(cluster: Arc<Cluster>, error: &mla_common::Error, ctx: Arc<Conte
     Action::requeue(delay)
 }
 
-fn kube_error(verb: &'static str, kind: &str, object: &str, source: kube::Error) -> mla_common::Error {
-    mla_common::Error::Kube { verb, kind: kind.into(), object: object.into(), source: Box::new(source) }
-}
-
-fn owner_reference(cluster: &Cluster) -> OwnerReference {
-    OwnerReference {
-        api_version: "kubermatic.k8c.io/v1".into(),
-        kind: "Cluster".into(),
-        name: cluster.name_any(),
-        uid: cluster.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 /// What the condition should say.
 struct Wanted {
     status: ConditionStatus,
@@ -355,7 +325,7 @@ async fn reconcile_iap(cluster: &Cluster, ctx: &Context) -> Result<Action, mla_c
         users.iter().map(Arc::as_ref),
     );
 
-    let owner = owner_reference(cluster);
+    let owner = cluster.owner_reference();
     let cookie_secret = cookie_secret(ctx, &namespace).await?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let current_secret = ctx.secrets.get(&ObjectRef::new(resources::IAP).within(&namespace));
@@ -434,7 +404,7 @@ async fn cookie_secret(ctx: &Context, namespace: &str) -> Result<String, mla_com
     let live = secrets
         .get_opt(resources::IAP)
         .await
-        .map_err(|e| kube_error("get", "Secret", &format!("{namespace}/{}", resources::IAP), e))?;
+        .map_err(|e| mla_common::Error::kube("get", "Secret", format!("{namespace}/{}", resources::IAP), e))?;
     Ok(usable(live.as_ref()).unwrap_or_else(|| {
         tracing::info!(namespace, "generating the IAP cookie secret");
         resources::generate_cookie_secret()
@@ -444,36 +414,10 @@ async fn cookie_secret(ctx: &Context, namespace: &str) -> Result<String, mla_com
 /// Writes (or, with `None`, removes) this controller's condition when it changes; true
 /// when it changed.
 async fn write_condition(ctx: &Context, cluster: &Cluster, wanted: Option<Wanted>) -> Result<bool, mla_common::Error> {
-    let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION));
-    let conditions = match wanted {
-        None => BTreeMap::new(),
-        Some(Wanted { status, reason, message }) => {
-            let same = existing.is_some_and(|c| {
-                c.status == status && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(&message)
-            });
-            let condition = if same {
-                existing.cloned().unwrap_or_default()
-            } else {
-                Condition {
-                    status,
-                    kubermatic_version: None,
-                    last_heartbeat_time: None,
-                    last_transition_time: if existing.is_none_or(|c| c.status != status) {
-                        Some(Time(k8s_openapi::jiff::Timestamp::now()))
-                    } else {
-                        existing.and_then(|c| c.last_transition_time.clone())
-                    },
-                    reason: Some(reason.into()),
-                    message: Some(message),
-                }
-            };
-            BTreeMap::from([(CONDITION.to_string(), condition)])
-        }
-    };
-    let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
-    desired.status = Some(ClusterStatus { conditions, ..Default::default() });
-    let api: Api<Cluster> = Api::all(ctx.client.clone());
-    Ok(ctx.applier.apply_status(&api, &desired, Some(cluster)).await? == Applied::Patched)
+    let condition = wanted.map(|Wanted { status, reason, message }| {
+        (CONDITION, Condition::next(cluster.condition(CONDITION), status, reason, message))
+    });
+    Ok(status::apply(&ctx.applier, &ctx.client, cluster, condition, None).await? == Applied::Patched)
 }
 
 /// Deletes every object of the IAP in `namespace` that exists.
