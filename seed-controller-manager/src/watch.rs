@@ -1,6 +1,8 @@
 //! Watches shared by the seed controllers.
 
+use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
+use kube::runtime::controller;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
@@ -29,4 +31,21 @@ where
     let watch = watcher(Api::<K>::all(client.clone()), watcher::Config::default().labels(&selector)).default_backoff();
     let stream = on_first_sync(reflector::reflector(writer, watch), synced).touched_objects();
     (store, stream)
+}
+
+/// Runs a controller's results to the end (shutdown). Reconcile errors are logged by each
+/// controller's `error_policy`; what is left to report here are failed watches, which the
+/// controller retries.
+pub async fn report_watch_errors<T, E: std::error::Error + 'static>(
+    results: impl futures::Stream<Item = Result<T, controller::Error<E, watcher::Error>>>,
+    what: &str,
+) {
+    results
+        .for_each(|result| {
+            if let Err(controller::Error::QueueError(error)) = result {
+                tracing::warn!(%error, "{what} watch failed; retrying");
+            }
+            futures::future::ready(())
+        })
+        .await;
 }

@@ -129,7 +129,7 @@ pub(super) fn run(
         let by_namespace = clusters.clone();
         let by_secret = (clusters.clone(), alertmanagers.clone());
         let by_template = (clusters.clone(), shared.mla_namespace.clone());
-        Controller::for_stream(cluster_events, clusters)
+        let results = Controller::for_stream(cluster_events, clusters)
             .watches_stream(alertmanager_events, move |am: Alertmanager| {
                 cluster_of_namespace(&by_namespace, am.namespace())
             })
@@ -157,14 +157,8 @@ pub(super) fn run(
             .reconcile_all_on(futures::stream::select(periodic, leader_gained))
             .with_config(ControllerConfig::default().concurrency(8))
             .graceful_shutdown_on(stop.cancelled_owned())
-            .run(reconcile, error_policy, context)
-            .for_each(|result| {
-                if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
-                    tracing::warn!(%error, "alerting watch failed; retrying");
-                }
-                futures::future::ready(())
-            })
-            .await;
+            .run(reconcile, error_policy, context);
+        crate::watch::report_watch_errors(results, "alerting").await;
     };
     (store, future)
 }

@@ -120,7 +120,7 @@ pub(super) fn run(
         let periodic = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync)).map(|_| ());
         let controller = Controller::new(Api::<RuleGroup>::all(client.clone()), watcher::Config::default());
         let rule_groups = controller.store();
-        controller
+        let results = controller
             // A Cluster's MLA switch decides whether its groups are pushed.
             .watches(Api::<Cluster>::all(client.clone()), watcher::Config::default(), move |cluster: Cluster| {
                 let name = cluster.name_any();
@@ -134,14 +134,8 @@ pub(super) fn run(
             .reconcile_all_on(futures::stream::select(periodic, leader_gained))
             .with_config(ControllerConfig::default().concurrency(8))
             .graceful_shutdown_on(stop.cancelled_owned())
-            .run(reconcile, error_policy, context)
-            .for_each(|result| {
-                if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
-                    tracing::warn!(%error, "rule group watch failed; retrying");
-                }
-                futures::future::ready(())
-            })
-            .await;
+            .run(reconcile, error_policy, context);
+        crate::watch::report_watch_errors(results, "rule group").await;
     }
 }
 

@@ -147,16 +147,8 @@ pub fn run(runtime: &Runtime, settings: GatewaySettings) -> impl std::future::Fu
             .reconcile_all_on(futures::stream::select(periodic, leader_gained))
             .with_config(ControllerConfig::default().concurrency(8))
             .graceful_shutdown_on(stop.cancelled_owned());
-        controller
-            .run(reconcile, error_policy, context)
-            .for_each(|result| {
-                // Reconcile errors are logged by error_policy; what arrives here are watch errors.
-                if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
-                    tracing::warn!(%error, "gateway watch failed; retrying");
-                }
-                futures::future::ready(())
-            })
-            .await;
+        let results = controller.run(reconcile, error_policy, context);
+        crate::watch::report_watch_errors(results, "gateway").await;
     }
 }
 

@@ -199,7 +199,7 @@ pub fn run(
         });
         let periodic = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync_period)).map(|_| ());
         let (by_binding, by_user, by_secret) = (clusters.clone(), clusters.clone(), clusters.clone());
-        Controller::for_stream(cluster_events, clusters)
+        let results = Controller::for_stream(cluster_events, clusters)
             .owns_stream(secret_events)
             .owns_stream(config_map_events)
             .owns_stream(deployment_events)
@@ -213,14 +213,8 @@ pub fn run(
             .reconcile_all_on(futures::stream::select(periodic, leader_gained))
             .with_config(ControllerConfig::default().concurrency(8))
             .graceful_shutdown_on(stop.cancelled_owned())
-            .run(reconcile, error_policy, context)
-            .for_each(|result| {
-                if let Err(kube::runtime::controller::Error::QueueError(error)) = result {
-                    tracing::warn!(%error, "IAP watch failed; retrying");
-                }
-                futures::future::ready(())
-            })
-            .await;
+            .run(reconcile, error_policy, context);
+        crate::watch::report_watch_errors(results, "IAP").await;
     }
 }
 
