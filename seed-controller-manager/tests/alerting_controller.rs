@@ -3,7 +3,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may panic
 
-use std::process::Command;
+mod support;
+
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -14,9 +15,8 @@ use kube::{Api, ResourceExt};
 use mla_common::api::*;
 use mla_e2e::cortex::{CortexServer, Ruler};
 use mla_e2e::master::ensure_namespace;
-use mla_e2e::{ControlPlane, Identity, ManagedProcess, apply_manifest, eventually, free_port, workspace_root};
+use mla_e2e::{ControlPlane, ManagedProcess, apply_manifest, eventually, workspace_root};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_seed-controller-manager");
 const WAIT: Duration = Duration::from_secs(30);
 const RUNTIME_CONFIG: &str = "cortex-runtime-config";
 const RUNTIME_KEY: &str = "runtime_config.yaml";
@@ -35,7 +35,8 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     for namespace in ["kubermatic", "mla"] {
         ensure_namespace(&client, namespace).await?;
     }
-    for manifest in ["rbac.yaml", "rbac-alerting.yaml"] {
+    // The Grafana controller always runs: the binary is ready only with its grants too.
+    for manifest in ["rbac.yaml", "rbac-alerting.yaml", "rbac-grafana.yaml"] {
         apply_manifest(&client, &workspace_root().join("manifests/seed-controller-manager").join(manifest)).await?;
     }
     // Cortex's runtime configuration, with another tenant's limits already in it.
@@ -57,44 +58,20 @@ async fn spawn_binary(
     cortex: &CortexServer,
     mla_enabled: bool,
 ) -> anyhow::Result<(ManagedProcess, String)> {
-    let identity = Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
-    let kubeconfig = plane.kubeconfig(&identity).await?;
-    let port = free_port()?;
-    let mut command = Command::new(BINARY);
-    command
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg(format!("--admin-addr=127.0.0.1:{port}"))
-        .args(["--leader-election-namespace=kubermatic", "--resync-period=3s"])
-        .arg(format!("--enable-user-cluster-mla={mla_enabled}"))
-        .arg(format!("--cortex-alertmanager-url={}", cortex.url()))
-        .arg(format!("--cortex-ruler-url={}", cortex.url()))
-        .arg(format!("--loki-ruler-url={}", cortex.url()))
-        .arg("--cortex-request-timeout=2s")
-        .arg("--log-level=info,kube=warn");
-    let log = plane.dir().join("seed-controller-manager.log");
-    let binary = ManagedProcess::spawn("seed-controller-manager", command, &log)?;
-    let admin = format!("http://127.0.0.1:{port}");
-    let readyz = format!("{admin}/readyz");
-    eventually("the binary to be ready", WAIT, || {
-        let readyz = readyz.clone();
-        async move { Ok(reqwest::get(&readyz).await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
-    })
-    .await
-    .map_err(|e| e.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    Ok((binary, admin))
+    let flags = [
+        format!("--enable-user-cluster-mla={mla_enabled}"),
+        format!("--cortex-alertmanager-url={}", cortex.url()),
+        format!("--cortex-ruler-url={}", cortex.url()),
+        format!("--loki-ruler-url={}", cortex.url()),
+        "--cortex-request-timeout=2s".to_string(),
+    ];
+    let manager = support::spawn_seed_manager(plane, flags, "seed-controller-manager.log", WAIT).await?;
+    Ok((manager.process, manager.admin))
 }
 
 async fn create_cluster(client: &kube::Client, name: &str, monitoring: bool, logging: bool) -> anyhow::Result<()> {
     let clusters: Api<Cluster> = Api::all(client.clone());
-    let mut cluster = Cluster::new(
-        name,
-        ClusterSpec {
-            human_readable_name: Some(name.into()),
-            expose_strategy: Some(ExposeStrategy::Tunneling),
-            mla: Some(MLASettings { monitoring_enabled: monitoring, logging_enabled: logging, ..Default::default() }),
-        },
-    );
-    cluster.metadata.labels = Some([(PROJECT_ID_LABEL.to_string(), "p1".to_string())].into());
+    let cluster = support::cluster(name, "p1", monitoring, logging);
     clusters.create(&PostParams::default(), &cluster).await?;
     let namespace = format!("cluster-{name}");
     ensure_namespace(client, &namespace).await?;

@@ -3,7 +3,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may panic
 
-use std::process::Command;
+mod support;
+
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -15,9 +16,8 @@ use kube::{Api, ResourceExt};
 use mla_common::api::*;
 use mla_common::pki;
 use mla_e2e::master::ensure_namespace;
-use mla_e2e::{ControlPlane, Identity, ManagedProcess, eventually, free_port, write_requests_by_resource};
+use mla_e2e::{ControlPlane, ManagedProcess, eventually, write_requests_by_resource};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_seed-controller-manager");
 const WAIT: Duration = Duration::from_secs(30);
 
 struct Seed {
@@ -32,39 +32,14 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     ensure_namespace(&plane.client(), "kubermatic").await?;
     // Every grant of the binary (rbac*.yaml; the Grafana Role lives in the MLA namespace).
     mla_e2e::apply_seed_manager_rbac(&plane.client()).await?;
-    let identity = Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
-    let kubeconfig = plane.kubeconfig(&identity).await?;
-    let port = free_port()?;
-    let mut command = Command::new(BINARY);
-    command
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg(format!("--admin-addr=127.0.0.1:{port}"))
-        .args(["--leader-election-namespace=kubermatic", "--enable-user-cluster-mla=true", "--resync-period=3s"])
-        .arg("--log-level=info,kube=warn");
-    let log = plane.dir().join("seed-controller-manager.log");
-    let binary = ManagedProcess::spawn("seed-controller-manager", command, &log)?;
-    let admin = format!("http://127.0.0.1:{port}");
-    let readyz = format!("{admin}/readyz");
-    eventually("the binary to be ready", WAIT, || {
-        let readyz = readyz.clone();
-        async move { Ok(reqwest::get(&readyz).await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
-    })
-    .await
-    .map_err(|e| e.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    Ok(Seed { plane, _binary: binary, admin })
+    let manager =
+        support::spawn_seed_manager(&plane, ["--enable-user-cluster-mla=true"], "seed-controller-manager.log", WAIT)
+            .await?;
+    Ok(Seed { plane, _binary: manager.process, admin: manager.admin })
 }
 
 fn cluster(name: &str, monitoring: bool, logging: bool) -> Cluster {
-    let mut cluster = Cluster::new(
-        name,
-        ClusterSpec {
-            human_readable_name: Some(name.into()),
-            expose_strategy: Some(ExposeStrategy::Tunneling),
-            mla: Some(MLASettings { monitoring_enabled: monitoring, logging_enabled: logging, ..Default::default() }),
-        },
-    );
-    cluster.metadata.labels = Some([(PROJECT_ID_LABEL.to_string(), "p1".to_string())].into());
-    cluster
+    support::cluster(name, "p1", monitoring, logging)
 }
 
 async fn set_status(clusters: &Api<Cluster>, name: &str, status: serde_json::Value) -> anyhow::Result<()> {

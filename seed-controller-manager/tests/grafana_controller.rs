@@ -3,8 +3,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may panic
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -14,10 +15,9 @@ use kube::{Api, ResourceExt};
 use mla_common::api::*;
 use mla_e2e::grafana::GrafanaServer;
 use mla_e2e::master::ensure_namespace;
-use mla_e2e::{ControlPlane, Identity, ManagedProcess, apply_manifest, eventually, free_port, workspace_root};
+use mla_e2e::{ControlPlane, ManagedProcess, apply_manifest, workspace_root};
 use serde_json::{Value, json};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_seed-controller-manager");
 const WAIT: Duration = Duration::from_secs(40);
 const ADMIN: &str = "admin";
 const PASSWORD: &str = "grafana-admin-password";
@@ -44,6 +44,8 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     let manifests = workspace_root().join("manifests/seed-controller-manager");
     apply_manifest(&client, &manifests.join("rbac.yaml")).await?;
     apply_manifest(&client, &manifests.join("rbac-grafana.yaml")).await?;
+    // The alerting controllers always run: the binary is ready only with their grants too.
+    apply_manifest(&client, &manifests.join("rbac-alerting.yaml")).await?;
     let grafana = GrafanaServer::start(ADMIN, PASSWORD).await?;
     let secret = Secret {
         metadata: ObjectMeta { name: Some("grafana".into()), ..Default::default() },
@@ -66,28 +68,13 @@ async fn spawn(
     mla: bool,
     log_name: &str,
 ) -> anyhow::Result<(ManagedProcess, std::path::PathBuf, String)> {
-    let identity = Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
-    let kubeconfig = plane.kubeconfig(&identity).await?;
-    let port = free_port()?;
-    let mut command = Command::new(BINARY);
-    command
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg(format!("--admin-addr=127.0.0.1:{port}"))
-        .arg(format!("--grafana-url={}", grafana.url()))
-        .arg(format!("--enable-user-cluster-mla={mla}"))
-        .args(["--leader-election-namespace=kubermatic", "--resync-period=3s"])
-        .arg("--grafana-timeout=2s")
-        .arg("--log-level=info,kube=warn");
-    let log = plane.dir().join(log_name);
-    let binary = ManagedProcess::spawn("seed-controller-manager", command, &log)?;
-    let readyz = format!("http://127.0.0.1:{port}/readyz");
-    eventually("the binary to be ready", WAIT, || {
-        let readyz = readyz.clone();
-        async move { Ok(reqwest::get(&readyz).await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
-    })
-    .await
-    .map_err(|e| e.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    Ok((binary, log, format!("http://127.0.0.1:{port}")))
+    let flags = [
+        format!("--grafana-url={}", grafana.url()),
+        format!("--enable-user-cluster-mla={mla}"),
+        "--grafana-timeout=2s".to_string(),
+    ];
+    let manager = support::spawn_seed_manager(plane, flags, log_name, WAIT).await?;
+    Ok((manager.process, manager.log, manager.admin))
 }
 
 impl Seed {
@@ -197,15 +184,8 @@ fn binding(name: &str, email: &str, project: &str, role: &str) -> UserProjectBin
 }
 
 fn cluster(name: &str, project: &str, monitoring: bool, logging: bool) -> Cluster {
-    let mut cluster = Cluster::new(
-        name,
-        ClusterSpec {
-            human_readable_name: Some(format!("{name} shop")),
-            expose_strategy: Some(ExposeStrategy::Tunneling),
-            mla: Some(MLASettings { monitoring_enabled: monitoring, logging_enabled: logging, ..Default::default() }),
-        },
-    );
-    cluster.metadata.labels = Some([(PROJECT_ID_LABEL.to_string(), project.to_string())].into());
+    let mut cluster = support::cluster(name, project, monitoring, logging);
+    cluster.spec.human_readable_name = Some(format!("{name} shop"));
     cluster
 }
 

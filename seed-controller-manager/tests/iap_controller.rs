@@ -3,8 +3,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may panic
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,12 +18,8 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use mla_common::api::*;
 use mla_e2e::master::ensure_namespace;
-use mla_e2e::{
-    ControlPlane, Identity, ManagedProcess, apply_manifest, eventually, free_port, workspace_root,
-    write_requests_by_resource,
-};
+use mla_e2e::{ControlPlane, ManagedProcess, apply_manifest, eventually, workspace_root, write_requests_by_resource};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_seed-controller-manager");
 const WAIT: Duration = Duration::from_secs(30);
 const NS: &str = "cluster-c1";
 
@@ -43,7 +40,8 @@ const IAP_FLAGS: &[&str] = &[
     "--iap-tls-secret=iap-tls",
 ];
 
-/// A seed with the binary running as its ServiceAccount under `manifests`, with `flags`.
+/// A seed with the binary running as its ServiceAccount under `manifests` (and the grants
+/// of the controllers that always run), with `flags`.
 async fn start(name: &str, manifests: &[&str], flags: &[&str]) -> anyhow::Result<Seed> {
     let plane = ControlPlane::start(name).await?;
     plane.install_crds().await?;
@@ -51,43 +49,19 @@ async fn start(name: &str, manifests: &[&str], flags: &[&str]) -> anyhow::Result
     for namespace in ["kubermatic", "mla", NS] {
         ensure_namespace(&client, namespace).await?;
     }
-    for manifest in manifests {
+    // The Grafana and alerting controllers always run: the binary is ready only with their
+    // grants too.
+    for manifest in manifests.iter().chain(&["rbac-grafana.yaml", "rbac-alerting.yaml"]) {
         apply_manifest(&client, &workspace_root().join("manifests/seed-controller-manager").join(manifest)).await?;
     }
-    let identity = Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
-    let kubeconfig = plane.kubeconfig(&identity).await?;
-    let port = free_port()?;
-    let mut command = Command::new(BINARY);
-    command
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg(format!("--admin-addr=127.0.0.1:{port}"))
-        .args(["--leader-election-namespace=kubermatic", "--enable-user-cluster-mla=true", "--resync-period=3s"])
-        .args(flags)
-        .arg("--log-level=info,kube=warn");
-    let log = plane.dir().join("seed-controller-manager.log");
-    let binary = ManagedProcess::spawn("seed-controller-manager", command, &log)?;
-    let admin = format!("http://127.0.0.1:{port}");
-    let readyz = format!("{admin}/readyz");
-    eventually("the binary to be ready", WAIT, || {
-        let readyz = readyz.clone();
-        async move { Ok(reqwest::get(&readyz).await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
-    })
-    .await
-    .map_err(|e| e.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
-    Ok(Seed { plane, _binary: binary, admin, log })
+    let mut all_flags = vec!["--enable-user-cluster-mla=true"];
+    all_flags.extend_from_slice(flags);
+    let manager = support::spawn_seed_manager(&plane, all_flags, "seed-controller-manager.log", WAIT).await?;
+    Ok(Seed { plane, _binary: manager.process, admin: manager.admin, log: manager.log })
 }
 
 fn cluster(name: &str, project: &str) -> Cluster {
-    let mut cluster = Cluster::new(
-        name,
-        ClusterSpec {
-            human_readable_name: Some(name.into()),
-            expose_strategy: Some(ExposeStrategy::Tunneling),
-            mla: Some(MLASettings { monitoring_enabled: true, ..Default::default() }),
-        },
-    );
-    cluster.metadata.labels = Some([(PROJECT_ID_LABEL.to_string(), project.to_string())].into());
-    cluster
+    support::cluster(name, project, true, false)
 }
 
 fn binding(name: &str, email: &str, project: &str) -> UserProjectBinding {

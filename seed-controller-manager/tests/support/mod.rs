@@ -521,3 +521,60 @@ pub fn scratch_server(dir: &ScratchDir) -> seed_controller_manager::gateway::ngi
         },
     }
 }
+
+/// The seed-controller-manager binary of a controller test, running as its ServiceAccount.
+pub struct SeedManager {
+    pub process: mla_e2e::ManagedProcess,
+    /// Base URL of its admin server.
+    pub admin: String,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+/// Runs the binary as the `kubermatic/seed-controller-manager` ServiceAccount of `plane`
+/// (its RBAC applied by the caller) with the flags every controller test uses and `flags`,
+/// logging to `log_name` in the plane's directory, and waits up to `wait` until it is ready.
+pub async fn spawn_seed_manager<S: AsRef<std::ffi::OsStr>>(
+    plane: &mla_e2e::ControlPlane,
+    flags: impl IntoIterator<Item = S>,
+    log_name: &str,
+    wait: Duration,
+) -> anyhow::Result<SeedManager> {
+    let identity =
+        mla_e2e::Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
+    let kubeconfig = plane.kubeconfig(&identity).await?;
+    let port = mla_e2e::free_port()?;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_seed-controller-manager"));
+    command
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--admin-addr=127.0.0.1:{port}"))
+        .args(["--leader-election-namespace=kubermatic", "--resync-period=3s"])
+        .args(flags)
+        .arg("--log-level=info,kube=warn");
+    let log = plane.dir().join(log_name);
+    let process = mla_e2e::ManagedProcess::spawn("seed-controller-manager", command, &log)?;
+    let admin = format!("http://127.0.0.1:{port}");
+    let readyz = format!("{admin}/readyz");
+    mla_e2e::eventually("the binary to be ready", wait, || {
+        let readyz = readyz.clone();
+        async move { Ok(reqwest::get(&readyz).await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
+    })
+    .await
+    .map_err(|e| e.context(std::fs::read_to_string(&log).unwrap_or_default()))?;
+    Ok(SeedManager { process, admin, log })
+}
+
+/// A Cluster of `project` with monitoring and logging as given (status is set separately).
+pub fn cluster(name: &str, project: &str, monitoring: bool, logging: bool) -> mla_common::api::Cluster {
+    use mla_common::api::{Cluster, ClusterSpec, ExposeStrategy, MLASettings, PROJECT_ID_LABEL};
+    let mut cluster = Cluster::new(
+        name,
+        ClusterSpec {
+            human_readable_name: Some(name.into()),
+            expose_strategy: Some(ExposeStrategy::Tunneling),
+            mla: Some(MLASettings { monitoring_enabled: monitoring, logging_enabled: logging, ..Default::default() }),
+        },
+    );
+    cluster.metadata.labels = Some([(PROJECT_ID_LABEL.to_string(), project.to_string())].into());
+    cluster
+}
