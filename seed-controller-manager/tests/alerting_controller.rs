@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use mla_common::api::*;
@@ -128,29 +127,7 @@ async fn cluster_condition(client: &kube::Client, name: &str, reason: &str) -> a
 }
 
 async fn event(client: &kube::Client, namespace: &str, reason: &str, contains: &str) -> anyhow::Result<()> {
-    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let found = eventually(&format!("a {reason} Event in {namespace}"), WAIT, || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&Default::default()).await?;
-            Ok(list
-                .items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some(reason)
-                        && e.type_.as_deref() == Some("Warning")
-                        && e.note.as_deref().unwrap_or_default().contains(contains)
-                })
-                .then_some(()))
-        }
-    })
-    .await;
-    if found.is_err() {
-        let list = events.list(&Default::default()).await?;
-        let seen: Vec<_> = list.items.into_iter().map(|e| (e.reason, e.note)).collect();
-        anyhow::bail!("no {reason} Event with {contains:?} in {namespace}; events: {seen:?}");
-    }
-    Ok(())
+    support::warning_event(client, namespace, reason, contains, WAIT).await
 }
 
 async fn runtime_config(client: &kube::Client) -> anyhow::Result<serde_yaml::Value> {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -260,19 +259,7 @@ async fn gateway_lifecycle() -> anyhow::Result<()> {
         .and_then(|c| c.message.clone())
         .unwrap_or_default();
     assert!(message.contains("spec.monitoringRateLimits.ingestionRate"), "{message}");
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    eventually("an InvalidGatewaySettings Event", WAIT, || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&Default::default()).await?;
-            Ok(list
-                .items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("InvalidGatewaySettings") && e.type_.as_deref() == Some("Warning"))
-                .then_some(()))
-        }
-    })
-    .await?;
+    support::warning_event(&client, "default", "InvalidGatewaySettings", "", WAIT).await?;
     assert_eq!(
         configs.get("mla-gateway").await?.data.unwrap_or_default()["nginx.conf"],
         good_conf,

@@ -11,7 +11,6 @@ use std::time::Duration;
 use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -245,19 +244,7 @@ async fn iap_lifecycle() -> anyhow::Result<()> {
     })
     .await?;
     assert!(rejected.contains("evil@attacker.example,mallory"), "{rejected}");
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    eventually("an InvalidEmail Event", WAIT, || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&Default::default()).await?;
-            Ok(list
-                .items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("InvalidEmail") && e.type_.as_deref() == Some("Warning"))
-                .then_some(()))
-        }
-    })
-    .await?;
+    support::warning_event(&client, "default", "InvalidEmail", "", WAIT).await?;
 
     // Available replicas make the condition True.
     let available = serde_json::json!({"status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1, "observedGeneration": 1}});

@@ -578,3 +578,37 @@ pub fn cluster(name: &str, project: &str, monitoring: bool, logging: bool) -> ml
     cluster.metadata.labels = Some([(PROJECT_ID_LABEL.to_string(), project.to_string())].into());
     cluster
 }
+
+/// Waits up to `wait` for a Warning Event with `reason` whose note contains `contains` in
+/// `namespace`; failing, lists the Events there.
+pub async fn warning_event(
+    client: &kube::Client,
+    namespace: &str,
+    reason: &str,
+    contains: &str,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(client.clone(), namespace);
+    let found = mla_e2e::eventually(&format!("a {reason} Event in {namespace}"), wait, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await?;
+            Ok(list
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.note.as_deref().unwrap_or_default().contains(contains)
+                })
+                .then_some(()))
+        }
+    })
+    .await;
+    if found.is_err() {
+        let list = events.list(&Default::default()).await?;
+        let seen: Vec<_> = list.items.into_iter().map(|e| (e.reason, e.note)).collect();
+        anyhow::bail!("no {reason} Event with {contains:?} in {namespace}; events: {seen:?}");
+    }
+    Ok(())
+}
