@@ -13,6 +13,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use mla_common::api::*;
+use mla_e2e::cortex::CortexServer;
 use mla_e2e::grafana::GrafanaServer;
 use mla_e2e::master::ensure_namespace;
 use mla_e2e::{ControlPlane, ManagedProcess, apply_manifest, workspace_root};
@@ -28,6 +29,9 @@ const CONDITION: &str = "MLAGrafanaReady";
 struct Seed {
     plane: ControlPlane,
     grafana: GrafanaServer,
+    /// Where the alerting controllers (always running) find Cortex and Loki: the Clusters'
+    /// finalizer is removed only once their tenants are cleaned up there.
+    cortex: CortexServer,
     http: reqwest::Client,
     binary: ManagedProcess,
     log: std::path::PathBuf,
@@ -57,14 +61,16 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     };
     Api::<Secret>::namespaced(client.clone(), "mla").create(&PostParams::default(), &secret).await?;
 
-    let (binary, log, admin) = spawn(&plane, &grafana, true, "seed-controller-manager.log").await?;
-    Ok(Seed { plane, grafana, http: reqwest::Client::new(), binary, log, admin })
+    let cortex = CortexServer::start().await?;
+    let (binary, log, admin) = spawn(&plane, &grafana, &cortex, true, "seed-controller-manager.log").await?;
+    Ok(Seed { plane, grafana, cortex, http: reqwest::Client::new(), binary, log, admin })
 }
 
-/// Runs the binary (as its ServiceAccount) against `grafana` until it is ready.
+/// Runs the binary (as its ServiceAccount) against `grafana` and `cortex` until it is ready.
 async fn spawn(
     plane: &ControlPlane,
     grafana: &GrafanaServer,
+    cortex: &CortexServer,
     mla: bool,
     log_name: &str,
 ) -> anyhow::Result<(ManagedProcess, std::path::PathBuf, String)> {
@@ -72,6 +78,9 @@ async fn spawn(
         format!("--grafana-url={}", grafana.url()),
         format!("--enable-user-cluster-mla={mla}"),
         "--grafana-timeout=2s".to_string(),
+        format!("--cortex-alertmanager-url={}", cortex.url()),
+        format!("--cortex-ruler-url={}", cortex.url()),
+        format!("--loki-ruler-url={}", cortex.url()),
     ];
     let manager = support::spawn_seed_manager(plane, flags, log_name, WAIT).await?;
     Ok((manager.process, manager.log, manager.admin))
@@ -136,7 +145,8 @@ impl Seed {
     async fn restart(&mut self, mla: bool) -> anyhow::Result<()> {
         self.binary.terminate();
         self.binary.wait_timeout(Duration::from_secs(10)).await;
-        let (binary, log, admin) = spawn(&self.plane, &self.grafana, mla, "seed-controller-manager-2.log").await?;
+        let (binary, log, admin) =
+            spawn(&self.plane, &self.grafana, &self.cortex, mla, "seed-controller-manager-2.log").await?;
         self.binary = binary;
         self.log = log;
         self.admin = admin;
