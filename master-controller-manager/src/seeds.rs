@@ -292,6 +292,16 @@ fn resolve(seed: &Seed, namespace: &str, secrets: &Store<Secret>) -> Result<Stri
     })
 }
 
+/// How long a seed client waits for the next bytes of an answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Server-side timeout of watches through a seed client: shorter than [`READ_TIMEOUT`],
+/// so that the API server ends a quiet watch (which the watcher then resumes) before the
+/// client's read timeout breaks it. A watch may carry nothing for minutes: the API server
+/// sends bookmarks at most every minute, and none at all for a kind without a change
+/// since it started.
+pub const WATCH_TIMEOUT_SECS: u32 = 45;
+
 async fn client_from_kubeconfig(kubeconfig: &str) -> Result<kube::Client, Problem> {
     let invalid =
         |what: &str, error: String| Problem { reason: "KubeconfigInvalid", message: format!("{what}: {error}") };
@@ -302,7 +312,7 @@ async fn client_from_kubeconfig(kubeconfig: &str) -> Result<kube::Client, Proble
         .map_err(|e| invalid("loading the kubeconfig", e.to_string()))?;
     // A seed that does not answer must fail fast so it never holds up a sync pass.
     config.connect_timeout = Some(Duration::from_secs(5));
-    config.read_timeout = Some(Duration::from_secs(60));
+    config.read_timeout = Some(READ_TIMEOUT);
     kube::Client::try_from(config).map_err(|e| invalid("building a client", e.to_string()))
 }
 

@@ -362,3 +362,87 @@ async fn a_master_that_is_its_own_seed_writes_nothing() -> anyhow::Result<()> {
     assert!(seed_writes <= 1, "{seed_writes} writes to kubermatic.k8c.io objects");
     Ok(())
 }
+
+/// After a seed's API server restarts, the seed's watches resume (without a new list)
+/// and sit idle; deleting originals must still delete their copies. Regressions: the sync
+/// kept a kind of a seed "unreachable" after any watch error not followed by a complete
+/// list, and the seed client's read timeout broke every watch idle for a minute; either
+/// way the copies were never deleted again.
+#[tokio::test]
+async fn deletions_reach_a_seed_long_after_its_api_server_restarted() -> anyhow::Result<()> {
+    const FOREIGN: &str = "test.mla.k8c.io/hold";
+    let mut setup = Setup::new("restart", 1).await?;
+    setup.start_binary("10m").await?;
+    let master = setup.master.client();
+    let seed = setup.seeds[0].client();
+    Api::<Project>::all(master.clone()).create(&PostParams::default(), &project("p1", "One", &[])).await?;
+    let user = User::new("u1", UserSpec { email: "a@example.com".into(), name: "A".into(), admin: false });
+    Api::<User>::all(master.clone()).create(&PostParams::default(), &user).await?;
+    let binding = UserProjectBindingSpec {
+        user_email: "a@example.com".into(),
+        project_id: "p1".into(),
+        group: "editors-p1".into(),
+    };
+    Api::<UserProjectBinding>::all(master.clone())
+        .create(&PostParams::default(), &UserProjectBinding::new("b1", binding))
+        .await?;
+    wait_copied::<Project>(&setup, "p1").await?;
+    wait_copied::<User>(&setup, "u1").await?;
+    wait_copied::<UserProjectBinding>(&setup, "b1").await?;
+    // A finalizer of someone else on each copy (as the seed manager's controllers add).
+    let hold = serde_json::json!({"metadata": {"finalizers": [FOREIGN]}});
+    Api::<Project>::all(seed.clone()).patch("p1", &PatchParams::default(), &Patch::Merge(&hold)).await?;
+    Api::<User>::all(seed.clone()).patch("u1", &PatchParams::default(), &Patch::Merge(&hold)).await?;
+    Api::<UserProjectBinding>::all(seed.clone()).patch("b1", &PatchParams::default(), &Patch::Merge(&hold)).await?;
+
+    setup.seeds[0].stop_apiserver();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    setup.seeds[0].start_apiserver().await?;
+    // The watches resume, then sit idle for over a minute: without failing.
+    let log = setup.master.dir().join("master-controller-manager.log");
+    let failures = || std::fs::read_to_string(&log).unwrap_or_default().matches("seed unreachable").count();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let resumed = failures();
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    assert_eq!(
+        failures(),
+        resumed,
+        "seed watches failed while idle; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let deleted = Instant::now();
+    Api::<Project>::all(master.clone()).delete("p1", &DeleteParams::default()).await?;
+    Api::<User>::all(master.clone()).delete("u1", &DeleteParams::default()).await?;
+    Api::<UserProjectBinding>::all(master.clone()).delete("b1", &DeleteParams::default()).await?;
+    released::<Project>(&setup, "p1", FOREIGN).await?;
+    released::<User>(&setup, "u1", FOREIGN).await?;
+    released::<UserProjectBinding>(&setup, "b1", FOREIGN).await?;
+    println!("the copies were deleted within {:?} of the originals", deleted.elapsed());
+    Ok(())
+}
+
+/// Waits until seed 0's copy of `name` is marked deleted, removes `finalizer` from it,
+/// and waits until the copy and the original are gone.
+async fn released<K>(setup: &Setup, name: &str, finalizer: &str) -> anyhow::Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let copies = Api::<K>::all(setup.seeds[0].client());
+    let log = setup.master.dir().join("master-controller-manager.log");
+    eventually(&format!("the copy {name} marked deleted"), WAIT, || {
+        let copies = copies.clone();
+        async move { Ok(copies.get(name).await?.meta().deletion_timestamp.as_ref().map(|_| ())) }
+    })
+    .await
+    .map_err(|e| e.context(format!("log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())))?;
+    let copy = copies.get(name).await?;
+    let rest: Vec<&String> = copy.finalizers().iter().filter(|f| *f != finalizer).collect();
+    let release = serde_json::json!({"metadata": {"finalizers": rest, "resourceVersion": copy.resource_version()}});
+    copies.patch(name, &PatchParams::default(), &Patch::Merge(&release)).await?;
+    wait_gone::<K>(&setup.seeds[0], name).await?;
+    wait_gone::<K>(&setup.master, name).await
+}
