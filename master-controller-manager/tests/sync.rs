@@ -364,36 +364,14 @@ async fn a_master_that_is_its_own_seed_writes_nothing() -> anyhow::Result<()> {
 }
 
 /// After a seed's API server restarts, the seed's watches resume (without a new list)
-/// and sit idle; deleting originals must still delete their copies. Regressions: the sync
-/// kept a kind of a seed "unreachable" after any watch error not followed by a complete
-/// list, and the seed client's read timeout broke every watch idle for a minute; either
-/// way the copies were never deleted again.
+/// and sit idle; deleting originals must still delete their copies. Regression: the seed
+/// client's read timeout broke every watch idle for a minute (and each such failure left
+/// the kind "unreachable", see the next test), so copies were never deleted again.
 #[tokio::test]
 async fn deletions_reach_a_seed_long_after_its_api_server_restarted() -> anyhow::Result<()> {
-    const FOREIGN: &str = "test.mla.k8c.io/hold";
     let mut setup = Setup::new("restart", 1).await?;
     setup.start_binary("10m").await?;
-    let master = setup.master.client();
-    let seed = setup.seeds[0].client();
-    Api::<Project>::all(master.clone()).create(&PostParams::default(), &project("p1", "One", &[])).await?;
-    let user = User::new("u1", UserSpec { email: "a@example.com".into(), name: "A".into(), admin: false });
-    Api::<User>::all(master.clone()).create(&PostParams::default(), &user).await?;
-    let binding = UserProjectBindingSpec {
-        user_email: "a@example.com".into(),
-        project_id: "p1".into(),
-        group: "editors-p1".into(),
-    };
-    Api::<UserProjectBinding>::all(master.clone())
-        .create(&PostParams::default(), &UserProjectBinding::new("b1", binding))
-        .await?;
-    wait_copied::<Project>(&setup, "p1").await?;
-    wait_copied::<User>(&setup, "u1").await?;
-    wait_copied::<UserProjectBinding>(&setup, "b1").await?;
-    // A finalizer of someone else on each copy (as the seed manager's controllers add).
-    let hold = serde_json::json!({"metadata": {"finalizers": [FOREIGN]}});
-    Api::<Project>::all(seed.clone()).patch("p1", &PatchParams::default(), &Patch::Merge(&hold)).await?;
-    Api::<User>::all(seed.clone()).patch("u1", &PatchParams::default(), &Patch::Merge(&hold)).await?;
-    Api::<UserProjectBinding>::all(seed.clone()).patch("b1", &PatchParams::default(), &Patch::Merge(&hold)).await?;
+    copies_held(&setup).await?;
 
     setup.seeds[0].stop_apiserver();
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -410,14 +388,93 @@ async fn deletions_reach_a_seed_long_after_its_api_server_restarted() -> anyhow:
         "seed watches failed while idle; log:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    delete_and_release(&setup).await
+}
 
+/// A seed watch broken by the network (not by the API server: no new list is needed to
+/// resume it) must not leave the seed "unreachable". Regression: the sync marked a kind
+/// reachable only on a complete list, so after such a break it never wrote to the seed
+/// again, deletions included.
+#[tokio::test]
+async fn deletions_reach_a_seed_after_its_connections_broke() -> anyhow::Result<()> {
+    let mut setup = Setup::new("cut", 1).await?;
+    // The binary reaches the seed through a proxy that can break every connection.
+    let (proxy, cut) = proxy_to(&setup.seeds[0].url()).await?;
+    let kubeconfig = std::fs::read_to_string(setup.seeds[0].kubeconfig(&seed_identity()).await?)?
+        .replace(&setup.seeds[0].url(), &proxy);
+    put_secret(&setup.master, "seed-0-kubeconfig", &kubeconfig).await?;
+    setup.start_binary("10m").await?;
+    copies_held(&setup).await?;
+
+    cut.send_modify(|generation| *generation += 1);
+    // The watches fail and resume (after the watcher's backoff).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    delete_and_release(&setup).await
+}
+
+/// A TCP proxy on loopback to the host and port of `url`, and a counter that breaks every
+/// open connection when bumped. Returns the proxy's URL.
+async fn proxy_to(url: &str) -> anyhow::Result<(String, tokio::sync::watch::Sender<u64>)> {
+    let upstream = url.trim_start_matches("https://").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("https://{}", listener.local_addr()?);
+    let (cut, generation) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            let mut generation = generation.clone();
+            generation.mark_unchanged();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = generation.changed() => {}
+                }
+            });
+        }
+    });
+    Ok((address, cut))
+}
+
+const FOREIGN: &str = "test.mla.k8c.io/hold";
+
+/// Creates p1, u1 and b1 in the master and waits for their copies in seed 0, which then
+/// get a finalizer of someone else (as the seed manager's controllers add).
+async fn copies_held(setup: &Setup) -> anyhow::Result<()> {
+    let master = setup.master.client();
+    let seed = setup.seeds[0].client();
+    Api::<Project>::all(master.clone()).create(&PostParams::default(), &project("p1", "One", &[])).await?;
+    let user = User::new("u1", UserSpec { email: "a@example.com".into(), name: "A".into(), admin: false });
+    Api::<User>::all(master.clone()).create(&PostParams::default(), &user).await?;
+    let binding = UserProjectBindingSpec {
+        user_email: "a@example.com".into(),
+        project_id: "p1".into(),
+        group: "editors-p1".into(),
+    };
+    Api::<UserProjectBinding>::all(master.clone())
+        .create(&PostParams::default(), &UserProjectBinding::new("b1", binding))
+        .await?;
+    wait_copied::<Project>(setup, "p1").await?;
+    wait_copied::<User>(setup, "u1").await?;
+    wait_copied::<UserProjectBinding>(setup, "b1").await?;
+    let hold = serde_json::json!({"metadata": {"finalizers": [FOREIGN]}});
+    Api::<Project>::all(seed.clone()).patch("p1", &PatchParams::default(), &Patch::Merge(&hold)).await?;
+    Api::<User>::all(seed.clone()).patch("u1", &PatchParams::default(), &Patch::Merge(&hold)).await?;
+    Api::<UserProjectBinding>::all(seed.clone()).patch("b1", &PatchParams::default(), &Patch::Merge(&hold)).await?;
+    Ok(())
+}
+
+/// Deletes p1, u1 and b1 in the master; each copy must be marked deleted promptly, and
+/// once released goes with its original.
+async fn delete_and_release(setup: &Setup) -> anyhow::Result<()> {
+    let master = setup.master.client();
     let deleted = Instant::now();
     Api::<Project>::all(master.clone()).delete("p1", &DeleteParams::default()).await?;
     Api::<User>::all(master.clone()).delete("u1", &DeleteParams::default()).await?;
     Api::<UserProjectBinding>::all(master.clone()).delete("b1", &DeleteParams::default()).await?;
-    released::<Project>(&setup, "p1", FOREIGN).await?;
-    released::<User>(&setup, "u1", FOREIGN).await?;
-    released::<UserProjectBinding>(&setup, "b1", FOREIGN).await?;
+    released::<Project>(setup, "p1", FOREIGN).await?;
+    released::<User>(setup, "u1", FOREIGN).await?;
+    released::<UserProjectBinding>(setup, "b1", FOREIGN).await?;
     println!("the copies were deleted within {:?} of the originals", deleted.elapsed());
     Ok(())
 }
