@@ -297,9 +297,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Server-side timeout of watches through a seed client: shorter than [`READ_TIMEOUT`],
 /// so that the API server ends a quiet watch (which the watcher then resumes) before the
-/// client's read timeout breaks it. A watch may carry nothing for minutes: the API server
-/// sends bookmarks at most every minute, and none at all for a kind without a change
-/// since it started.
+/// client's read timeout breaks it. A watch may carry nothing for over a minute: the API
+/// server sends bookmarks no more than once a minute, and after it restarted quiet watches
+/// were seen to get nothing at all for longer.
 pub const WATCH_TIMEOUT_SECS: u32 = 45;
 
 async fn client_from_kubeconfig(kubeconfig: &str) -> Result<kube::Client, Problem> {
