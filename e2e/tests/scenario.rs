@@ -6,7 +6,9 @@
 //!
 //! Faults on the way: the seed manager's leader is killed, the seed's API server is
 //! stopped (so the master cannot reach it) while the master changes, and Grafana is
-//! unavailable for 30 s.
+//! unavailable for 30 s; a steady state then makes no writes, and a Project deleted
+//! afterwards still reaches the seed and Grafana (the restart once left the master's seed
+//! watches stuck).
 //!
 //! Needs the binaries built (`cargo test --workspace` does that; alone: `cargo build
 //! --bins` first).
@@ -528,6 +530,17 @@ async fn the_whole_system_end_to_end() {
         anyhow::ensure!(world.grafana.mutations().total() == 0, "Grafana mutations: {:?}", world.grafana.mutations());
         anyhow::ensure!(world.cortex.total_mutations() == cortex_before, "mutating Cortex calls in steady state");
         Ok(())
+    })
+    .await;
+
+    step("12", "after all that, deleting the last Project in the master removes its organization", async {
+        Api::<Project>::all(world.master.client()).delete("p1", &Default::default()).await?;
+        until_absent("Project p1 gone from the seed", &Api::<Project>::all(world.seed.client()), "p1").await?;
+        until_absent("Project p1 gone from the master", &Api::<Project>::all(world.master.client()), "p1").await?;
+        eventually("org Team-p1 deleted", TIMEOUT, || async {
+            Ok(grafana.org_id("Team-p1").await?.is_none().then_some(()))
+        })
+        .await
     })
     .await;
 
