@@ -143,6 +143,8 @@ install() {
   done
   log "installing master-controller-manager into mla-master"
   kc mla-master apply --server-side -k "$(overlay master master-controller-manager)"
+  # The MLA stack's namespace holds the Grafana controller's Role (rbac-grafana.yaml).
+  kc mla-seed create namespace mla --dry-run=client -o yaml | kc mla-seed apply -f - >/dev/null
   log "installing seed-controller-manager into mla-seed"
   # The seed manager tells each user-cluster-controller-manager the image to run.
   local seed_patch
