@@ -151,13 +151,14 @@ impl Runtime {
         let shutdown = self.shutdown.clone();
         let watch_name = name.to_string();
         let task = async move {
-            let stream = mark_synced(reflector::reflector(writer, watcher(api, config)).default_backoff(), gate)
-                .for_each(|event| {
-                    if let Err(error) = event {
-                        tracing::warn!(watch = %watch_name, %error, "watch failed; retrying");
-                    }
-                    futures::future::ready(())
-                });
+            let stream =
+                mark_synced(reflector::reflector(writer, relisting_watcher(api, config)).default_backoff(), gate)
+                    .for_each(|event| {
+                        if let Err(error) = event {
+                            tracing::warn!(watch = %watch_name, %error, "watch failed; retrying");
+                        }
+                        futures::future::ready(())
+                    });
             tokio::select! {
                 () = stream => {}
                 () = shutdown.cancelled() => {}
@@ -276,4 +277,31 @@ fn default_identity() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
     format!("{host}-{:08x}", rand::random::<u32>())
+}
+
+/// [`kube::runtime::watcher`], restarted from a fresh list after any error.
+///
+/// kube-runtime's watcher relists only after a 410; after other errors it resumes the
+/// watch from its last resourceVersion. Right after an API server restart such resumed
+/// watches were seen to fail again and again (streams dropped, the same stale
+/// resourceVersion refused) for minutes, so a controller kept acting on a stale cache.
+/// Starting over with a list after every error bounds that to one backoff period. Use it
+/// with `.default_backoff()` like the plain watcher.
+pub fn relisting_watcher<K>(
+    api: kube::Api<K>,
+    config: kube::runtime::watcher::Config,
+) -> impl futures::Stream<Item = kube::runtime::watcher::Result<kube::runtime::watcher::Event<K>>> + Send + 'static
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    futures::stream::unfold(None, move |current: Option<futures::stream::BoxStream<'static, _>>| {
+        let fresh = current.is_none().then(|| kube::runtime::watcher(api.clone(), config.clone()).boxed());
+        async move {
+            let mut stream = current.or(fresh)?;
+            // A watcher never ends; should one, so does this stream.
+            let event = stream.next().await?;
+            let keep = event.is_ok().then_some(stream);
+            Some((event, keep))
+        }
+    })
 }

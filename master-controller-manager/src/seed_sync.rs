@@ -23,6 +23,7 @@ use crate::fanout::Fanout;
 use crate::kinds::Synced;
 use crate::metrics::{SeedKindLabels, SyncErrorLabels, SyncMetrics};
 use crate::seeds::SeedHandle;
+use mla_common::runtime::relisting_watcher;
 
 /// Why a sync failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +117,7 @@ pub async fn run<K: Synced>(
     // others would only cost memory, once per copy.
     let manager = applier.field_manager().to_string();
     let config = watcher::Config::default().timeout(crate::seeds::WATCH_TIMEOUT_SECS);
+    // Every recovery ends in a fresh list, so its InitDone marks the seed reachable again.
     let watched = relisting_watcher(api.clone(), config).default_backoff().modify(move |copy: &mut K| {
         if let Some(entries) = copy.meta_mut().managed_fields.as_mut() {
             entries.retain(|entry| entry.manager.as_deref() == Some(manager.as_str()));
@@ -173,26 +175,6 @@ pub async fn run<K: Synced>(
         .for_each(|_| futures::future::ready(()));
     let sweep = sweep_orphans(context, settings.resync_period, stop.clone());
     tokio::join!(controller, sweep);
-}
-
-/// A watcher that starts over with a complete list after every error, so that each
-/// recovery ends in an `InitDone` (which marks the seed reachable again). kube's watcher
-/// alone resumes a failed watch from its last resource version without listing, and so
-/// without any event saying that the seed answers again.
-fn relisting_watcher<K: Synced>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static {
-    futures::stream::unfold(None, move |current: Option<futures::stream::BoxStream<'static, _>>| {
-        let fresh = current.is_none().then(|| watcher(api.clone(), config.clone()).boxed());
-        async move {
-            let mut stream = current.or(fresh)?;
-            // A watcher never ends; should one, so does this stream.
-            let event = stream.next().await?;
-            let keep = event.is_ok().then_some(stream);
-            Some((event, keep))
-        }
-    })
 }
 
 #[tracing::instrument(skip(object, ctx), fields(seed = %ctx.seed.name, kind = K::CONTROLLER, name = %object.name_any()))]

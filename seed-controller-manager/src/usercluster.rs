@@ -29,6 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::status;
+use mla_common::runtime::relisting_watcher;
 
 /// Name of the Deployment, ServiceAccount, Role and RoleBinding in the cluster namespace.
 pub const NAME: &str = "mla-user-cluster-controller-manager";
@@ -238,17 +239,18 @@ pub fn run(runtime: &Runtime, settings: UserClusterSettings) -> impl std::future
     let stop = runtime.shutdown.clone();
     async move {
         let (clusters, writer) = reflector::store();
-        let watch = watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
+        let watch =
+            relisting_watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
         let events = mark_synced(reflector::reflector(writer, watch), gate).applied_objects();
         // A kubeconfig Secret appearing (or changing) brings its Cluster's process up.
         let secret_name = context.settings.kubeconfig_secret.clone();
-        let secrets = watcher(
+        let secrets = relisting_watcher(
             Api::<Secret>::all(client.clone()),
             watcher::Config::default().fields(&format!("metadata.name={secret_name}")),
         )
         .default_backoff()
         .touched_objects();
-        let deployments = watcher(
+        let deployments = relisting_watcher(
             Api::<Deployment>::all(client.clone()),
             watcher::Config::default().labels(&format!("app.kubernetes.io/name={NAME}")),
         )

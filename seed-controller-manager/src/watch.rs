@@ -7,6 +7,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 use mla_common::runtime::on_first_sync;
+use mla_common::runtime::relisting_watcher;
 use serde::de::DeserializeOwned;
 
 /// A reflector of a controller's children of one kind: the objects labelled
@@ -28,7 +29,8 @@ where
 {
     let (store, writer) = reflector::store();
     let selector = format!("app.kubernetes.io/name={app}");
-    let watch = watcher(Api::<K>::all(client.clone()), watcher::Config::default().labels(&selector)).default_backoff();
+    let watch = relisting_watcher(Api::<K>::all(client.clone()), watcher::Config::default().labels(&selector))
+        .default_backoff();
     let stream = on_first_sync(reflector::reflector(writer, watch), synced).touched_objects();
     (store, stream)
 }

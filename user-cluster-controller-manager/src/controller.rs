@@ -28,6 +28,7 @@ use crate::agents::prometheus::{self, PrometheusConfigInput, PrometheusDeploymen
 use crate::agents::promtail::{LoggingAgent, LoggingConfigInput};
 use crate::certificates::{self, AgentCertificates};
 use crate::gateway_url::gateway_url;
+use mla_common::runtime::relisting_watcher;
 
 /// Field manager suffix and metrics label of this controller.
 pub const CONTROLLER: &str = "agents";
@@ -94,7 +95,7 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = mark_synced(reflector::reflector(writer, watcher(api, config).default_backoff()), gate);
+    let stream = mark_synced(reflector::reflector(writer, relisting_watcher(api, config).default_backoff()), gate);
     let drive = stream.for_each(move |event| {
         match event {
             Ok(_) => notify.notify_one(),

@@ -34,6 +34,7 @@ use super::limits::{self, LimitsOutcome};
 use super::rulegroups::{TEMPLATE_LABEL, template_copy};
 use super::{AlertingError, Shared};
 use crate::status;
+use mla_common::runtime::relisting_watcher;
 
 /// Field manager suffix and metrics name of this controller.
 pub const CONTROLLER: &str = "alerting";
@@ -79,30 +80,34 @@ pub(super) fn run(
     let readiness = runtime.readiness.clone();
 
     let (clusters, cluster_writer) = reflector::store();
-    let cluster_watch = watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let cluster_watch =
+        relisting_watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
     let cluster_events =
         mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("alerting/clusters"))
             .applied_objects();
 
     let (alertmanagers, writer) = reflector::store();
-    let watch = watcher(Api::<Alertmanager>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let watch =
+        relisting_watcher(Api::<Alertmanager>::all(client.clone()), watcher::Config::default()).default_backoff();
     let alertmanager_events =
         mark_synced(reflector::reflector(writer, watch), readiness.gate("alerting/alertmanagers")).touched_objects();
 
     let (settings, writer) = reflector::store();
-    let watch = watcher(Api::<MLAAdminSetting>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let watch =
+        relisting_watcher(Api::<MLAAdminSetting>::all(client.clone()), watcher::Config::default()).default_backoff();
     let settings_events =
         mark_synced(reflector::reflector(writer, watch), readiness.gate("alerting/mlaadminsettings")).touched_objects();
 
     let (rule_groups, writer) = reflector::store();
-    let watch = watcher(Api::<RuleGroup>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let watch = relisting_watcher(Api::<RuleGroup>::all(client.clone()), watcher::Config::default()).default_backoff();
     let rule_group_events =
         mark_synced(reflector::reflector(writer, watch), readiness.gate("alerting/rulegroups")).touched_objects();
 
     // Secrets only by metadata: which one changed is all we need; the content is read when
     // reconciling the Cluster.
     let secret_events = mark_synced(
-        watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default()).default_backoff(),
+        relisting_watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default())
+            .default_backoff(),
         readiness.gate("alerting/secrets"),
     )
     .touched_objects();

@@ -26,6 +26,7 @@ use mla_common::runtime::{Runtime, mark_synced};
 use super::nginx::{self, GatewayServer, Upstreams};
 use super::resources::{self, GatewayDeploymentSettings};
 use crate::{status, watch};
+use mla_common::runtime::relisting_watcher;
 
 /// Condition on the Cluster about its gateway.
 pub const CONDITION: &str = "MLAGatewayReady";
@@ -113,7 +114,8 @@ pub fn run(runtime: &Runtime, settings: GatewaySettings) -> impl std::future::Fu
             watch::children::<Deployment>(&client, app, synced("gateway/deployments"));
         let (services, service_events) = watch::children::<Service>(&client, app, synced("gateway/services"));
         let (clusters, cluster_writer) = reflector::store();
-        let cluster_watch = watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
+        let cluster_watch =
+            relisting_watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
         let cluster_events =
             mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("gateway/clusters"))
                 .applied_objects();

@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 use super::client::{Credentials, GrafanaClient, GrafanaError, GrafanaUser, Org, Role};
 use super::{dashboards, datasources, orgs, users};
 use crate::status;
+use mla_common::runtime::relisting_watcher;
 
 /// Field manager suffix, metrics label and Event reporter of this controller.
 pub const CONTROLLER: &str = "grafana";
@@ -195,7 +196,7 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    let stream = reflector::reflector(writer, relisting_watcher(api, config).default_backoff());
     let stream = on_first_sync(stream, move || {
         gate.set_ready();
         synced.fetch_add(1, Ordering::SeqCst);

@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use super::ClientSecretSource;
 use super::resources::{self, IapSettings};
 use crate::{SeedSettings, status, watch};
+use mla_common::runtime::relisting_watcher;
 
 /// Condition on the Cluster about its IAP.
 pub const CONDITION: &str = "MLAIAPReady";
@@ -126,14 +127,16 @@ pub fn run(
         let (ingresses, ingress_events) = watch::children::<Ingress>(&client, app, child_synced("iap/ingresses"));
 
         let (clusters, cluster_writer) = reflector::store();
-        let cluster_watch = watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
+        let cluster_watch =
+            relisting_watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
         let cluster_events =
             synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("iap/clusters"), &unsynced)
                 .applied_objects();
 
         let (bindings, binding_writer) = reflector::store();
         let binding_watch =
-            watcher(Api::<UserProjectBinding>::all(client.clone()), watcher::Config::default()).default_backoff();
+            relisting_watcher(Api::<UserProjectBinding>::all(client.clone()), watcher::Config::default())
+                .default_backoff();
         let binding_events = synced(
             reflector::reflector(binding_writer, binding_watch),
             readiness.gate("iap/userprojectbindings"),
@@ -144,7 +147,8 @@ pub fn run(
         // Users change often (KKP records when they were last seen); only a change of
         // email or admin flag, or a deletion, can change who is let in.
         let (users, user_writer) = reflector::store();
-        let user_watch = watcher(Api::<User>::all(client.clone()), watcher::Config::default()).default_backoff();
+        let user_watch =
+            relisting_watcher(Api::<User>::all(client.clone()), watcher::Config::default()).default_backoff();
         let seen = Mutex::new(HashMap::<String, (String, bool)>::new());
         let user_events = synced(reflector::reflector(user_writer, user_watch), readiness.gate("iap/users"), &unsynced)
             .filter_map(move |event| {
@@ -165,7 +169,7 @@ pub fn run(
             });
 
         let (client_secrets, client_secret_writer) = reflector::store();
-        let client_secret_watch = watcher(
+        let client_secret_watch = relisting_watcher(
             Api::<Secret>::namespaced(client.clone(), &source.namespace),
             watcher::Config::default().fields(&format!("metadata.name={}", source.name)),
         )
