@@ -35,6 +35,17 @@ pub enum LeaderError {
         #[source]
         source: kube_leader_election::Error,
     },
+    /// A follower could not reach the API server for longer than a lease duration.
+    #[error("no contact with the API server for over {after:?} (lease {lease}): {source}")]
+    LostContact {
+        /// Lease name.
+        lease: String,
+        /// The lease duration.
+        after: Duration,
+        /// The last error.
+        #[source]
+        source: kube_leader_election::Error,
+    },
 }
 
 /// Whether this replica leads; cheap to clone and to ask.
@@ -147,9 +158,14 @@ impl LeaderElector {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), LeaderError> {
         let lease = &self.config.lease_name;
         let mut last_renewal = Instant::now();
+        let mut last_contact = Instant::now();
         loop {
             let leading = *self.tx.borrow();
-            match self.lock.try_acquire_or_renew().await {
+            let result = self.lock.try_acquire_or_renew().await;
+            if result.is_ok() {
+                last_contact = Instant::now();
+            }
+            match result {
                 Ok(LeaseLockResult::Acquired(_)) if !leading => {
                     // The library acquires with an unconditional patch, so two replicas
                     // racing for an expired lease can both see success. Confirm after a
@@ -177,6 +193,17 @@ impl LeaderElector {
                         return Err(LeaderError::RenewDeadline {
                             lease: lease.clone(),
                             deadline: self.config.renew_deadline,
+                            source: error,
+                        });
+                    }
+                    if !leading && last_contact.elapsed() > self.config.lease_duration {
+                        // A follower that lost the API server for longer than a lease
+                        // restarts too: after an API server restart the watches of a
+                        // surviving process were seen to stay stale for minutes, while a
+                        // fresh process lists and watches correctly.
+                        return Err(LeaderError::LostContact {
+                            lease: lease.clone(),
+                            after: self.config.lease_duration,
                             source: error,
                         });
                     }

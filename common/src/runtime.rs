@@ -204,6 +204,9 @@ impl Runtime {
             },
             result = &mut elector => match result {
                 Ok(Ok(())) => Ok(()),
+                Ok(Err(error @ crate::leader::LeaderError::LostContact { .. })) => {
+                    Err(anyhow::Error::new(error).context("lost the API server; exiting to start afresh"))
+                }
                 Ok(Err(lost)) => Err(anyhow::Error::new(lost).context("leadership lost; exiting so a new leader takes over")),
                 Err(join) => Err(anyhow::anyhow!("leader election panicked: {join}")),
             },
