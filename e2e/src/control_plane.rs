@@ -103,6 +103,21 @@ impl ControlPlane {
     }
 
     async fn start_at(name: &str, dir: PathBuf, keep: bool) -> anyhow::Result<Self> {
+        // A free port is found by binding and releasing it; another process (or an
+        // outgoing connection's ephemeral port) can take it before kube-apiserver binds.
+        let mut attempt = 1;
+        loop {
+            match Self::start_at_once(name, dir.clone(), keep).await {
+                Err(error) if attempt < 3 && format!("{error:#}").contains("address already in use") => {
+                    tracing::warn!(name, attempt, "port taken before kube-apiserver bound it; starting again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_at_once(name: &str, dir: PathBuf, keep: bool) -> anyhow::Result<Self> {
         let bin_dir = binaries()?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
