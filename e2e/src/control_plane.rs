@@ -278,8 +278,13 @@ impl ControlPlane {
     /// Installs every CRD of `manifests/crds/` (what operators install) and waits until
     /// each is established.
     pub async fn install_crds(&self) -> anyhow::Result<()> {
+        self.install_crds_from(&workspace_root().join("manifests/crds")).await
+    }
+
+    /// Installs every CRD file of `dir` (e.g. KKP's own CRDs instead of ours) and waits
+    /// until each is established.
+    pub async fn install_crds_from(&self, dir: &Path) -> anyhow::Result<()> {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        let dir = workspace_root().join("manifests/crds");
         let mut names = Vec::new();
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .with_context(|| format!("reading {}", dir.display()))?

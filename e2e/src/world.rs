@@ -51,11 +51,22 @@ pub struct WorldOptions {
     pub resync_period: Duration,
     /// Where state and logs go; a fresh temporary directory when `None`.
     pub dir: Option<PathBuf>,
+    /// A directory of KKP's own CRDs to install instead of `manifests/crds/`
+    /// (`mla_e2e::kkp::crds_dir`); Clusters are then made with every field KKP requires.
+    pub kkp_crds: Option<PathBuf>,
+    /// Further arguments of every seed-controller-manager replica.
+    pub seed_args: Vec<String>,
 }
 
 impl Default for WorldOptions {
     fn default() -> Self {
-        Self { seed_replicas: 1, resync_period: Duration::from_secs(30), dir: None }
+        Self {
+            seed_replicas: 1,
+            resync_period: Duration::from_secs(30),
+            dir: None,
+            kkp_crds: None,
+            seed_args: Vec::new(),
+        }
     }
 }
 
@@ -156,6 +167,8 @@ pub struct World {
     pub agents: Mutex<BTreeMap<String, Agent>>,
     /// State directory.
     pub dir: PathBuf,
+    /// Whether KKP's CRDs are installed (objects are made as KKP makes them).
+    pub kkp: bool,
 }
 
 impl std::fmt::Debug for World {
@@ -194,7 +207,7 @@ impl World {
         let dir = dir.canonicalize()?;
 
         say("starting master, seed and user-cluster control planes (etcd + kube-apiserver each)");
-        let (master, mut seed, user) = tokio::try_join!(
+        let (master, mut seed, mut user) = tokio::try_join!(
             ControlPlane::start_in("master", &dir),
             ControlPlane::start_in("seed", &dir),
             ControlPlane::start_in("user", &dir),
@@ -202,8 +215,15 @@ impl World {
         // The seed's children carry ownerReferences: deleting a Cluster relies on the
         // garbage collector, as in a real seed.
         seed.start_garbage_collector()?;
+        if options.kkp_crds.is_some() {
+            // KKP's user-cluster manager deletes namespaces there; let them go as they would.
+            user.start_garbage_collector()?;
+        }
         say("installing CRDs and the RBAC of manifests/");
-        tokio::try_join!(master.install_crds(), seed.install_crds())?;
+        match &options.kkp_crds {
+            Some(dir) => tokio::try_join!(master.install_crds_from(dir), seed.install_crds_from(dir))?,
+            None => tokio::try_join!(master.install_crds(), seed.install_crds())?,
+        };
         master::prepare_master(&master).await?;
         for plane in [&master, &seed] {
             master::ensure_namespace(&plane.client(), NAMESPACE).await?;
@@ -266,7 +286,11 @@ impl World {
                 &format!("seed-controller-manager-{replica}"),
                 "seed-controller-manager",
                 &seed_identity_kubeconfig,
-                &seed_manager_args(&backend, &cortex, &grafana, &resync, options.seed_replicas),
+                &[
+                    seed_manager_args(&backend, &cortex, &grafana, &resync, options.seed_replicas),
+                    options.seed_args.clone(),
+                ]
+                .concat(),
             )?);
         }
         let world = Self {
@@ -282,6 +306,7 @@ impl World {
             gateways: Mutex::new(BTreeMap::new()),
             agents: Mutex::new(BTreeMap::new()),
             dir,
+            kkp: options.kkp_crds.is_some(),
         };
         for binary in std::iter::once(&world.master_manager).chain(&world.seed_managers) {
             wait_ready(binary).await?;
@@ -352,6 +377,16 @@ impl World {
                 .patch("admin-kubeconfig", &apply_params(), &Patch::Apply(secret))
                 .await?;
         }
+        let clusters = Api::<Cluster>::all(self.seed.client());
+        if self.kkp {
+            clusters
+                .patch(name, &apply_params(), &Patch::Apply(crate::kkp::cluster(name, project, monitoring, logging)))
+                .await?;
+            clusters
+                .patch_status(name, &apply_params(), &Patch::Apply(crate::kkp::cluster_status(name, &namespace)))
+                .await?;
+            return Ok(());
+        }
         let mut cluster = Cluster::new(
             name,
             ClusterSpec {
@@ -365,7 +400,6 @@ impl World {
             },
         );
         cluster.metadata.labels = Some(BTreeMap::from([(PROJECT_ID_LABEL.to_string(), project.to_string())]));
-        let clusters = Api::<Cluster>::all(self.seed.client());
         clusters.patch(name, &apply_params(), &Patch::Apply(cluster)).await?;
         let status = serde_json::json!({"status": {"namespaceName": namespace,
             "address": {"externalName": format!("{name}.seed.e2e.localhost"), "ip": "127.0.0.1", "port": 6443,

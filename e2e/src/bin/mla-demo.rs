@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
         seed_replicas: 1,
         resync_period: Duration::from_secs(60),
         dir: Some(state.clone()),
+        ..Default::default()
     })
     .await?;
 
