@@ -153,7 +153,11 @@ impl<M: KindInfo> Synced for Raw<M> {
     }
 
     fn body(&self) -> Map<String, Value> {
-        self.fields.iter().filter(|(key, _)| !NOT_BODY.contains(&key.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.fields
+            .iter()
+            .filter(|(key, _)| !NOT_BODY.contains(&key.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -292,7 +296,10 @@ mod tests {
     fn foreign_fields_are_nulled_and_zero_values_left_alone() {
         let current = json!({"spec": {"email": "a", "groups": ["x"], "admin": false, "settings": {"a": 1, "b": ""}}});
         let desired = json!({"spec": {"email": "a", "settings": {"b": ""}}});
-        assert_eq!(foreign_fields(&current, &desired), Some(json!({"spec": {"groups": null, "settings": {"a": null}}})));
+        assert_eq!(
+            foreign_fields(&current, &desired),
+            Some(json!({"spec": {"groups": null, "settings": {"a": null}}}))
+        );
         assert_eq!(foreign_fields(&desired, &desired), None);
         // Lists are replaced whole by the apply; nothing to remove inside them.
         assert_eq!(foreign_fields(&json!({"l": [1, 2]}), &json!({"l": [1]})), None);

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use mla_common::apply::{Applied, Applier};
 use mla_common::backoff::Backoff;

@@ -134,8 +134,7 @@ impl Discovery {
         let mut triggers = seed_changes.boxed();
         let mut synced = vec![];
         for namespace in self.watched_namespaces() {
-            let gate =
-                if namespace == self.namespace { "secrets".to_string() } else { format!("secrets/{namespace}") };
+            let gate = if namespace == self.namespace { "secrets".to_string() } else { format!("secrets/{namespace}") };
             let api: Api<Secret> = Api::namespaced(self.master.clone(), &namespace);
             let (store, changes, done) = watch_store(api, readiness.gate(&gate));
             secrets.0.insert(namespace, store);
