@@ -409,8 +409,7 @@ async fn remove_logging(ctx: &Context) -> Result<(), AgentsError> {
     let objects = agent_kind.objects(&agent_kind.settings(None), "");
     delete_if_present(ctx, Api::<DaemonSet>::namespaced(user.clone(), ns), &objects.daemon_set.name_any()).await?;
     delete_if_present(ctx, Api::<Secret>::namespaced(user.clone(), ns), &objects.config.name_any()).await?;
-    delete_if_present(ctx, Api::<Secret>::namespaced(user.clone(), ns), agent_kind.certificates_secret_name())
-        .await?;
+    delete_if_present(ctx, Api::<Secret>::namespaced(user.clone(), ns), agent_kind.certificates_secret_name()).await?;
     delete_if_present(ctx, Api::<ServiceAccount>::namespaced(user.clone(), ns), &objects.service_account.name_any())
         .await?;
     let binding = placement.cluster_role_binding(objects.cluster_role_binding);
@@ -475,10 +474,11 @@ async fn write_health(
     let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
     desired.status = Some(ClusterStatus {
         conditions: health_conditions(cluster, monitoring, logging),
-        extended_health: ctx
-            .settings
-            .extended_health
-            .then(|| ExtendedClusterHealth { monitoring, logging, ..Default::default() }),
+        extended_health: ctx.settings.extended_health.then(|| ExtendedClusterHealth {
+            monitoring,
+            logging,
+            ..Default::default()
+        }),
         ..Default::default()
     });
     let api: Api<Cluster> = Api::all(ctx.seed.clone());
@@ -494,7 +494,9 @@ fn health_conditions(cluster: &Cluster, monitoring: Option<HealthStatus>, loggin
     {
         let Some(health) = health else { continue };
         let (status, reason, message) = match health {
-            HealthStatus::HealthStatusUp => (ConditionStatus::True, "AgentAvailable", format!("the {agent} is available")),
+            HealthStatus::HealthStatusUp => {
+                (ConditionStatus::True, "AgentAvailable", format!("the {agent} is available"))
+            }
             HealthStatus::HealthStatusProvisioning => {
                 (ConditionStatus::False, "AgentProvisioning", format!("the {agent} is not available yet"))
             }

@@ -94,7 +94,10 @@ mod tests {
     fn the_default_changes_nothing() {
         let placement = Placement::default();
         assert_eq!(placement.namespace(), "mla-system");
-        assert_eq!(placement.cluster_role_binding(prometheus::cluster_role_binding()), prometheus::cluster_role_binding());
+        assert_eq!(
+            placement.cluster_role_binding(prometheus::cluster_role_binding()),
+            prometheus::cluster_role_binding()
+        );
         assert_eq!(placement.namespaced(prometheus::service_account()), prometheus::service_account());
         assert_eq!(placement.namespace_object(), common::namespace());
     }

@@ -45,8 +45,8 @@ use serde_yaml::Value;
 use super::common::{self, CERTIFICATES_DIR, ConfigError, TlsPaths};
 
 pub use objects::*;
-pub use scrape_configs::{ExtraScrapeConfig, SkippedScrapeConfig, extra_scrape_configs};
 use scrape_configs::checked_extra_scrape_configs;
+pub use scrape_configs::{ExtraScrapeConfig, SkippedScrapeConfig, extra_scrape_configs};
 
 /// Name of the Deployment, ConfigMap and ServiceAccount, and the client certificate's CN.
 pub const PROMETHEUS: &str = "prometheus";
@@ -88,7 +88,6 @@ impl Default for ServiceAccountPaths {
         Self { token_file: format!("{SERVICE_ACCOUNT_DIR}/token"), ca_file: format!("{SERVICE_ACCOUNT_DIR}/ca.crt") }
     }
 }
-
 
 /// What [`prometheus_config`] renders.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,7 +132,6 @@ pub struct PrometheusConfig {
     /// Extra scrape configs that were not usable, in source order.
     pub skipped: Vec<SkippedScrapeConfig>,
 }
-
 
 // ---- prometheus.yaml ----
 
@@ -437,7 +435,6 @@ pub fn prometheus_config(input: &PrometheusConfigInput) -> Result<PrometheusConf
     Ok(PrometheusConfig { yaml: serde_yaml::to_string(&config)?, skipped })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::scrape_configs::MAX_SOURCE_BYTES;
@@ -615,5 +612,4 @@ mod tests {
         assert!(config.skipped.is_empty(), "{:?}", config.skipped);
         assert!(!config.yaml.contains('&') && !config.yaml.contains('*'));
     }
-
 }

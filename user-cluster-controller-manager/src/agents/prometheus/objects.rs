@@ -23,7 +23,6 @@ use super::{
 
 const PORT: i32 = 9090;
 
-
 /// How the agent's pods run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrometheusDeploymentSettings {

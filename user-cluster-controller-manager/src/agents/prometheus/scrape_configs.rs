@@ -38,7 +38,6 @@ pub struct SkippedScrapeConfig {
     pub reason: String,
 }
 
-
 /// ConfigMaps in the agents' namespace whose name starts with one of these hold extra
 /// scrape configs: `prometheus-scraping` (KKP before 2.22, Prometheus) and
 /// `monitoring-scraping` (KKP since 2.22, Grafana Agent), so a cluster's custom scrape
@@ -61,7 +60,6 @@ pub fn extra_scrape_configs(config_maps: &[ConfigMap]) -> Vec<ExtraScrapeConfig>
     sources.sort_by(|a, b| a.source.cmp(&b.source));
     sources
 }
-
 
 /// Keys a scrape config may have (Prometheus 3.5), besides any `*_sd_configs`. Unknown keys
 /// make Prometheus refuse the whole file, so they are refused here, per scrape config.
@@ -607,7 +605,6 @@ fn parse_duration_ms(text: &str) -> Option<u64> {
     Some(total)
 }
 
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -651,5 +648,4 @@ mod tests {
             ]
         );
     }
-
 }
