@@ -255,17 +255,17 @@ async fn remove_foreign_fields<K: Synced>(object: &K, current: &K, ctx: &Context
         tracing::info!(fields = %patch, "removed fields the original does not have");
         wrote = true;
     }
-    if let (Some(want), Some(have)) = (object.status_value(), current_json.get("status")) {
-        if let Some(patch) = crate::kinds::foreign_fields(have, want) {
-            ctx.applier.ensure_leader("remove foreign status fields from", &name)?;
-            let patch = serde_json::json!({ "status": patch });
-            ctx.api
-                .patch_status(&name, &merge_params(ctx), &Patch::Merge(&patch))
-                .await
-                .map_err(|source| write_error::<K>("remove foreign status fields from", &name, source))?;
-            tracing::info!(fields = %patch, "removed status fields the original does not have");
-            wrote = true;
-        }
+    if let (Some(want), Some(have)) = (object.status_value(), current_json.get("status"))
+        && let Some(patch) = crate::kinds::foreign_fields(have, want)
+    {
+        ctx.applier.ensure_leader("remove foreign status fields from", &name)?;
+        let patch = serde_json::json!({ "status": patch });
+        ctx.api
+            .patch_status(&name, &merge_params(ctx), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| write_error::<K>("remove foreign status fields from", &name, source))?;
+        tracing::info!(fields = %patch, "removed status fields the original does not have");
+        wrote = true;
     }
     Ok(wrote)
 }
