@@ -128,7 +128,7 @@ impl<M: KindInfo> Resource for Raw<M> {
 }
 
 /// Keys of an object that are not its content.
-pub const NOT_BODY: [&str; 4] = ["apiVersion", "kind", "metadata", "status"];
+const NOT_BODY: [&str; 4] = ["apiVersion", "kind", "metadata", "status"];
 
 impl<M: KindInfo> Synced for Raw<M> {
     const CONTROLLER: &'static str = M::CONTROLLER;

@@ -235,18 +235,9 @@ async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncErr
 /// merge patch of nulls, sent only when such a field exists.
 async fn remove_foreign_fields<K: Synced>(object: &K, current: &K, ctx: &Context<K>) -> Result<bool, SyncError> {
     let name = object.name_any();
-    let serialize = |source| mla_common::Error::Serialization { kind: "copy", object: name.clone(), source };
-    let current_json = serde_json::to_value(current).map_err(serialize)?;
     let mut wrote = false;
-    let body = serde_json::Value::Object(object.body());
-    let current_body: serde_json::Map<String, serde_json::Value> = current_json
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(key, _)| !crate::kinds::NOT_BODY.contains(&key.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    if let Some(patch) = crate::kinds::foreign_fields(&serde_json::Value::Object(current_body), &body) {
+    let (body, current_body) = (serde_json::Value::Object(object.body()), serde_json::Value::Object(current.body()));
+    if let Some(patch) = crate::kinds::foreign_fields(&current_body, &body) {
         ctx.applier.ensure_leader("remove foreign fields from", &name)?;
         ctx.api
             .patch(&name, &merge_params(ctx), &Patch::Merge(&patch))
@@ -255,7 +246,7 @@ async fn remove_foreign_fields<K: Synced>(object: &K, current: &K, ctx: &Context
         tracing::info!(fields = %patch, "removed fields the original does not have");
         wrote = true;
     }
-    if let (Some(want), Some(have)) = (object.status_value(), current_json.get("status"))
+    if let (Some(want), Some(have)) = (object.status_value(), current.status_value())
         && let Some(patch) = crate::kinds::foreign_fields(have, want)
     {
         ctx.applier.ensure_leader("remove foreign status fields from", &name)?;
