@@ -1,5 +1,6 @@
-//! master-controller-manager: keeps every seed's copy of Projects, Users and
-//! UserProjectBindings current (see docs/master-controller-manager.md).
+//! master-controller-manager: keeps every seed's copy of Projects, Users,
+//! UserProjectBindings and GroupProjectBindings current (see
+//! docs/master-controller-manager.md).
 
 mod cleanup;
 mod fanout;
@@ -13,27 +14,33 @@ use std::time::Duration;
 
 use clap::Parser;
 use kube::Api;
-use mla_common::api::{Project, User, UserProjectBinding};
 use mla_common::cli::{CommonArgs, parse_duration};
 use mla_common::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout::Fanout;
-use crate::kinds::Synced;
+use crate::kinds::{GroupProjectBinding, Project, Synced, User, UserProjectBinding};
 use crate::metrics::SyncMetrics;
 use crate::seed_sync::SyncSettings;
 use crate::seeds::{Discovery, Registry, SeedHandle};
 
 const BINARY: &str = "master-controller-manager";
-const KINDS: [&str; 3] = [Project::CONTROLLER, User::CONTROLLER, UserProjectBinding::CONTROLLER];
+const KINDS: [&str; 4] =
+    [Project::CONTROLLER, User::CONTROLLER, UserProjectBinding::CONTROLLER, GroupProjectBinding::CONTROLLER];
 
-/// Keeps every seed's copy of Projects, Users and UserProjectBindings current.
+/// Keeps every seed's copy of Projects, Users, UserProjectBindings and GroupProjectBindings
+/// current.
 #[derive(Debug, Parser)]
 #[command(name = BINARY, version, about)]
 struct Args {
-    /// Namespace of the Seed objects (and their kubeconfig Secrets) in the master.
+    /// Namespace of the Seed objects (and, by default, of their kubeconfig Secrets) in the
+    /// master.
     #[arg(long, env = "MLA_SEED_NAMESPACE", default_value = "kubermatic")]
     seed_namespace: String,
+    /// Further namespaces a Seed's `spec.kubeconfig.namespace` may name (comma-separated).
+    /// Secrets are watched there, so the ServiceAccount needs to read them in each.
+    #[arg(long, env = "MLA_KUBECONFIG_NAMESPACES", value_delimiter = ',')]
+    kubeconfig_namespaces: Vec<String>,
     /// Every object is compared with its copies this often even without a change.
     #[arg(long, env = "MLA_RESYNC_PERIOD", default_value = "10m", value_parser = parse_duration)]
     resync_period: Duration,
@@ -51,6 +58,9 @@ struct Shared {
     projects: Fanout<Project>,
     users: Fanout<User>,
     bindings: Fanout<UserProjectBinding>,
+    /// None when the master serves no GroupProjectBinding kind (KKP CE, or our CRDs
+    /// without it).
+    group_bindings: Option<Fanout<GroupProjectBinding>>,
     metrics: SyncMetrics,
     runtime_metrics: mla_common::metrics::Metrics,
     settings: SyncSettings,
@@ -92,7 +102,31 @@ impl Shared {
         let (a, m, r) = run(UserProjectBinding::CONTROLLER);
         let bindings =
             seed_sync::run(seed.clone(), self.bindings.clone(), a, m, r, self.settings.clone(), stop.clone());
-        tokio::join!(projects, users, bindings);
+        let group_bindings = {
+            let (a, m, r) = run(GroupProjectBinding::CONTROLLER);
+            let (seed, settings, stop) = (seed.clone(), self.settings.clone(), stop.clone());
+            let fanout = self.group_bindings.clone();
+            async move {
+                let Some(fanout) = fanout else { return };
+                loop {
+                    match serves_group_project_bindings(&seed.client).await {
+                        Ok(true) => return seed_sync::run(seed, fanout, a, m, r, settings, stop).await,
+                        Ok(false) => {
+                            tracing::warn!(seed = %seed.name, "the seed serves no GroupProjectBindings: not syncing them there");
+                            return;
+                        }
+                        Err(error) => {
+                            tracing::warn!(seed = %seed.name, %error, "cannot tell whether the seed serves GroupProjectBindings yet")
+                        }
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    }
+                }
+            }
+        };
+        tokio::join!(projects, users, bindings, group_bindings);
     }
 }
 
@@ -109,12 +143,23 @@ async fn main() -> anyhow::Result<()> {
     let (users, watch_users) = Fanout::<User>::new(Api::all(master.clone()), runtime.readiness.gate("users"));
     let (bindings, watch_bindings) =
         Fanout::<UserProjectBinding>::new(Api::all(master.clone()), runtime.readiness.gate("userprojectbindings"));
+    let (group_bindings, watch_group_bindings) = if serves_group_project_bindings(&master).await? {
+        let (fanout, drive) = Fanout::<GroupProjectBinding>::new(
+            Api::all(master.clone()),
+            runtime.readiness.gate("groupprojectbindings"),
+        );
+        (Some(fanout), futures::future::Either::Left(drive))
+    } else {
+        tracing::info!("the master serves no GroupProjectBindings: not syncing them");
+        (None, futures::future::Either::Right(futures::future::ready(())))
+    };
     let metrics = SyncMetrics::new(&runtime.metrics);
     let shared = Shared {
         master: master.clone(),
         projects: projects.clone(),
         users: users.clone(),
         bindings: bindings.clone(),
+        group_bindings: group_bindings.clone(),
         metrics: metrics.clone(),
         runtime_metrics: runtime.metrics.clone(),
         settings: SyncSettings { resync_period: args.resync_period, concurrency: args.sync_concurrency },
@@ -126,10 +171,11 @@ async fn main() -> anyhow::Result<()> {
     let forget = metrics.clone();
     let discovery = Discovery {
         namespace: args.seed_namespace.clone(),
+        secret_namespaces: args.kubeconfig_namespaces.clone(),
         master: master.clone(),
         registry: registry.clone(),
-        applier: runtime.applier("seed-discovery"),
         events: runtime.events(master.clone(), "seed-discovery"),
+        metrics: metrics.clone(),
         leader: runtime.leader.clone(),
         start_worker: Arc::new(move |seed, stop| {
             tokio::spawn(worker.clone().serve_seed(seed, stop));
@@ -157,13 +203,18 @@ async fn main() -> anyhow::Result<()> {
             tokio::join!(
                 c.clone().run(projects, metrics.controller("project-cleanup")),
                 c.clone().run(users, metrics.controller("user-cleanup")),
-                c.run(bindings, metrics.controller("userprojectbinding-cleanup")),
+                c.clone().run(bindings, metrics.controller("userprojectbinding-cleanup")),
+                async {
+                    if let Some(group_bindings) = group_bindings {
+                        c.run(group_bindings, metrics.controller("groupprojectbinding-cleanup")).await;
+                    }
+                },
             );
         }
     };
     runtime
         .run(async move {
-            let watches = async { tokio::join!(watch_projects, watch_users, watch_bindings) };
+            let watches = async { tokio::join!(watch_projects, watch_users, watch_bindings, watch_group_bindings) };
             let work = async { tokio::join!(discovery.run(readiness, shutdown.clone()), cleanups) };
             tokio::select! {
                 _ = watches => {}
@@ -172,6 +223,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         })
         .await
+}
+
+/// Whether the master's API serves GroupProjectBindings (KKP EE and newer CRD sets do).
+async fn serves_group_project_bindings(master: &kube::Client) -> anyhow::Result<bool> {
+    let version = format!("{}/{}", kinds::GROUP, kinds::VERSION);
+    match master.list_api_group_resources(&version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == "groupprojectbindings")),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(anyhow::Error::new(error).context(format!("discovering the resources of {version}"))),
+    }
 }
 
 #[cfg(test)]

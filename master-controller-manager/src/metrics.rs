@@ -43,6 +43,8 @@ pub struct SyncMetrics {
     pub errors: Family<SyncErrorLabels, Counter>,
     /// 1 while the seed's API server answers our watches.
     pub reachable: Family<SeedLabels, Gauge>,
+    /// 1 while the Seed names a usable kubeconfig, 0 while it does not.
+    pub kubeconfig_valid: Family<SeedLabels, Gauge>,
     /// Time from observing a change in the master to writing it to the seed.
     pub latency: Family<SeedKindLabels, Histogram, fn() -> Histogram>,
 }
@@ -53,6 +55,7 @@ impl SyncMetrics {
             in_sync: Family::default(),
             errors: Family::default(),
             reachable: Family::default(),
+            kubeconfig_valid: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
         };
         metrics.register("seed", |registry| {
@@ -63,6 +66,11 @@ impl SyncMetrics {
             );
             registry.register("sync_errors", "Failed syncs to a seed by kind and error category", this.errors.clone());
             registry.register("reachable", "1 while the seed's API server answers", this.reachable.clone());
+            registry.register(
+                "kubeconfig_valid",
+                "1 while the Seed names a usable kubeconfig, 0 while it does not",
+                this.kubeconfig_valid.clone(),
+            );
             registry.register_with_unit(
                 "sync_latency",
                 "Time from observing a change of a master object to its arrival in the seed",
@@ -76,6 +84,7 @@ impl SyncMetrics {
     /// Drops every series of a seed that is no longer served.
     pub fn forget_seed(&self, seed: &str, kinds: &[&'static str]) {
         self.reachable.remove(&SeedLabels { seed: seed.into() });
+        self.kubeconfig_valid.remove(&SeedLabels { seed: seed.into() });
         for kind in kinds {
             let labels = SeedKindLabels { seed: seed.into(), kind };
             self.in_sync.remove(&labels);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -214,6 +215,9 @@ async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncErr
         let current = if wrote { None } else { current.as_deref() };
         wrote |= ctx.applier.apply_status(&ctx.api, &status, current).await? == Applied::Patched;
     }
+    if let Some(current) = current.as_deref() {
+        wrote |= remove_foreign_fields(object, current, ctx).await?;
+    }
     if wrote {
         tracing::debug!("copied");
         if let Some(observed) = ctx.fanout.observed_at(object) {
@@ -223,6 +227,51 @@ async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncErr
     ctx.backoff.reset(&name);
     ctx.mark(&name, true);
     Ok(Action::await_change())
+}
+
+/// Removes from the copy what the original does not have and our apply cannot remove
+/// because another field manager wrote it (a KKP synchronizer, a person, an earlier
+/// version of the original): the copy must equal the original field for field. A JSON
+/// merge patch of nulls, sent only when such a field exists.
+async fn remove_foreign_fields<K: Synced>(object: &K, current: &K, ctx: &Context<K>) -> Result<bool, SyncError> {
+    let name = object.name_any();
+    let mut wrote = false;
+    let (body, current_body) = (serde_json::Value::Object(object.body()), serde_json::Value::Object(current.body()));
+    if let Some(patch) = crate::kinds::foreign_fields(&current_body, &body) {
+        ctx.applier.ensure_leader("remove foreign fields from", &name)?;
+        ctx.api
+            .patch(&name, &merge_params(ctx), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| write_error::<K>("remove foreign fields from", &name, source))?;
+        tracing::info!(fields = %patch, "removed fields the original does not have");
+        wrote = true;
+    }
+    if let (Some(want), Some(have)) = (object.status_value(), current.status_value())
+        && let Some(patch) = crate::kinds::foreign_fields(have, want)
+    {
+        ctx.applier.ensure_leader("remove foreign status fields from", &name)?;
+        let patch = serde_json::json!({ "status": patch });
+        ctx.api
+            .patch_status(&name, &merge_params(ctx), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| write_error::<K>("remove foreign status fields from", &name, source))?;
+        tracing::info!(fields = %patch, "removed status fields the original does not have");
+        wrote = true;
+    }
+    Ok(wrote)
+}
+
+fn merge_params<K: Synced>(ctx: &Context<K>) -> PatchParams {
+    PatchParams { field_manager: Some(ctx.applier.field_manager().to_string()), ..Default::default() }
+}
+
+fn write_error<K: Synced>(verb: &'static str, name: &str, source: kube::Error) -> SyncError {
+    SyncError::Write(mla_common::Error::Kube {
+        verb,
+        kind: K::kind(&()).into_owned(),
+        object: name.to_string(),
+        source: Box::new(source),
+    })
 }
 
 fn error_policy<K: Synced>(object: Arc<K>, error: &SyncError, ctx: Arc<Context<K>>) -> Action {

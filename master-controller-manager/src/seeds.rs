@@ -1,32 +1,33 @@
 //! Seed discovery: a client per Seed, built from the kubeconfig in the Secret the Seed
-//! names, replaced when that Secret changes and dropped when the Seed goes. Problems are
-//! reported on the Seed (condition `KubeconfigValid` and an Event); the other seeds carry
-//! on regardless.
+//! names (`spec.kubeconfig`: name, namespace defaulting to the Seed's, and `fieldPath`,
+//! the key, defaulting to `kubeconfig`, as KKP reads it), replaced when that Secret
+//! changes and dropped when the Seed goes. Problems are reported by Events on the Seed, a
+//! log line and the metric `seed_kubeconfig_valid`; the Seed's status belongs to KKP's
+//! seed-status-controller (it owns the `KubeconfigValid` condition and derives the phase
+//! from it), so nothing here writes it. The other seeds carry on regardless.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::admin::Readiness;
-use mla_common::api::{Condition, ConditionStatus, Seed, SeedStatus};
-use mla_common::apply::Applier;
+use mla_common::api::Seed;
 use mla_common::events::EventPublisher;
 use mla_common::leader::LeaderState;
 use mla_common::runtime::on_first_sync;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Condition on a Seed saying whether its kubeconfig could be used.
+use crate::metrics::{SeedLabels, SyncMetrics};
+
+/// Reason of the Event when a Seed's kubeconfig works (again).
 pub const KUBECONFIG_VALID: &str = "KubeconfigValid";
-/// Key of the kubeconfig in the Secret a Seed names.
-pub const KUBECONFIG_KEY: &str = "kubeconfig";
 
 /// A seed this replica serves.
 pub struct SeedHandle {
@@ -109,28 +110,41 @@ pub type StartWorker = Arc<dyn Fn(Arc<SeedHandle>, CancellationToken) + Send + S
 
 /// What discovery needs.
 pub struct Discovery {
+    /// Namespace of the Seeds, and the default namespace of their kubeconfig Secrets.
     pub namespace: String,
+    /// Further namespaces whose Secrets a Seed may name.
+    pub secret_namespaces: Vec<String>,
     pub master: kube::Client,
     pub registry: Arc<Registry>,
-    pub applier: Applier,
     pub events: EventPublisher,
+    pub metrics: SyncMetrics,
     pub leader: LeaderState,
     pub start_worker: StartWorker,
     pub forget_seed: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 impl Discovery {
-    /// Watches Seeds and Secrets in the namespace (readiness gates `seeds` and `secrets`)
-    /// and, while leading, keeps the registry in step with them.
+    /// Watches Seeds in the namespace and Secrets in every namespace a Seed may name
+    /// (readiness gates `seeds`, `secrets` and `secrets/<namespace>`) and, while leading,
+    /// keeps the registry in step with them.
     pub async fn run(self, readiness: Readiness, shutdown: CancellationToken) {
         let seeds_api: Api<Seed> = Api::namespaced(self.master.clone(), &self.namespace);
-        let secrets_api: Api<Secret> = Api::namespaced(self.master.clone(), &self.namespace);
         let (seeds, seed_changes, mut seeds_synced) = watch_store(seeds_api, readiness.gate("seeds"));
-        let (secrets, secret_changes, mut secrets_synced) = watch_store(secrets_api, readiness.gate("secrets"));
-        // Seeds whose kubeconfig failed are retried on this tick, as are conditions.
+        let mut secrets = Secrets::default();
+        let mut triggers = seed_changes.boxed();
+        let mut synced = vec![];
+        for namespace in self.watched_namespaces() {
+            let gate = if namespace == self.namespace { "secrets".to_string() } else { format!("secrets/{namespace}") };
+            let api: Api<Secret> = Api::namespaced(self.master.clone(), &namespace);
+            let (store, changes, done) = watch_store(api, readiness.gate(&gate));
+            secrets.0.insert(namespace, store);
+            triggers = futures::stream::select(triggers, changes).boxed();
+            synced.push(done);
+        }
+        // Seeds whose kubeconfig failed are retried on this tick.
         let tick =
             tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(30))).map(|_| ());
-        let mut triggers = futures::stream::select(futures::stream::select(seed_changes, secret_changes), tick).boxed();
+        let mut triggers = futures::stream::select(triggers, tick).boxed();
         let mut leader = self.leader.clone();
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -138,10 +152,16 @@ impl Discovery {
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = async { seeds_synced.wait_for(|s| *s).await.ok(); secrets_synced.wait_for(|s| *s).await.ok() } => {}
+            _ = async {
+                seeds_synced.wait_for(|s| *s).await.ok();
+                for done in &mut synced {
+                    done.wait_for(|s| *s).await.ok();
+                }
+            } => {}
         }
+        let mut reported = HashMap::new();
         loop {
-            self.sync(&seeds, &secrets).await;
+            self.sync(&seeds, &secrets, &mut reported).await;
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 next = triggers.next() => if next.is_none() { break },
@@ -153,7 +173,18 @@ impl Discovery {
         self.registry.stop_all();
     }
 
-    async fn sync(&self, seeds: &Store<Seed>, secrets: &Store<Secret>) {
+    /// The Seeds' namespace first, then the further ones, without duplicates.
+    fn watched_namespaces(&self) -> Vec<String> {
+        let mut namespaces = vec![self.namespace.clone()];
+        for namespace in &self.secret_namespaces {
+            if !namespace.is_empty() && !namespaces.contains(namespace) {
+                namespaces.push(namespace.clone());
+            }
+        }
+        namespaces
+    }
+
+    async fn sync(&self, seeds: &Store<Seed>, secrets: &Secrets, reported: &mut HashMap<String, Outcome>) {
         let mut changed = false;
         let present: Vec<Arc<Seed>> = seeds.state();
         for seed in &present {
@@ -162,12 +193,13 @@ impl Discovery {
                 Ok(kubeconfig) => self.ensure_worker(&name, &kubeconfig, &mut changed).await,
                 Err(problem) => Err(problem),
             };
-            self.report(seed, outcome).await;
+            self.report(seed, outcome, reported).await;
         }
         let gone: Vec<String> = {
             let current = self.registry.read();
             current.keys().filter(|name| !present.iter().any(|s| s.name_any() == **name)).cloned().collect()
         };
+        reported.retain(|name, _| present.iter().any(|s| s.name_any() == *name));
         for name in gone {
             if let Some(entry) = self.registry.write().remove(&name) {
                 tracing::info!(seed = %name, "Seed removed: no longer syncing to it; its copies stay as they are");
@@ -210,53 +242,38 @@ impl Discovery {
         Ok(())
     }
 
-    /// Writes the `KubeconfigValid` condition when it changes, with an Event.
-    async fn report(&self, seed: &Seed, outcome: Result<(), Problem>) {
-        let (status, reason, message) = match &outcome {
-            Ok(()) => (
-                ConditionStatus::True,
-                "KubeconfigValid",
-                "the kubeconfig Secret holds a usable kubeconfig".to_string(),
-            ),
-            Err(problem) => (ConditionStatus::False, problem.reason, problem.message.clone()),
+    /// Reports a Seed's kubeconfig state when it changed since the last pass: an Event on
+    /// the Seed, a log line, and the gauge `seed_kubeconfig_valid`.
+    async fn report(&self, seed: &Seed, outcome: Result<(), Problem>, reported: &mut HashMap<String, Outcome>) {
+        let name = seed.name_any();
+        let valid = outcome.is_ok();
+        self.metrics.kubeconfig_valid.get_or_create(&SeedLabels { seed: name.clone() }).set(i64::from(valid));
+        let now = match &outcome {
+            Ok(()) => (KUBECONFIG_VALID, "the kubeconfig Secret holds a usable kubeconfig".to_string()),
+            Err(problem) => (problem.reason, problem.message.clone()),
         };
-        let current = seed.status.as_ref().and_then(|s| s.conditions.get(KUBECONFIG_VALID));
-        if current.is_some_and(|c| {
-            c.status == status && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(&message)
-        }) {
+        if reported.get(&name) == Some(&now) {
             return;
         }
-        let transitioned = current.is_none_or(|c| c.status != status);
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let condition = Condition {
-            status,
-            kubermatic_version: None,
-            last_heartbeat_time: Some(now.clone()),
-            last_transition_time: if transitioned {
-                Some(now)
-            } else {
-                current.and_then(|c| c.last_transition_time.clone())
-            },
-            reason: Some(reason.into()),
-            message: Some(message.clone()),
-        };
-        let mut desired = Seed::new(&seed.name_any(), seed.spec.clone());
-        desired.metadata.namespace = seed.namespace();
-        desired.status = Some(SeedStatus { conditions: [(KUBECONFIG_VALID.to_string(), condition)].into() });
-        let api: Api<Seed> = Api::namespaced(self.master.clone(), &self.namespace);
-        if let Err(error) = self.applier.apply_status(&api, &desired, Some(seed)).await {
-            tracing::warn!(seed = %seed.name_any(), %error, "writing the Seed condition failed");
-        }
+        reported.insert(name.clone(), now.clone());
         let reference = seed.object_ref(&());
-        match outcome {
-            Ok(()) => self.events.normal(&reference, "KubeconfigValid", "ConnectSeed", message).await,
-            Err(problem) => {
-                tracing::warn!(seed = %seed.name_any(), reason = problem.reason, "{}", problem.message);
-                self.events.warning(&reference, problem.reason, "ConnectSeed", problem.message).await
-            }
+        let (reason, message) = now;
+        if valid {
+            tracing::info!(seed = %name, "{message}");
+            self.events.normal(&reference, reason, "ConnectSeed", message).await;
+        } else {
+            tracing::warn!(seed = %name, reason, "{message}");
+            self.events.warning(&reference, reason, "ConnectSeed", message).await;
         }
     }
 }
+
+/// The last reported reason and message of a Seed.
+type Outcome = (&'static str, String);
+
+/// The kubeconfig Secrets, by namespace.
+#[derive(Default)]
+struct Secrets(HashMap<String, Store<Secret>>);
 
 /// Why a Seed's kubeconfig cannot be used.
 #[derive(Debug)]
@@ -265,30 +282,35 @@ struct Problem {
     message: String,
 }
 
-fn resolve(seed: &Seed, namespace: &str, secrets: &Store<Secret>) -> Result<String, Problem> {
+/// The kubeconfig a Seed names, read as KKP reads it (`GetSeedKubeconfig`): the Secret
+/// `spec.kubeconfig.name` in `spec.kubeconfig.namespace` (default: the Seed's), key
+/// `spec.kubeconfig.fieldPath` (default: `kubeconfig`).
+fn resolve(seed: &Seed, namespace: &str, secrets: &Secrets) -> Result<String, Problem> {
     let reference = &seed.spec.kubeconfig;
     let name = reference.name.as_deref().filter(|n| !n.is_empty()).ok_or_else(|| Problem {
         reason: "KubeconfigSecretMissing",
         message: "spec.kubeconfig names no Secret".into(),
     })?;
-    let secret_namespace = reference.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(namespace);
-    if secret_namespace != namespace {
-        return Err(Problem {
-            reason: "KubeconfigSecretNamespaceUnsupported",
-            message: format!("the kubeconfig Secret must be in namespace {namespace}, not {secret_namespace}"),
-        });
-    }
-    let secret = secrets.get(&ObjectRef::new(name).within(namespace)).ok_or_else(|| Problem {
-        reason: "KubeconfigSecretMissing",
-        message: format!("Secret {namespace}/{name} does not exist"),
+    let seed_namespace = seed.metadata.namespace.as_deref().unwrap_or(namespace);
+    let secret_namespace = reference.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(seed_namespace);
+    let store = secrets.0.get(secret_namespace).ok_or_else(|| Problem {
+        reason: "KubeconfigSecretNamespaceNotWatched",
+        message: format!(
+            "the kubeconfig Secret is in namespace {secret_namespace}, which is not watched: add it to --kubeconfig-namespaces (and let the ServiceAccount read Secrets there)"
+        ),
     })?;
-    let bytes = secret.data.as_ref().and_then(|d| d.get(KUBECONFIG_KEY)).ok_or_else(|| Problem {
+    let secret = store.get(&ObjectRef::new(name).within(secret_namespace)).ok_or_else(|| Problem {
+        reason: "KubeconfigSecretMissing",
+        message: format!("Secret {secret_namespace}/{name} does not exist"),
+    })?;
+    let key = seed.spec.kubeconfig_key();
+    let bytes = secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| Problem {
         reason: "KubeconfigMissing",
-        message: format!("Secret {namespace}/{name} has no key {KUBECONFIG_KEY:?}"),
+        message: format!("Secret {secret_namespace}/{name} has no key {key:?}"),
     })?;
     String::from_utf8(bytes.0.clone()).map_err(|_| Problem {
         reason: "KubeconfigInvalid",
-        message: format!("key {KUBECONFIG_KEY:?} of Secret {namespace}/{name} is not UTF-8"),
+        message: format!("key {key:?} of Secret {secret_namespace}/{name} is not UTF-8"),
     })
 }
 

@@ -4,8 +4,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use mla_common::api::*;
 use mla_e2e::master::{
@@ -44,6 +47,11 @@ impl Setup {
     /// Starts the binary with a kubeconfig of its ServiceAccount (the RBAC of the
     /// manifests, not cluster admin).
     async fn start_binary(&mut self, resync: &str) -> anyhow::Result<()> {
+        self.start_binary_with(resync, &[]).await
+    }
+
+    /// [`Setup::start_binary`] with further flags.
+    async fn start_binary_with(&mut self, resync: &str, extra: &[&str]) -> anyhow::Result<()> {
         let kubeconfig = self.master.kubeconfig(&master_identity()).await?;
         let port = free_port()?;
         let mut command = Command::new(BINARY);
@@ -52,7 +60,8 @@ impl Setup {
             .arg(format!("--admin-addr=127.0.0.1:{port}"))
             .arg(format!("--leader-election-namespace={NS}"))
             .arg(format!("--resync-period={resync}"))
-            .arg("--log-level=info,kube=warn");
+            .arg("--log-level=info,kube=warn")
+            .args(extra);
         let log = self.master.dir().join("master-controller-manager.log");
         self.binary = Some(ManagedProcess::spawn("master-controller-manager", command, &log)?);
         self.admin = format!("http://127.0.0.1:{port}");
@@ -290,35 +299,56 @@ async fn broken_kubeconfigs_are_reported_and_the_rest_syncs() -> anyhow::Result<
     create_seed(&setup.master, "garbage", "garbage-kubeconfig").await?;
     setup.start_binary("10m").await?;
 
+    // KKP's seed-status-controller owns the Seed status; a stand-in writes what it would.
     let seeds: Api<Seed> = Api::namespaced(setup.master.client(), NS);
-    for (seed, status, reason) in [
-        ("seed-0", ConditionStatus::True, "KubeconfigValid"),
-        ("missing-secret", ConditionStatus::False, "KubeconfigSecretMissing"),
-        ("garbage", ConditionStatus::False, "KubeconfigInvalid"),
-    ] {
-        let condition = eventually(&format!("{seed} condition"), WAIT, || {
-            let seeds = seeds.clone();
-            async move { Ok(seeds.get(seed).await?.status.and_then(|s| s.conditions.get("KubeconfigValid").cloned())) }
-        })
+    let kkp_status = serde_json::json!({"status": {"conditions": {"KubeconfigValid": {
+        "status": "True", "reason": "KubeconfigValid", "lastHeartbeatTime": "2026-11-01T00:00:00Z"}}}});
+    seeds
+        .patch_status("missing-secret", &PatchParams::apply("kkp-seed-status-controller"), &Patch::Merge(&kkp_status))
         .await?;
-        assert_eq!((condition.status, condition.reason.as_deref()), (status, Some(reason)), "{seed}: {condition:?}");
+    let before = seeds.get("missing-secret").await?;
+    for (seed, valid) in [("seed-0", 1), ("missing-secret", 0), ("garbage", 0)] {
+        let line = format!("mla_seed_kubeconfig_valid{{seed=\"{seed}\"}} {valid}");
+        eventually(&line, WAIT, || async { Ok(setup.metrics().await?.contains(&line).then_some(())) }).await?;
     }
     let events: Api<Event> = Api::namespaced(setup.master.client(), NS);
-    let warnings = eventually("a Warning event for the missing Secret", WAIT, || {
+    let reasons = |seed: &'static str| {
         let events = events.clone();
         async move {
             let list = events.list(&Default::default()).await?;
-            let found: Vec<_> = list
-                .items
-                .into_iter()
-                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("missing-secret"))
-                .filter(|e| e.type_.as_deref() == Some("Warning"))
-                .collect();
-            Ok((!found.is_empty()).then_some(found))
+            Ok::<_, anyhow::Error>(
+                list.items
+                    .into_iter()
+                    .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(seed))
+                    .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+                    .collect::<Vec<_>>(),
+            )
         }
-    })
-    .await?;
-    assert!(warnings[0].note.as_deref().unwrap_or_default().contains("does-not-exist"), "{warnings:?}");
+    };
+    for (seed, kind, reason) in [
+        ("seed-0", "Normal", "KubeconfigValid"),
+        ("missing-secret", "Warning", "KubeconfigSecretMissing"),
+        ("garbage", "Warning", "KubeconfigInvalid"),
+    ] {
+        let found = eventually(&format!("a {kind} {reason} event for {seed}"), WAIT, || async {
+            let found = reasons(seed).await?;
+            Ok(found.iter().any(|(t, r, _)| t == kind && r == reason).then_some(found))
+        })
+        .await?;
+        if seed == "missing-secret" {
+            assert!(found.iter().any(|(_, _, note)| note.contains("does-not-exist")), "{found:?}");
+        }
+    }
+    // Nothing of ours on any Seed: KKP's condition stays as KKP wrote it, the others have none.
+    let after = seeds.get("missing-secret").await?;
+    assert_eq!(after.status, before.status, "the Seed status is KKP's");
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "no write to the Seed");
+    for seed in ["seed-0", "garbage"] {
+        let seed = seeds.get(seed).await?;
+        assert!(seed.status.as_ref().is_none_or(|s| s.conditions.is_empty()), "no condition written: {seed:?}");
+        let managers: Vec<_> = seed.managed_fields().iter().filter_map(|m| m.manager.clone()).collect();
+        assert!(!managers.iter().any(|m| m.starts_with("master-controller-manager")), "{managers:?}");
+    }
 
     // The good seed syncs regardless.
     Api::<Project>::all(setup.master.client()).create(&PostParams::default(), &project("p", "P", &[])).await?;
@@ -327,15 +357,13 @@ async fn broken_kubeconfigs_are_reported_and_the_rest_syncs() -> anyhow::Result<
     // Fixing the Secret brings the broken seed in (and rotating a Secret replaces the client).
     let kubeconfig = std::fs::read_to_string(setup.seeds[0].kubeconfig(&seed_identity()).await?)?;
     put_secret(&setup.master, "garbage-kubeconfig", &kubeconfig).await?;
-    eventually("garbage seed valid after the fix", WAIT, || {
-        let seeds = seeds.clone();
-        async move {
-            let seed = seeds.get("garbage").await?;
-            Ok(seed
-                .status
-                .and_then(|s| s.conditions.get("KubeconfigValid").cloned())
-                .filter(|c| c.status == ConditionStatus::True))
-        }
+    let line = "mla_seed_kubeconfig_valid{seed=\"garbage\"} 1";
+    eventually("garbage seed valid after the fix", WAIT, || async {
+        Ok(setup.metrics().await?.contains(line).then_some(()))
+    })
+    .await?;
+    eventually("a Normal event once the garbage seed's kubeconfig works", WAIT, || async {
+        Ok(reasons("garbage").await?.iter().any(|(t, r, _)| t == "Normal" && r == "KubeconfigValid").then_some(()))
     })
     .await?;
     Ok(())
@@ -357,9 +385,9 @@ async fn a_master_that_is_its_own_seed_writes_nothing() -> anyhow::Result<()> {
     assert!(p.finalizers().is_empty(), "no finalizer on a master that is its own seed: {:?}", p.finalizers());
     let managers: Vec<_> = p.managed_fields().iter().filter_map(|m| m.manager.clone()).collect();
     assert!(!managers.iter().any(|m| m.starts_with("master-controller-manager")), "{managers:?}");
-    // Only the Seed's own condition (status of the Seed object) may have been written.
+    // Nothing at all: not even the Seed (its status is KKP's).
     let seed_writes = writes_after - writes_before;
-    assert!(seed_writes <= 1, "{seed_writes} writes to kubermatic.k8c.io objects");
+    assert_eq!(seed_writes, 0, "writes to kubermatic.k8c.io objects");
     Ok(())
 }
 
@@ -502,4 +530,289 @@ where
     copies.patch(name, &PatchParams::default(), &Patch::Merge(&release)).await?;
     wait_gone::<K>(&setup.seeds[0], name).await?;
     wait_gone::<K>(&setup.master, name).await
+}
+
+/// Makes `plane`'s CRD of `plural` keep fields its schema does not list, in spec and
+/// status, as KKP's full CRDs keep fields our types do not know.
+async fn preserve_unknown_fields(plane: &ControlPlane, plural: &str) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(plane.client());
+    let name = format!("{plural}.kubermatic.k8c.io");
+    let mut crd = crds.get(&name).await?;
+    for version in &mut crd.spec.versions {
+        let properties = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .ok_or_else(|| anyhow::anyhow!("{name} has no schema"))?;
+        for part in ["spec", "status"] {
+            if let Some(schema) = properties.get_mut(part) {
+                schema.x_kubernetes_preserve_unknown_fields = Some(true);
+            }
+        }
+    }
+    crd.metadata.managed_fields = None;
+    crds.replace(&name, &PostParams::default(), &crd).await?;
+    Ok(())
+}
+
+/// A GroupProjectBinding CRD (KKP EE's kind; absent from our own CRDs), schemaless spec.
+async fn install_group_project_bindings(plane: &ControlPlane) -> anyhow::Result<()> {
+    let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "groupprojectbindings.kubermatic.k8c.io"},
+        "spec": {"group": "kubermatic.k8c.io", "scope": "Cluster",
+                 "names": {"kind": "GroupProjectBinding", "listKind": "GroupProjectBindingList",
+                           "plural": "groupprojectbindings", "singular": "groupprojectbinding"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                   "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    }))?;
+    let crds: Api<CustomResourceDefinition> = Api::all(plane.client());
+    crds.create(&PostParams::default(), &crd).await?;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kubermatic.k8c.io", "v1", "GroupProjectBinding"),
+        "groupprojectbindings",
+    );
+    let api: Api<DynamicObject> = Api::all_with(plane.client(), &resource);
+    eventually("GroupProjectBindings served", WAIT, || {
+        let api = api.clone();
+        async move { Ok(api.list(&Default::default()).await.ok().map(|_| ())) }
+    })
+    .await
+}
+
+fn dynamic_api(plane: &ControlPlane, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubermatic.k8c.io", "v1", kind), plural);
+    Api::all_with(plane.client(), &resource)
+}
+
+/// What a copy must equal, untyped: name, labels, spec, status.
+fn raw_essence(object: &DynamicObject) -> serde_json::Value {
+    serde_json::json!({
+        "name": object.metadata.name,
+        "labels": object.metadata.labels.clone().unwrap_or_default(),
+        "spec": object.data.get("spec"),
+        "status": object.data.get("status"),
+    })
+}
+
+async fn wait_raw_copy(api: &Api<DynamicObject>, name: &str, want: serde_json::Value) -> anyhow::Result<()> {
+    eventually(&format!("{name} copied as {want}"), WAIT, || {
+        let (api, want) = (api.clone(), want.clone());
+        async move { Ok(api.get_opt(name).await?.filter(|copy| raw_essence(copy) == want).map(|_| ())) }
+    })
+    .await
+}
+
+/// KKP-shaped Users (fields our types do not know) and GroupProjectBindings arrive in the
+/// seed identical; a field only the copy has is removed; a KKP synchronizer stand-in
+/// rewriting the copy from KKP's Go types (zero values spelled out) starts no write war;
+/// steady state writes nothing.
+#[tokio::test]
+async fn kkp_shaped_objects_arrive_identical_beside_kkp_synchronizers() -> anyhow::Result<()> {
+    let mut setup = Setup::new("kkp", 1).await?;
+    for plane in std::iter::once(&setup.master).chain(&setup.seeds) {
+        preserve_unknown_fields(plane, "users").await?;
+        install_group_project_bindings(plane).await?;
+    }
+    let users = dynamic_api(&setup.master, "User", "users");
+    let user: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "User",
+        "metadata": {"name": "u-kkp", "labels": {"team": "a"}, "annotations": {"kkp": "not copied"}},
+        "spec": {"id": "c0ffee", "name": "Anna", "email": "anna@example.com", "admin": true,
+                 "groups": ["devs", "ops"], "readAnnouncements": ["a1"],
+                 "settings": {"useClusterList": true, "itemsPerPage": 20, "lastSeenChangelogVersion": "v2.31"}}
+    }))?;
+    users.create(&PostParams::default(), &user).await?;
+    let status = serde_json::json!({"status": {"lastSeen": "2026-11-01T00:00:00Z"}});
+    users.patch_status("u-kkp", &PatchParams::default(), &Patch::Merge(&status)).await?;
+    let bindings = dynamic_api(&setup.master, "GroupProjectBinding", "groupprojectbindings");
+    let binding: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "GroupProjectBinding",
+        "metadata": {"name": "devs-p1", "labels": {"project": "p1"}},
+        "spec": {"group": "devs", "projectID": "p1", "role": "viewers"}
+    }))?;
+    bindings.create(&PostParams::default(), &binding).await?;
+    setup.start_binary("4s").await?;
+
+    let seed_users = dynamic_api(&setup.seeds[0], "User", "users");
+    let seed_bindings = dynamic_api(&setup.seeds[0], "GroupProjectBinding", "groupprojectbindings");
+    let original = users.get("u-kkp").await?;
+    wait_raw_copy(&seed_users, "u-kkp", raw_essence(&original)).await?;
+    wait_raw_copy(&seed_bindings, "devs-p1", raw_essence(&bindings.get("devs-p1").await?)).await?;
+    let copy = seed_users.get("u-kkp").await?;
+    assert_eq!(copy.data["spec"]["groups"], serde_json::json!(["devs", "ops"]));
+    assert!(copy.metadata.annotations.is_none_or(|a| !a.contains_key("kkp")), "annotations are not copied");
+    eventually("the GroupProjectBinding finalizer on the original", WAIT, || {
+        let bindings = bindings.clone();
+        async move {
+            let b = bindings.get("devs-p1").await?;
+            Ok(b.finalizers()
+                .iter()
+                .any(|f| f == "kubermatic.k8c.io/cleanup-seed-group-project-bindings")
+                .then_some(()))
+        }
+    })
+    .await?;
+
+    // A field only the copy has (written by someone else) is removed; so is one the
+    // original drops.
+    let foreign = serde_json::json!({"spec": {"foreign": "x", "settings": {"itemsPerPage": 50}}});
+    seed_users.patch("u-kkp", &PatchParams::apply("someone"), &Patch::Merge(&foreign)).await?;
+    let dropped = serde_json::json!({"spec": {"readAnnouncements": null}});
+    users.patch("u-kkp", &PatchParams::default(), &Patch::Merge(&dropped)).await?;
+    let original = users.get("u-kkp").await?;
+    wait_raw_copy(&seed_users, "u-kkp", raw_essence(&original)).await?;
+
+    // KKP's synchronizer stand-in: an Update of the copy with the master's spec as KKP's Go
+    // types write it (zero values spelled out), as its own field manager.
+    let mut kkp_copy = seed_users.get("u-kkp").await?;
+    kkp_copy.data["spec"] = original.data["spec"].clone();
+    kkp_copy.data["spec"]["isGlobalViewer"] = serde_json::json!(false);
+    kkp_copy.data["spec"]["settings"]["collapseSidebar"] = serde_json::json!(false);
+    kkp_copy.data["spec"]["project"] = serde_json::json!("");
+    kkp_copy.metadata.managed_fields = None;
+    seed_users
+        .replace(
+            "u-kkp",
+            &PostParams { field_manager: Some("kkp-user-synchronizer".into()), ..Default::default() },
+            &kkp_copy,
+        )
+        .await?;
+    let mut kkp_binding = seed_bindings.get("devs-p1").await?;
+    kkp_binding.metadata.managed_fields = None;
+    seed_bindings
+        .replace(
+            "devs-p1",
+            &PostParams { field_manager: Some("group-project-binding-sync-controller".into()), ..Default::default() },
+            &kkp_binding,
+        )
+        .await?;
+
+    // Two resync periods later: no write from us, and KKP's zero values are still there.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = write_requests(&setup.seeds[0].client(), "kubermatic.k8c.io").await?;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let after = write_requests(&setup.seeds[0].client(), "kubermatic.k8c.io").await?;
+    assert_eq!(before, after, "writes to the seed during two resync periods beside KKP's writes");
+    let copy = seed_users.get("u-kkp").await?;
+    assert_eq!(copy.data["spec"]["isGlobalViewer"], serde_json::json!(false), "KKP's zero values are left alone");
+    assert_eq!(copy.data["spec"]["settings"]["collapseSidebar"], serde_json::json!(false));
+    let mut want = original.data["spec"].clone();
+    want["isGlobalViewer"] = serde_json::json!(false);
+    want["settings"]["collapseSidebar"] = serde_json::json!(false);
+    want["project"] = serde_json::json!("");
+    assert_eq!(copy.data["spec"], want);
+    assert_eq!(copy.data["status"], original.data["status"]);
+
+    // Deleting the originals deletes the copies and releases the shared finalizers.
+    users.delete("u-kkp", &DeleteParams::default()).await?;
+    bindings.delete("devs-p1", &DeleteParams::default()).await?;
+    for (api, name) in [(&seed_users, "u-kkp"), (&seed_bindings, "devs-p1"), (&users, "u-kkp"), (&bindings, "devs-p1")]
+    {
+        eventually(&format!("{name} gone"), WAIT, || {
+            let api = api.clone();
+            async move { Ok(api.get_opt(name).await?.is_none().then_some(())) }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// A Seed's kubeconfig under another key (`fieldPath`) in a Secret of another namespace
+/// is used when that namespace is watched; a namespace that is not is reported.
+#[tokio::test]
+async fn kubeconfig_field_path_and_secrets_in_other_namespaces() -> anyhow::Result<()> {
+    let mut setup = Setup::new("fieldpath", 1).await?;
+    let master = setup.master.client();
+    let seeds: Api<Seed> = Api::namespaced(master.clone(), NS);
+    seeds.delete("seed-0", &DeleteParams::default()).await?;
+    mla_e2e::master::ensure_namespace(&master, "seed-secrets").await?;
+    let kubeconfig = std::fs::read_to_string(setup.seeds[0].kubeconfig(&seed_identity()).await?)?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "moved-kubeconfig", "namespace": "seed-secrets"},
+        "stringData": {"value": kubeconfig}
+    }))?;
+    Api::<Secret>::namespaced(master.clone(), "seed-secrets").create(&PostParams::default(), &secret).await?;
+    // The documented RBAC for an extra namespace: read Secrets there.
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "mla:master-controller-manager", "namespace": "seed-secrets"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]
+    }))?;
+    Api::<Role>::namespaced(master.clone(), "seed-secrets").create(&PostParams::default(), &role).await?;
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "mla:master-controller-manager", "namespace": "seed-secrets"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mla:master-controller-manager"},
+        "subjects": [{"kind": "ServiceAccount", "name": "master-controller-manager", "namespace": NS}]
+    }))?;
+    Api::<RoleBinding>::namespaced(master.clone(), "seed-secrets").create(&PostParams::default(), &binding).await?;
+    let seed = |name: &str, namespace: &str| {
+        Seed::new(
+            name,
+            SeedSpec {
+                kubeconfig: ObjectReference {
+                    name: Some("moved-kubeconfig".into()),
+                    namespace: Some(namespace.into()),
+                    field_path: Some("value".into()),
+                    ..Default::default()
+                },
+                expose_strategy: None,
+                mla: None,
+            },
+        )
+    };
+    seeds.create(&PostParams::default(), &seed("moved", "seed-secrets")).await?;
+    seeds.create(&PostParams::default(), &seed("elsewhere", "not-watched")).await?;
+    setup.start_binary_with("10m", &["--kubeconfig-namespaces=seed-secrets"]).await?;
+
+    Api::<Project>::all(master.clone()).create(&PostParams::default(), &project("p", "P", &[])).await?;
+    wait_copied::<Project>(&setup, "p").await?;
+    let metrics = setup.metrics().await?;
+    assert!(metrics.contains("mla_seed_kubeconfig_valid{seed=\"moved\"} 1"), "{metrics}");
+    eventually("the unwatched namespace reported", WAIT, || async {
+        let metrics = setup.metrics().await?;
+        Ok(metrics.contains("mla_seed_kubeconfig_valid{seed=\"elsewhere\"} 0").then_some(()))
+    })
+    .await?;
+    let events: Api<Event> = Api::namespaced(master.clone(), NS);
+    eventually("a Warning event naming the flag", WAIT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await?;
+            Ok(list
+                .items
+                .iter()
+                .any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("elsewhere")
+                        && e.reason.as_deref() == Some("KubeconfigSecretNamespaceNotWatched")
+                        && e.note.as_deref().unwrap_or_default().contains("--kubeconfig-namespaces")
+                })
+                .then_some(()))
+        }
+    })
+    .await?;
+
+    // A key the Secret does not have is reported by its name.
+    let patch = serde_json::json!({"spec": {"kubeconfig": {"name": "moved-kubeconfig", "namespace": "seed-secrets", "fieldPath": "nope"}}});
+    seeds.patch("elsewhere", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    eventually("the missing key reported", WAIT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await?;
+            Ok(list
+                .items
+                .iter()
+                .any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("elsewhere")
+                        && e.reason.as_deref() == Some("KubeconfigMissing")
+                        && e.note.as_deref().unwrap_or_default().contains("\"nope\"")
+                })
+                .then_some(()))
+        }
+    })
+    .await?;
+    Ok(())
 }

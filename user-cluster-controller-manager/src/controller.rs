@@ -1,7 +1,10 @@
 //! The agents' reconciler: one Cluster, two API servers. It reads the Cluster, the cluster
 //! CA and the gateway's external Service in the seed, and keeps the agents in the user
-//! cluster's `mla-system` namespace as the Cluster's `spec.mla` asks; their health goes
-//! back into the Cluster's status.
+//! cluster's agents namespace (`mla-system` by default) as the Cluster's `spec.mla` asks;
+//! their health goes back into the Cluster's status: always as the conditions
+//! `MLAMonitoringAgentReady` / `MLALoggingAgentReady`, and, unless switched off (KKP's own
+//! user-cluster-controller-manager clears those fields on every reconcile when its MLA is
+//! off), as `status.extendedHealth.monitoring` / `logging`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -14,7 +17,9 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
-use mla_common::api::{Cluster, ClusterSpec, ClusterStatus, ExtendedClusterHealth, HealthStatus};
+use mla_common::api::{
+    Cluster, ClusterSpec, ClusterStatus, Condition, ConditionStatus, Conditions, ExtendedClusterHealth, HealthStatus,
+};
 use mla_common::apply::{Applied, Applier};
 use mla_common::backoff::Backoff;
 use mla_common::events::EventPublisher;
@@ -23,11 +28,12 @@ use mla_common::runtime::{Runtime, mark_synced};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use crate::agents::common::{self as agent, NAMESPACE};
+use crate::agents::common as agent;
+use crate::agents::placement::Placement;
 use crate::agents::prometheus::{self, PrometheusConfigInput, PrometheusDeploymentSettings};
 use crate::agents::promtail::{LoggingAgent, LoggingConfigInput};
 use crate::certificates::{self, AgentCertificates};
-use crate::gateway_url::gateway_url;
+use crate::gateway_url::{gateway_node_port, gateway_url};
 use mla_common::runtime::relisting_watcher;
 
 /// Field manager suffix and metrics label of this controller.
@@ -48,7 +54,17 @@ pub struct AgentsSettings {
     pub resync_period: Duration,
     /// The logging agent to run.
     pub logging_agent: LoggingAgent,
+    /// The agents' namespace and cluster-scoped names.
+    pub placement: Placement,
+    /// Whether the agents' health also goes into `status.extendedHealth.monitoring` and
+    /// `logging` (false beside KKP's own user-cluster-controller-manager, which owns them).
+    pub extended_health: bool,
 }
+
+/// Condition on the Cluster: the metrics agent is available.
+pub const MONITORING_CONDITION: &str = "MLAMonitoringAgentReady";
+/// Condition on the Cluster: the log agent is available on every node it should run on.
+pub const LOGGING_CONDITION: &str = "MLALoggingAgentReady";
 
 struct Context {
     seed: kube::Client,
@@ -118,6 +134,7 @@ pub fn run(
     let gate = |name: &str| runtime.readiness.gate(name);
     let by_name = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
     let ns = settings.cluster_namespace.clone();
+    let agents_ns = settings.placement.namespace().to_string();
     let (clusters, w1) =
         watch(Api::<Cluster>::all(seed.clone()), by_name(&settings.cluster_name), gate("cluster"), notify.clone());
     let (seed_secrets, w2) =
@@ -130,12 +147,12 @@ pub fn run(
     );
     let all = watcher::Config::default;
     let (config_maps, w4) =
-        watch(Api::namespaced(user.clone(), NAMESPACE), all(), gate("user/configmaps"), notify.clone());
-    let (secrets, w5) = watch(Api::namespaced(user.clone(), NAMESPACE), all(), gate("user/secrets"), notify.clone());
+        watch(Api::namespaced(user.clone(), &agents_ns), all(), gate("user/configmaps"), notify.clone());
+    let (secrets, w5) = watch(Api::namespaced(user.clone(), &agents_ns), all(), gate("user/secrets"), notify.clone());
     let (deployments, w6) =
-        watch(Api::namespaced(user.clone(), NAMESPACE), all(), gate("user/deployments"), notify.clone());
+        watch(Api::namespaced(user.clone(), &agents_ns), all(), gate("user/deployments"), notify.clone());
     let (daemon_sets, w7) =
-        watch(Api::namespaced(user.clone(), NAMESPACE), all(), gate("user/daemonsets"), notify.clone());
+        watch(Api::namespaced(user.clone(), &agents_ns), all(), gate("user/daemonsets"), notify.clone());
     let context = Arc::new(Context {
         seed: seed.clone(),
         user,
@@ -229,14 +246,16 @@ async fn reconcile(ctx: &Context) -> Result<(), AgentsError> {
         return Ok(());
     }
     let Some(cluster) = cluster else { return Ok(()) };
+    let placement = &ctx.settings.placement;
+    let agents_ns = placement.namespace();
     let namespaces: Api<Namespace> = Api::all(ctx.user.clone());
-    let current_ns = namespaces.get_opt(NAMESPACE).await.map_err(|e| kube_error("get", "Namespace", NAMESPACE, e))?;
-    ctx.applier.apply(&namespaces, &agent::namespace(), current_ns.as_ref()).await?;
+    let current_ns = namespaces.get_opt(agents_ns).await.map_err(|e| kube_error("get", "Namespace", agents_ns, e))?;
+    ctx.applier.apply(&namespaces, &placement.namespace_object(), current_ns.as_ref()).await?;
 
     let node_port = ctx
         .seed_services
         .get(&ObjectRef::new(EXTERNAL_SERVICE).within(&ctx.settings.cluster_namespace))
-        .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first()?.node_port);
+        .and_then(|service| gateway_node_port(&service));
     let url = match gateway_url(&cluster, node_port) {
         Ok(url) => url,
         Err(reason) => {
@@ -250,20 +269,22 @@ async fn reconcile(ctx: &Context) -> Result<(), AgentsError> {
 
     let prometheus_health = if monitoring {
         apply_certificates(ctx, prometheus::CERTIFICATES_SECRET, prometheus::PROMETHEUS, &ca, now).await?;
+        let deployment_settings = PrometheusDeploymentSettings::from_mla(Some(&mla));
         let mut input = PrometheusConfigInput::new(&cluster.name_any(), &url);
         let config_maps: Vec<ConfigMap> = ctx.config_maps.state().iter().map(|c| c.as_ref().clone()).collect();
         input.extra_scrape_configs = prometheus::extra_scrape_configs(&config_maps);
+        input.replicas = deployment_settings.replicas;
         let rendered = prometheus::prometheus_config(&input)?;
         report_skipped(ctx, &cluster, &rendered.skipped).await;
         let hash = agent::config_hash(&rendered.yaml);
-        apply_user(ctx, &prometheus::config_map(&rendered.yaml)).await?;
-        apply_user(ctx, &prometheus::service_account()).await?;
-        apply_cluster_scoped(ctx, &prometheus::cluster_role()).await?;
-        apply_cluster_scoped(ctx, &prometheus::cluster_role_binding()).await?;
-        let desired = prometheus::deployment(&PrometheusDeploymentSettings::from_mla(Some(&mla)), &hash);
-        apply_user(ctx, &desired).await?;
+        apply_user(ctx, &placement.namespaced(prometheus::config_map(&rendered.yaml))).await?;
+        apply_user(ctx, &placement.namespaced(prometheus::service_account())).await?;
+        apply_cluster_scoped(ctx, &placement.cluster_role(prometheus::cluster_role())).await?;
+        apply_cluster_scoped(ctx, &placement.cluster_role_binding(prometheus::cluster_role_binding())).await?;
+        let desired = prometheus::deployment(&deployment_settings, &hash);
+        apply_user(ctx, &placement.namespaced(desired)).await?;
         Some(deployment_health(
-            ctx.deployments.get(&ObjectRef::new(prometheus::PROMETHEUS).within(NAMESPACE)).as_deref(),
+            ctx.deployments.get(&ObjectRef::new(prometheus::PROMETHEUS).within(agents_ns)).as_deref(),
         ))
     } else {
         remove_prometheus(ctx).await?;
@@ -275,12 +296,12 @@ async fn reconcile(ctx: &Context) -> Result<(), AgentsError> {
         apply_certificates(ctx, agent_kind.certificates_secret_name(), agent_kind.name(), &ca, now).await?;
         let config = agent_kind.render_config(&LoggingConfigInput::new(&cluster.name_any(), &url))?;
         let objects = agent_kind.objects(&agent_kind.settings(Some(&mla)), &config);
-        apply_user(ctx, &objects.config).await?;
-        apply_user(ctx, &objects.service_account).await?;
-        apply_cluster_scoped(ctx, &objects.cluster_role).await?;
-        apply_cluster_scoped(ctx, &objects.cluster_role_binding).await?;
-        apply_user(ctx, &objects.daemon_set).await?;
-        Some(daemon_set_health(ctx.daemon_sets.get(&ObjectRef::new(agent_kind.name()).within(NAMESPACE)).as_deref()))
+        apply_user(ctx, &placement.namespaced(objects.config)).await?;
+        apply_user(ctx, &placement.namespaced(objects.service_account)).await?;
+        apply_cluster_scoped(ctx, &placement.cluster_role(objects.cluster_role)).await?;
+        apply_cluster_scoped(ctx, &placement.cluster_role_binding(objects.cluster_role_binding)).await?;
+        apply_user(ctx, &placement.namespaced(objects.daemon_set)).await?;
+        Some(daemon_set_health(ctx.daemon_sets.get(&ObjectRef::new(agent_kind.name()).within(agents_ns)).as_deref()))
     } else {
         remove_logging(ctx).await?;
         None
@@ -295,7 +316,8 @@ async fn apply_certificates(
     ca: &mla_common::pki::CaState,
     now: SystemTime,
 ) -> Result<(), AgentsError> {
-    let current_secret = ctx.secrets.get(&ObjectRef::new(secret_name).within(NAMESPACE));
+    let agents_ns = ctx.settings.placement.namespace();
+    let current_secret = ctx.secrets.get(&ObjectRef::new(secret_name).within(agents_ns));
     let get = |key: &str| {
         current_secret
             .as_deref()
@@ -312,14 +334,19 @@ async fn apply_certificates(
         cert_pem: desired.cert_pem.unwrap_or_default(),
         key_pem: desired.key_pem.unwrap_or_default(),
     };
-    let secret = agent::certificates_secret(secret_name, common_name, &leaf, &desired.ca_pem.unwrap_or_default());
-    let api: Api<Secret> = Api::namespaced(ctx.user.clone(), NAMESPACE);
+    let secret = ctx.settings.placement.namespaced(agent::certificates_secret(
+        secret_name,
+        common_name,
+        &leaf,
+        &desired.ca_pem.unwrap_or_default(),
+    ));
+    let api: Api<Secret> = Api::namespaced(ctx.user.clone(), agents_ns);
     ctx.applier.apply(&api, &secret, current_secret.as_deref()).await?;
     ctx.expiry.set("client", secret_name, mla_common::pki::not_after(&leaf.cert_pem));
     Ok(())
 }
 
-/// Applies a namespaced object in `mla-system`, compared with the cached one.
+/// Applies a namespaced object in the agents' namespace.
 async fn apply_user<K>(ctx: &Context, desired: &K) -> Result<Applied, AgentsError>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -328,7 +355,7 @@ where
         + serde::Serialize
         + DeserializeOwned,
 {
-    let api: Api<K> = Api::namespaced(ctx.user.clone(), NAMESPACE);
+    let api: Api<K> = Api::namespaced(ctx.user.clone(), ctx.settings.placement.namespace());
     let name = desired.name_any();
     let current = api.get_opt(&name).await.map_err(|e| kube_error("get", &K::kind(&()), &name, e))?;
     Ok(ctx.applier.apply(&api, desired, current.as_ref()).await?)
@@ -361,41 +388,41 @@ where
 
 async fn remove_prometheus(ctx: &Context) -> Result<(), AgentsError> {
     let user = &ctx.user;
+    let placement = &ctx.settings.placement;
+    let ns = placement.namespace();
+    let cluster_role = placement.cluster_scoped_name(prometheus::CLUSTER_ROLE);
     ctx.expiry.forget(prometheus::CERTIFICATES_SECRET);
-    delete_if_present(ctx, Api::<Deployment>::namespaced(user.clone(), NAMESPACE), prometheus::PROMETHEUS).await?;
-    delete_if_present(ctx, Api::<ConfigMap>::namespaced(user.clone(), NAMESPACE), prometheus::PROMETHEUS).await?;
-    delete_if_present(ctx, Api::<Secret>::namespaced(user.clone(), NAMESPACE), prometheus::CERTIFICATES_SECRET).await?;
-    delete_if_present(ctx, Api::<ServiceAccount>::namespaced(user.clone(), NAMESPACE), prometheus::PROMETHEUS).await?;
-    delete_if_present(ctx, Api::<ClusterRoleBinding>::all(user.clone()), prometheus::CLUSTER_ROLE).await?;
-    delete_if_present(ctx, Api::<ClusterRole>::all(user.clone()), prometheus::CLUSTER_ROLE).await
+    delete_if_present(ctx, Api::<Deployment>::namespaced(user.clone(), ns), prometheus::PROMETHEUS).await?;
+    delete_if_present(ctx, Api::<ConfigMap>::namespaced(user.clone(), ns), prometheus::PROMETHEUS).await?;
+    delete_if_present(ctx, Api::<Secret>::namespaced(user.clone(), ns), prometheus::CERTIFICATES_SECRET).await?;
+    delete_if_present(ctx, Api::<ServiceAccount>::namespaced(user.clone(), ns), prometheus::PROMETHEUS).await?;
+    delete_if_present(ctx, Api::<ClusterRoleBinding>::all(user.clone()), &cluster_role).await?;
+    delete_if_present(ctx, Api::<ClusterRole>::all(user.clone()), &cluster_role).await
 }
 
 async fn remove_logging(ctx: &Context) -> Result<(), AgentsError> {
     let user = &ctx.user;
+    let placement = &ctx.settings.placement;
+    let ns = placement.namespace();
     let agent_kind = ctx.settings.logging_agent;
     ctx.expiry.forget(agent_kind.certificates_secret_name());
     let objects = agent_kind.objects(&agent_kind.settings(None), "");
-    delete_if_present(ctx, Api::<DaemonSet>::namespaced(user.clone(), NAMESPACE), &objects.daemon_set.name_any())
+    delete_if_present(ctx, Api::<DaemonSet>::namespaced(user.clone(), ns), &objects.daemon_set.name_any()).await?;
+    delete_if_present(ctx, Api::<Secret>::namespaced(user.clone(), ns), &objects.config.name_any()).await?;
+    delete_if_present(ctx, Api::<Secret>::namespaced(user.clone(), ns), agent_kind.certificates_secret_name()).await?;
+    delete_if_present(ctx, Api::<ServiceAccount>::namespaced(user.clone(), ns), &objects.service_account.name_any())
         .await?;
-    delete_if_present(ctx, Api::<Secret>::namespaced(user.clone(), NAMESPACE), &objects.config.name_any()).await?;
-    delete_if_present(ctx, Api::<Secret>::namespaced(user.clone(), NAMESPACE), agent_kind.certificates_secret_name())
-        .await?;
-    delete_if_present(
-        ctx,
-        Api::<ServiceAccount>::namespaced(user.clone(), NAMESPACE),
-        &objects.service_account.name_any(),
-    )
-    .await?;
-    delete_if_present(ctx, Api::<ClusterRoleBinding>::all(user.clone()), &objects.cluster_role_binding.name_any())
-        .await?;
-    delete_if_present(ctx, Api::<ClusterRole>::all(user.clone()), &objects.cluster_role.name_any()).await
+    let binding = placement.cluster_role_binding(objects.cluster_role_binding);
+    delete_if_present(ctx, Api::<ClusterRoleBinding>::all(user.clone()), &binding.name_any()).await?;
+    let role = placement.cluster_role(objects.cluster_role);
+    delete_if_present(ctx, Api::<ClusterRole>::all(user.clone()), &role.name_any()).await
 }
 
 /// Both agents off (or the Cluster gone): everything, and the namespace itself, goes.
 async fn remove_all(ctx: &Context) -> Result<(), AgentsError> {
     remove_prometheus(ctx).await?;
     remove_logging(ctx).await?;
-    delete_if_present(ctx, Api::<Namespace>::all(ctx.user.clone()), NAMESPACE).await
+    delete_if_present(ctx, Api::<Namespace>::all(ctx.user.clone()), ctx.settings.placement.namespace()).await
 }
 
 /// A Warning Event on the Cluster when the set of skipped extra scrape configs changes.
@@ -435,7 +462,9 @@ fn daemon_set_health(daemon_set: Option<&DaemonSet>) -> HealthStatus {
     }
 }
 
-/// `status.extendedHealth.monitoring` / `logging` on the seed's Cluster, only when changed.
+/// The agents' health on the seed's Cluster, written only when it changed: the conditions
+/// [`MONITORING_CONDITION`] and [`LOGGING_CONDITION`] (absent while the agent is off), and,
+/// when `extended_health` is set, `status.extendedHealth.monitoring` / `logging`.
 async fn write_health(
     ctx: &Context,
     cluster: &Cluster,
@@ -444,10 +473,39 @@ async fn write_health(
 ) -> Result<(), AgentsError> {
     let mut desired = Cluster::new(&cluster.name_any(), ClusterSpec::default());
     desired.status = Some(ClusterStatus {
-        extended_health: Some(ExtendedClusterHealth { monitoring, logging, ..Default::default() }),
+        conditions: health_conditions(cluster, monitoring, logging),
+        extended_health: ctx.settings.extended_health.then(|| ExtendedClusterHealth {
+            monitoring,
+            logging,
+            ..Default::default()
+        }),
         ..Default::default()
     });
     let api: Api<Cluster> = Api::all(ctx.seed.clone());
     ctx.applier.apply_status(&api, &desired, Some(cluster)).await?;
     Ok(())
+}
+
+/// The agents' conditions for their health (`None`: the agent is off, no condition).
+fn health_conditions(cluster: &Cluster, monitoring: Option<HealthStatus>, logging: Option<HealthStatus>) -> Conditions {
+    let mut conditions = Conditions::new();
+    for (condition_type, agent, health) in
+        [(MONITORING_CONDITION, "metrics agent", monitoring), (LOGGING_CONDITION, "log agent", logging)]
+    {
+        let Some(health) = health else { continue };
+        let (status, reason, message) = match health {
+            HealthStatus::HealthStatusUp => {
+                (ConditionStatus::True, "AgentAvailable", format!("the {agent} is available"))
+            }
+            HealthStatus::HealthStatusProvisioning => {
+                (ConditionStatus::False, "AgentProvisioning", format!("the {agent} is not available yet"))
+            }
+            HealthStatus::HealthStatusDown => {
+                (ConditionStatus::False, "AgentMissing", format!("the {agent} is not running"))
+            }
+        };
+        conditions
+            .insert(condition_type.into(), Condition::next(cluster.condition(condition_type), status, reason, message));
+    }
+    conditions
 }

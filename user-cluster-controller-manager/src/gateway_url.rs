@@ -1,6 +1,7 @@
 //! Where a user cluster's agents reach its MLA gateway: derived from the Cluster's address
 //! and expose strategy as KKP derives it.
 
+use k8s_openapi::api::core::v1::Service;
 use mla_common::api::{Cluster, ExposeStrategy};
 
 /// Host name prefix of the gateway exposed by SNI (Tunneling).
@@ -16,6 +17,21 @@ pub enum GatewayUrlError {
     /// NodePort otherwise).
     #[error("the gateway's port is not known yet: {0}")]
     NoPort(&'static str),
+}
+
+/// Names of the write-path port of Service `mla-gateway-ext`, in order of preference: ours
+/// (`https-ext`, 8080) and KKP's (`http-ext`, 80; a gateway KKP made may still be in place
+/// during a migration). The port is chosen by name, never by position.
+pub const EXTERNAL_PORT_NAMES: [&str; 2] = ["https-ext", "http-ext"];
+
+/// The NodePort of the gateway's write path on `service`, if it has a port of one of the
+/// [`EXTERNAL_PORT_NAMES`] with a NodePort.
+pub fn gateway_node_port(service: &Service) -> Option<i32> {
+    let ports = service.spec.as_ref()?.ports.as_ref()?;
+    EXTERNAL_PORT_NAMES
+        .iter()
+        .find_map(|name| ports.iter().find(|port| port.name.as_deref() == Some(*name)))
+        .and_then(|port| port.node_port)
 }
 
 /// The gateway's base URL: `https://mla-gateway.<externalName>:<address port>` for
@@ -77,6 +93,37 @@ mod tests {
             assert_eq!(gateway_url(&c, Some(31234)).as_deref(), Ok("https://c1.seed.example.com:31234"));
             assert!(matches!(gateway_url(&c, None), Err(GatewayUrlError::NoPort(_))));
         }
+    }
+
+    fn service(ports: &[(&str, i32)]) -> Service {
+        use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+        Service {
+            spec: Some(ServiceSpec {
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|(name, node_port)| ServicePort {
+                            name: Some(name.to_string()),
+                            port: 80,
+                            node_port: Some(*node_port),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_write_port_is_chosen_by_name() {
+        assert_eq!(gateway_node_port(&service(&[("metrics", 30001), ("https-ext", 30002)])), Some(30002));
+        // KKP's gateway Service: port http-ext 80.
+        assert_eq!(gateway_node_port(&service(&[("other", 30001), ("http-ext", 30003)])), Some(30003));
+        assert_eq!(gateway_node_port(&service(&[("http-ext", 30003), ("https-ext", 30002)])), Some(30002));
+        assert_eq!(gateway_node_port(&service(&[("metrics", 30001)])), None);
+        assert_eq!(gateway_node_port(&Service::default()), None);
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use mla_common::cli::{CommonArgs, parse_duration};
 use mla_common::runtime::{Runtime, client_for};
+use user_cluster_controller_manager::agents::common as agent_defaults;
+use user_cluster_controller_manager::agents::placement::Placement;
 use user_cluster_controller_manager::agents::promtail::LoggingAgent;
 use user_cluster_controller_manager::controller::{self, AgentsSettings};
 
@@ -30,6 +32,16 @@ struct Args {
     /// Every object is compared again this often, even without a change.
     #[arg(long, env = "MLA_RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
     resync_period: Duration,
+    /// Namespace of the agents in the user cluster. Beside KKP, whose own
+    /// user-cluster-controller-manager deletes `mla-system`, use another (e.g. `mla-agents`);
+    /// the agents' ClusterRoles are then named `system:<namespace>:<agent>`.
+    #[arg(long, env = "MLA_AGENTS_NAMESPACE", default_value = agent_defaults::NAMESPACE)]
+    agents_namespace: String,
+    /// Also report the agents' health in the Cluster's `status.extendedHealth.monitoring`
+    /// and `logging` (besides the conditions). Set to false beside KKP's own
+    /// user-cluster-controller-manager, which clears those fields on every reconcile.
+    #[arg(long, env = "MLA_EXTENDED_HEALTH", default_value_t = true, action = clap::ArgAction::Set)]
+    extended_health: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -38,6 +50,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     mla_common::telemetry::init(&args.common.log)?;
+    let placement = Placement::new(&args.agents_namespace)?;
     let runtime = Runtime::new(BINARY, &args.common).await?;
     let user = client_for(Some(&args.user_cluster_kubeconfig), None).await?;
     let cluster_namespace = args
@@ -50,6 +63,8 @@ async fn main() -> anyhow::Result<()> {
         cluster_namespace,
         resync_period: args.resync_period,
         logging_agent: LoggingAgent::Promtail,
+        placement,
+        extended_health: args.extended_health,
     };
     let agents = controller::run(&runtime, user, settings);
     runtime
@@ -78,5 +93,19 @@ mod tests {
             .expect("flags parse");
         assert_eq!(args.cluster_name, "abc");
         assert_eq!(args.resync_period, Duration::from_secs(300));
+        assert_eq!(args.agents_namespace, "mla-system");
+        assert!(args.extended_health);
+        let args = Args::try_parse_from([
+            BINARY,
+            "--cluster-name",
+            "abc",
+            "--user-cluster-kubeconfig",
+            "/k",
+            "--agents-namespace=mla-agents",
+            "--extended-health=false",
+        ])
+        .expect("flags parse");
+        assert_eq!(args.agents_namespace, "mla-agents");
+        assert!(!args.extended_health);
     }
 }

@@ -1,7 +1,9 @@
 //! The generated `prometheus.yaml`, run by a real Prometheus in agent mode with a client
 //! certificate from the cluster CA, pushes through a real gateway (nginx with the seed
 //! manager's rendered config) into a real Prometheus remote-write receiver: the samples
-//! arrive labelled `cluster=<name>`, under the cluster's tenant.
+//! arrive labelled `cluster=<name>`, under the cluster's tenant. With two replicas, each
+//! agent's samples carry its own `__replica__` (the pod name, expanded from `POD_NAME`),
+//! which is what Cortex's HA tracker deduplicates by.
 //!
 //! Only listen addresses and file paths are adapted, plus one thing Debian's Prometheus
 //! 2.42 cannot run: the Kubernetes service discovery jobs (it is built without that SD),
@@ -53,9 +55,30 @@ fn path(dir: &Path, rel: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_agent_config_pushes_through_the_gateway_under_the_clusters_tenant() {
-    let dir: PathBuf = std::env::temp_dir().join(format!("mla-agent-push-{}", std::process::id()));
+    let results = push(&["single"], "single").await;
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["metric"]["cluster"], CLUSTER);
+    assert_eq!(results[0]["metric"]["job"], "prometheus");
+    assert!(results[0]["metric"].get("__replica__").is_none(), "one replica: no replica label");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_push_samples_labelled_by_replica() {
+    let results = push(&["prometheus-7d9f-a", "prometheus-7d9f-b"], "replicas").await;
+    let mut replicas: Vec<String> =
+        results.iter().map(|r| r["metric"]["__replica__"].as_str().unwrap_or_default().to_string()).collect();
+    replicas.sort();
+    assert_eq!(replicas, ["prometheus-7d9f-a", "prometheus-7d9f-b"], "{results:?}");
+    assert!(results.iter().all(|r| r["metric"]["cluster"] == CLUSTER));
+}
+
+/// Runs one agent per entry of `pods` (its `POD_NAME`) with the generated configuration
+/// (replicas = `pods.len()`) through the gateway into the receiver; returns the receiver's
+/// `up{cluster=...}` series once there is one per agent.
+async fn push(pods: &[&str], test: &str) -> Vec<serde_json::Value> {
+    let dir: PathBuf = std::env::temp_dir().join(format!("mla-agent-push-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["gateway", "run", "agent/certs", "agent/wal", "receiver"] {
+    for sub in ["gateway", "run", "agent/certs", "receiver"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     let now = SystemTime::now();
@@ -120,45 +143,55 @@ async fn generated_agent_config_pushes_through_the_gateway_under_the_clusters_te
     ]);
     let _nginx = ManagedProcess::spawn("nginx", nginx, &dir.join("nginx.log")).unwrap();
 
-    // The agent, with the generated configuration.
-    let agent_port = free_port().unwrap();
+    // The agents, with the generated configuration.
     let mut input = PrometheusConfigInput::new(CLUSTER, &format!("https://localhost:{}", server.write_port));
     input.scrape_interval = Duration::from_secs(1);
     input.client_tls = TlsPaths::in_dir(&path(&dir, "agent/certs"));
+    input.replicas = pods.len() as i32;
     let generated = prometheus_config(&input).unwrap().yaml;
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&generated).unwrap();
-    let jobs = config["scrape_configs"].as_sequence_mut().unwrap();
-    jobs.retain(|job| job.get("kubernetes_sd_configs").is_none());
-    assert_eq!(jobs.len(), 1, "only the self-scrape job has no Kubernetes SD");
-    let adapted = serde_yaml::to_string(&config).unwrap().replace("localhost:9090", &format!("127.0.0.1:{agent_port}"));
-    std::fs::write(dir.join("agent/prometheus.yml"), adapted).unwrap();
-    let mut agent = Command::new("prometheus");
-    agent
-        .arg("--enable-feature=agent")
-        .arg(format!("--config.file={}", path(&dir, "agent/prometheus.yml")))
-        .arg(format!("--storage.agent.path={}", path(&dir, "agent/wal")))
-        .arg(format!("--web.listen-address=127.0.0.1:{agent_port}"));
-    let _agent = ManagedProcess::spawn("agent", agent, &dir.join("agent/log")).unwrap();
+    let mut agents = Vec::new();
+    for (i, pod) in pods.iter().enumerate() {
+        let agent_port = free_port().unwrap();
+        let mut config: serde_yaml::Value = serde_yaml::from_str(&generated).unwrap();
+        let jobs = config["scrape_configs"].as_sequence_mut().unwrap();
+        jobs.retain(|job| job.get("kubernetes_sd_configs").is_none());
+        assert_eq!(jobs.len(), 1, "only the self-scrape job has no Kubernetes SD");
+        let adapted =
+            serde_yaml::to_string(&config).unwrap().replace("localhost:9090", &format!("127.0.0.1:{agent_port}"));
+        std::fs::write(dir.join(format!("agent/prometheus-{i}.yml")), adapted).unwrap();
+        std::fs::create_dir_all(dir.join(format!("agent/wal-{i}"))).unwrap();
+        let mut agent = Command::new("prometheus");
+        // Prometheus 2 expands environment variables in external labels only with this
+        // feature; Prometheus 3 (the Deployment's image) always does.
+        agent
+            .arg("--enable-feature=agent,expand-external-labels")
+            .arg(format!("--config.file={}", path(&dir, &format!("agent/prometheus-{i}.yml"))))
+            .arg(format!("--storage.agent.path={}", path(&dir, &format!("agent/wal-{i}"))))
+            .arg(format!("--web.listen-address=127.0.0.1:{agent_port}"))
+            .env("POD_NAME", pod);
+        agents.push(ManagedProcess::spawn("agent", agent, &dir.join(format!("agent/log-{i}"))).unwrap());
+    }
 
-    // The agent's own samples arrive in the receiver with the cluster label...
+    // The agents' own samples arrive in the receiver with the cluster label...
     let query = format!("{receiver_url}/api/v1/query?query=up%7Bcluster%3D%22{CLUSTER}%22%7D");
-    let result = eventually("samples with the cluster label in the receiver", Duration::from_secs(60), || {
-        let query = query.clone();
-        async move {
-            let body = reqwest::get(&query).await?.text().await?;
-            let json: serde_json::Value = serde_json::from_str(&body)?;
-            Ok(json["data"]["result"].as_array().filter(|r| !r.is_empty()).cloned())
-        }
-    })
-    .await
-    .unwrap_or_else(|e| {
-        panic!("{e:#}\nagent log:\n{}", std::fs::read_to_string(dir.join("agent/log")).unwrap_or_default())
-    });
-    assert_eq!(result[0]["metric"]["cluster"], CLUSTER);
-    assert_eq!(result[0]["metric"]["job"], "prometheus");
+    let results =
+        eventually("samples of every agent with the cluster label in the receiver", Duration::from_secs(60), || {
+            let query = query.clone();
+            async move {
+                let body = reqwest::get(&query).await?.text().await?;
+                let json: serde_json::Value = serde_json::from_str(&body)?;
+                Ok(json["data"]["result"].as_array().filter(|r| r.len() == pods.len()).cloned())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!("{e:#}\nagent log:\n{}", std::fs::read_to_string(dir.join("agent/log-0")).unwrap_or_default())
+        });
     // ... and every push carried exactly the cluster's tenant.
     let seen = tenants.lock().unwrap().clone();
     assert!(!seen.is_empty());
     assert!(seen.iter().all(|t| t == CLUSTER), "tenants seen: {seen:?}");
+    drop(agents);
     let _ = std::fs::remove_dir_all(&dir);
+    results
 }

@@ -314,3 +314,265 @@ async fn agents_lifecycle() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A seed and a user cluster with cluster `name`'s CA, the Cluster (`spec`, NodePort
+/// address), the seed-side RBAC the seed manager grants and the user-side manifest, and
+/// the binary started with `extra` flags.
+struct Beside {
+    seed: ControlPlane,
+    user: ControlPlane,
+    log: std::path::PathBuf,
+    _binary: ManagedProcess,
+}
+
+async fn start_with(name: &str, spec: ClusterSpec, extra: &[&str]) -> anyhow::Result<Beside> {
+    let (seed_name, user_name) = (format!("{name}-seed"), format!("{name}-user"));
+    let (seed, user) = tokio::try_join!(ControlPlane::start(&seed_name), ControlPlane::start(&user_name))?;
+    seed.install_crds().await?;
+    let seed_client = seed.client();
+    let ns = format!("cluster-{name}");
+    ensure_namespace(&seed_client, &ns).await?;
+    let ca = pki::create_ca(name, SystemTime::now())?;
+    let ca_secret = Secret {
+        metadata: ObjectMeta { name: Some("mla-gateway-ca".into()), ..Default::default() },
+        data: Some(
+            [("ca.crt", &ca.cert_pem), ("ca.key", &ca.key_pem)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(seed_client.clone(), &ns).create(&PostParams::default(), &ca_secret).await?;
+    let clusters: Api<Cluster> = Api::all(seed_client.clone());
+    clusters.create(&PostParams::default(), &Cluster::new(name, spec)).await?;
+    let status = serde_json::json!({"status": {"namespaceName": ns, "address": {"externalName": format!("{name}.seed.example.com"), "port": 6443}}});
+    clusters.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+    let cluster = clusters.get(name).await?;
+    let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "kubermatic.k8c.io/v1".into(),
+        kind: "Cluster".into(),
+        name: name.into(),
+        uid: cluster.uid().unwrap(),
+        ..Default::default()
+    };
+    let settings = seed_controller_manager::usercluster::UserClusterSettings {
+        mla_enabled: true,
+        image: "unused".into(),
+        kubeconfig_secret: "admin-kubeconfig".into(),
+        kubeconfig_key: "kubeconfig".into(),
+    };
+    let objects = seed_controller_manager::usercluster::objects(name, &ns, &owner, &settings);
+    let pp = PostParams::default();
+    Api::namespaced(seed_client.clone(), &ns).create(&pp, &objects.service_account).await?;
+    Api::namespaced(seed_client.clone(), &ns).create(&pp, &objects.role).await?;
+    Api::namespaced(seed_client.clone(), &ns).create(&pp, &objects.role_binding).await?;
+    Api::all(seed_client.clone()).create(&pp, &objects.cluster_role).await?;
+    Api::all(seed_client.clone()).create(&pp, &objects.cluster_role_binding).await?;
+    let seed_kubeconfig = seed
+        .kubeconfig(&Identity::ServiceAccount {
+            namespace: ns.clone(),
+            name: "mla-user-cluster-controller-manager".into(),
+        })
+        .await?;
+    apply_manifest(
+        &user.client(),
+        &workspace_root().join("manifests/user-cluster-controller-manager/user-cluster-rbac.yaml"),
+    )
+    .await?;
+    let user_kubeconfig =
+        user.kubeconfig(&Identity::User { name: "mla-user-cluster-controller-manager".into(), group: None }).await?;
+    let port = free_port()?;
+    let mut command = Command::new(BINARY);
+    command
+        .arg(format!("--kubeconfig={}", seed_kubeconfig.display()))
+        .arg(format!("--user-cluster-kubeconfig={}", user_kubeconfig.display()))
+        .arg(format!("--admin-addr=127.0.0.1:{port}"))
+        .arg(format!("--cluster-name={name}"))
+        .arg(format!("--cluster-namespace={ns}"))
+        .arg(format!("--leader-election-namespace={ns}"))
+        .args(["--resync-period=3s", "--log-level=info,kube=warn"])
+        .args(extra);
+    let log = seed.dir().join("user-cluster-controller-manager.log");
+    let binary = ManagedProcess::spawn("user-cluster-controller-manager", command, &log)?;
+    Ok(Beside { seed, user, log, _binary: binary })
+}
+
+/// What KKP's own user-cluster-controller-manager does on every reconcile (read at
+/// kubermatic/kubermatic 2974df5, `pkg/controller/user-cluster-controller-manager/resources`):
+/// with its MLA off it deletes its agents' objects and the namespace `mla-system` and clears
+/// `extendedHealth.monitoring`/`logging`; with its MLA on it deletes the legacy
+/// `prometheus`/`promtail` objects in `mla-system` and their ClusterRoles/Bindings. The
+/// stand-in does both, as KKP does (read, then write only what is there).
+async fn kkp_user_cluster_controller_manager_pass(
+    seed: &kube::Client,
+    user: &kube::Client,
+    cluster: &str,
+) -> anyhow::Result<u32> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let mut writes = 0;
+    let namespaces: Api<Namespace> = Api::all(user.clone());
+    if namespaces.get_opt("mla-system").await?.is_some_and(|ns| ns.metadata.deletion_timestamp.is_none()) {
+        namespaces.delete("mla-system", &Default::default()).await?;
+        writes += 1;
+    }
+    let roles: Api<ClusterRole> = Api::all(user.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(user.clone());
+    for name in [
+        "system:mla:prometheus",
+        "system:mla:promtail",
+        "system:mla:mla-monitoring-agent",
+        "system:mla:mla-logging-agent",
+    ] {
+        if roles.get_opt(name).await?.is_some() {
+            roles.delete(name, &Default::default()).await?;
+            writes += 1;
+        }
+        if bindings.get_opt(name).await?.is_some() {
+            bindings.delete(name, &Default::default()).await?;
+            writes += 1;
+        }
+    }
+    let clusters: Api<Cluster> = Api::all(seed.clone());
+    let health = clusters.get(cluster).await?.status.and_then(|s| s.extended_health).unwrap_or_default();
+    if health.monitoring.is_some() || health.logging.is_some() {
+        let clear = serde_json::json!({"status": {"extendedHealth": {"monitoring": null, "logging": null}}});
+        let params = PatchParams {
+            field_manager: Some("kubermatic-usercluster-controller-manager".into()),
+            ..Default::default()
+        };
+        clusters.patch_status(cluster, &params, &Patch::Merge(&clear)).await?;
+        writes += 1;
+    }
+    Ok(writes)
+}
+
+/// Beside KKP's own user-cluster-controller-manager (its MLA off, and its legacy cleanup):
+/// with `--agents-namespace=mla-agents --extended-health=false`, nothing of ours is
+/// deleted, no field is written by both, and the steady state makes no write from either.
+/// Also: KKP's gateway Service (port `http-ext`, not first) gives the port by name,
+/// `monitoring-scraping*` ConfigMaps are read, and two replicas carry `__replica__`.
+#[tokio::test]
+async fn beside_kkp_user_cluster_controller_manager() -> anyhow::Result<()> {
+    let spec = ClusterSpec {
+        human_readable_name: None,
+        expose_strategy: Some(ExposeStrategy::NodePort),
+        mla: Some(MLASettings {
+            monitoring_enabled: true,
+            logging_enabled: true,
+            monitoring_replicas: Some(2),
+            ..Default::default()
+        }),
+    };
+    let world = start_with("kkp", spec, &["--agents-namespace=mla-agents", "--extended-health=false"]).await?;
+    let (seed_client, user_client) = (world.seed.client(), world.user.client());
+    // KKP's gateway Service as KKP makes it: `http-ext` 80, here after another port.
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "mla-gateway-ext", "namespace": "cluster-kkp"},
+        "spec": {"type": "NodePort", "selector": {"app": "mla-gateway"}, "ports": [
+            {"name": "metrics", "port": 9090, "targetPort": 9090, "nodePort": 30090},
+            {"name": "http-ext", "port": 80, "targetPort": "http-ext", "nodePort": 30080}]}
+    }))?;
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(seed_client.clone(), "cluster-kkp")
+        .create(&PostParams::default(), &service)
+        .await?;
+
+    // KKP's user-cluster-controller-manager, reconciling all the time.
+    let stand_in = {
+        let (seed_client, user_client) = (seed_client.clone(), user_client.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = kkp_user_cluster_controller_manager_pass(&seed_client, &user_client, "kkp").await {
+                    eprintln!("KKP stand-in: {error:#}");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(user_client.clone(), "mla-agents");
+    let deployments: Api<Deployment> = Api::namespaced(user_client.clone(), "mla-agents");
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(user_client.clone(), "mla-agents");
+    eventually("the agents in mla-agents", WAIT, || {
+        let (deployments, daemon_sets) = (deployments.clone(), daemon_sets.clone());
+        async move {
+            Ok((deployments.get_opt("prometheus").await?.is_some() && daemon_sets.get_opt("promtail").await?.is_some())
+                .then_some(()))
+        }
+    })
+    .await
+    .map_err(|e| e.context(std::fs::read_to_string(&world.log).unwrap_or_default()))?;
+    let scrape = ConfigMap {
+        metadata: ObjectMeta { name: Some("monitoring-scraping-app".into()), ..Default::default() },
+        data: Some(
+            [("job.yaml".to_string(), "job_name: kkp-custom\nstatic_configs: [{targets: ['app:8080']}]\n".to_string())]
+                .into(),
+        ),
+        ..Default::default()
+    };
+    config_maps.create(&PostParams::default(), &scrape).await?;
+    let prometheus_yaml = eventually("the monitoring-scraping job in prometheus.yaml", WAIT, || {
+        let config_maps = config_maps.clone();
+        async move {
+            let yaml = config_maps.get("prometheus").await?.data.unwrap_or_default()["prometheus.yaml"].clone();
+            Ok(yaml.contains("job_name: kkp-custom").then_some(yaml))
+        }
+    })
+    .await?;
+    assert!(prometheus_yaml.contains("https://kkp.seed.example.com:30080/api/v1/push"), "{prometheus_yaml}");
+    let parsed: serde_yaml::Value = serde_yaml::from_str(&prometheus_yaml)?;
+    assert_eq!(parsed["global"]["external_labels"]["__replica__"].as_str(), Some("${POD_NAME}"));
+    assert_eq!(parsed["global"]["external_labels"]["cluster"].as_str(), Some("kkp"));
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(user_client.clone());
+    for name in ["system:mla-agents:prometheus", "system:mla-agents:promtail"] {
+        assert!(roles.get_opt(name).await?.is_some(), "{name}");
+    }
+
+    // Health as our own conditions; extendedHealth.monitoring/logging stay KKP's.
+    let clusters: Api<Cluster> = Api::all(seed_client.clone());
+    eventually("agent conditions on the Cluster", WAIT, || {
+        let clusters = clusters.clone();
+        async move {
+            let cluster = clusters.get("kkp").await?;
+            let reason = |t: &str| cluster.condition(t).and_then(|c| c.reason.clone());
+            Ok((reason("MLAMonitoringAgentReady").as_deref() == Some("AgentProvisioning")
+                && reason("MLALoggingAgentReady").as_deref() == Some("AgentProvisioning"))
+            .then_some(()))
+        }
+    })
+    .await?;
+    let cluster = clusters.get("kkp").await?;
+    let health = cluster.status.as_ref().and_then(|s| s.extended_health.clone()).unwrap_or_default();
+    assert_eq!((health.monitoring, health.logging), (None, None), "{health:?}");
+    let ours: Vec<_> = cluster
+        .managed_fields()
+        .iter()
+        .filter(|m| m.manager.as_deref().is_some_and(|m| m.starts_with("user-cluster-controller-manager")))
+        .filter_map(|m| m.fields_v1.as_ref().map(|f| f.0.to_string()))
+        .collect();
+    assert!(ours.iter().all(|f| !f.contains("extendedHealth")), "we own no extendedHealth field: {ours:?}");
+
+    // Steady state beside KKP: no write from either side in two resync periods.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = (writes(&world.seed).await, writes(&world.user).await);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!((writes(&world.seed).await, writes(&world.user).await), before, "writes beside KKP");
+    assert_eq!(kkp_user_cluster_controller_manager_pass(&seed_client, &user_client, "kkp").await?, 0);
+    assert!(deployments.get_opt("prometheus").await?.is_some() && daemon_sets.get_opt("promtail").await?.is_some());
+
+    // Monitoring off: its condition goes, the log agent's stays.
+    let patch = serde_json::json!({"spec": {"mla": {"monitoringEnabled": false}}});
+    clusters.patch("kkp", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    eventually("the monitoring condition removed", WAIT, || {
+        let clusters = clusters.clone();
+        async move {
+            let cluster = clusters.get("kkp").await?;
+            Ok((cluster.condition("MLAMonitoringAgentReady").is_none()
+                && cluster.condition("MLALoggingAgentReady").is_some())
+            .then_some(()))
+        }
+    })
+    .await?;
+    stand_in.abort();
+    Ok(())
+}

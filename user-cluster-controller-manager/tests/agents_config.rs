@@ -66,11 +66,12 @@ struct Variant {
     name: &'static str,
     extra: Vec<ExtraScrapeConfig>,
     skipped: &'static [&'static str],
+    replicas: i32,
 }
 
 fn prometheus_variants() -> Vec<Variant> {
     vec![
-        Variant { name: "prometheus-basic", extra: vec![], skipped: &[] },
+        Variant { name: "prometheus-basic", extra: vec![], skipped: &[], replicas: 1 },
         Variant {
             name: "prometheus-extra-scrape-configs",
             extra: vec![
@@ -78,6 +79,7 @@ fn prometheus_variants() -> Vec<Variant> {
                 source("prometheus-scraping-shop/jobs.yaml", SHOP_FRONTEND),
             ],
             skipped: &[],
+            replicas: 1,
         },
         Variant {
             name: "prometheus-bad-extra-skipped",
@@ -86,6 +88,16 @@ fn prometheus_variants() -> Vec<Variant> {
                 source("prometheus-scraping-broken/jobs.yaml", "- scrape_interval: 1m\n  static_configs: []\n"),
             ],
             skipped: &["prometheus-scraping-broken/jobs.yaml"],
+            replicas: 1,
+        },
+        // KKP >= 2.22's custom scrape config ConfigMaps, and two replicas: each labels its
+        // samples `__replica__: ${POD_NAME}` (promtool 2.42 does not expand it; a valid
+        // label value either way).
+        Variant {
+            name: "prometheus-replicas-monitoring-scraping",
+            extra: vec![source("monitoring-scraping-static/exporters.yaml", EXTERNAL_EXPORTERS)],
+            skipped: &[],
+            replicas: 2,
         },
     ]
 }
@@ -93,6 +105,7 @@ fn prometheus_variants() -> Vec<Variant> {
 fn render_variant(variant: &Variant) -> PrometheusConfig {
     let input = PrometheusConfigInput {
         extra_scrape_configs: variant.extra.clone(),
+        replicas: variant.replicas,
         ..PrometheusConfigInput::new(CLUSTER, GATEWAY)
     };
     let config = prometheus_config(&input).unwrap_or_else(|err| panic!("{}: {err}", variant.name));
@@ -190,7 +203,7 @@ impl PromtoolDir {
     }
 
     /// Input whose file paths point into this directory.
-    fn input(&self, extra: Vec<ExtraScrapeConfig>) -> PrometheusConfigInput {
+    fn input(&self, extra: Vec<ExtraScrapeConfig>, replicas: i32) -> PrometheusConfigInput {
         PrometheusConfigInput {
             client_tls: TlsPaths::in_dir(&self.dir.str("certs")),
             service_account: ServiceAccountPaths {
@@ -198,6 +211,7 @@ impl PromtoolDir {
                 ca_file: self.dir.str("sa/ca.crt"),
             },
             extra_scrape_configs: extra,
+            replicas,
             ..PrometheusConfigInput::new(CLUSTER, GATEWAY)
         }
     }
@@ -275,7 +289,7 @@ fn goldens_pass_promtool() {
 fn rendered_with_local_paths_passes_promtool() {
     let dir = PromtoolDir::new("local");
     for variant in prometheus_variants() {
-        let config = prometheus_config(&dir.input(variant.extra.clone())).expect("renders");
+        let config = prometheus_config(&dir.input(variant.extra.clone(), variant.replicas)).expect("renders");
         if let Err(output) = dir.check(&config.yaml) {
             panic!("{} fails promtool:\n{output}\n{}", variant.name, config.yaml);
         }
@@ -357,7 +371,7 @@ job_name: laughs
         source("prometheus-scraping-shop/jobs.yaml", SHOP_FRONTEND),
     ];
     let dir = PromtoolDir::new("hostile");
-    let config = prometheus_config(&dir.input(sources)).expect("renders despite hostile sources");
+    let config = prometheus_config(&dir.input(sources, 1)).expect("renders despite hostile sources");
     let skipped: Vec<_> = config.skipped.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         skipped,
@@ -492,7 +506,7 @@ fn generated_extra_configs_are_skipped_or_accepted_by_promtool() {
                 .enumerate()
                 .map(|(i, yaml)| source(&format!("prometheus-scraping-{i}/k"), yaml))
                 .collect();
-            let config = prometheus_config(&dir.input(sources.clone())).expect("renders");
+            let config = prometheus_config(&dir.input(sources.clone(), 1)).expect("renders");
             assert_fixed_structure(&config.yaml);
             let jobs = job_names(&config.yaml);
             prop_assert_eq!(jobs.len(), BUILTIN_JOBS + sources.len() - config.skipped.len());

@@ -102,6 +102,13 @@ pub struct ObjectReference {
     /// UID of the referenced object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// A part of the referenced object; for a Seed's kubeconfig, the key in the Secret
+    /// (default `kubeconfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_path: Option<String>,
+    /// Resource version of the referenced object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
 }
 
 /// A reference to a Secret or other object in the same namespace, by name.

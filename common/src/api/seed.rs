@@ -14,7 +14,7 @@ use super::{Conditions, ExposeStrategy, ObjectReference};
     namespaced,
     status = "SeedStatus",
     derive = "PartialEq",
-    doc = "A seed cluster that hosts user-cluster control planes and their MLA stack. spec.kubeconfig names the Secret (key `kubeconfig`) the master uses to reach it.",
+    doc = "A seed cluster that hosts user-cluster control planes and their MLA stack. spec.kubeconfig names the Secret (key spec.kubeconfig.fieldPath, default `kubeconfig`) the master uses to reach it.",
     printcolumn(name = "Kubeconfig", type_ = "string", json_path = ".spec.kubeconfig.name"),
     printcolumn(name = "Expose", type_ = "string", json_path = ".spec.exposeStrategy"),
     printcolumn(name = "MLA", type_ = "boolean", json_path = ".spec.mla.userClusterMLAEnabled"),
@@ -22,8 +22,8 @@ use super::{Conditions, ExposeStrategy, ObjectReference};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SeedSpec {
-    /// The Secret (key `kubeconfig`) holding a kubeconfig for the seed cluster; its
-    /// namespace defaults to the Seed's.
+    /// The Secret holding a kubeconfig for the seed cluster: its namespace defaults to the
+    /// Seed's, the key (`fieldPath`) to `kubeconfig`.
     #[x_kube(validation = Rule::new("has(self.name) && self.name != ''").message("spec.kubeconfig.name is required"))]
     pub kubeconfig: ObjectReference,
     /// Default expose strategy for the seed's user clusters.
@@ -32,6 +32,14 @@ pub struct SeedSpec {
     /// MLA settings of the seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mla: Option<SeedMLASettings>,
+}
+
+impl SeedSpec {
+    /// The key of the kubeconfig in the Secret: `spec.kubeconfig.fieldPath`, by default
+    /// `kubeconfig` (KKP's `DefaultKubeconfigFieldPath`).
+    pub fn kubeconfig_key(&self) -> &str {
+        self.kubeconfig.field_path.as_deref().filter(|key| !key.is_empty()).unwrap_or("kubeconfig")
+    }
 }
 
 /// MLA settings of a seed.

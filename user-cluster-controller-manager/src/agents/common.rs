@@ -175,9 +175,14 @@ pub fn config_hash(config: &str) -> String {
 
 /// A DNS-1123 label: 1 to 63 of `a-z0-9-`, starting and ending alphanumeric.
 pub fn validate_cluster_name(value: &str) -> Result<&str, ConfigError> {
+    validate_dns_label("cluster name", value)
+}
+
+/// `value` of `field` if it is a DNS-1123 label.
+pub fn validate_dns_label<'a>(field: &'static str, value: &'a str) -> Result<&'a str, ConfigError> {
     match mla_common::validation::dns_label_problem(value) {
         None => Ok(value),
-        Some(reason) => Err(ConfigError::Invalid { field: "cluster name", value: value.to_string(), reason }),
+        Some(reason) => Err(ConfigError::Invalid { field, value: value.to_string(), reason }),
     }
 }
 
