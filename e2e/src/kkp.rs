@@ -145,11 +145,53 @@ pub fn cluster_status(name: &str, namespace: &str) -> serde_json::Value {
     })
 }
 
-/// KKP's master synchronizers' finalizers on master objects, by kind.
-pub const SYNC_FINALIZERS: &[(&str, &str)] = &[
-    ("Project", "kubermatic.k8c.io/cleanup-seed-projects"),
-    ("User", "kubermatic.k8c.io/cleanup-seed-users"),
-    ("UserProjectBinding", "kubermatic.k8c.io/cleanup-seed-user-project-bindings"),
+/// What a KKP master synchronizer does with the labels of the master object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Labels {
+    /// Merged into the copy's (the copy keeps labels of its own).
+    Merge,
+    /// The copy's labels are the master's.
+    Replace,
+    /// Left alone.
+    Ignore,
+}
+
+/// One of KKP's master synchronizers (`pkg/controller/master-controller-manager/`).
+#[derive(Debug)]
+struct Synchronizer {
+    kind: &'static str,
+    finalizer: &'static str,
+    labels: Labels,
+    status: bool,
+    /// Projects whose status has no phase yet are skipped.
+    needs_phase: bool,
+}
+
+/// KKP's (CE) synchronizers: `project-synchronizer` (labels merged, spec, status; only
+/// Projects with a phase), `user-synchronizer` (spec and status, no labels) and
+/// `user-project-binding-synchronizer` (labels replaced, spec).
+const SYNCHRONIZERS: &[Synchronizer] = &[
+    Synchronizer {
+        kind: "Project",
+        finalizer: "kubermatic.k8c.io/cleanup-seed-projects",
+        labels: Labels::Merge,
+        status: true,
+        needs_phase: true,
+    },
+    Synchronizer {
+        kind: "User",
+        finalizer: "kubermatic.k8c.io/cleanup-seed-users",
+        labels: Labels::Ignore,
+        status: true,
+        needs_phase: false,
+    },
+    Synchronizer {
+        kind: "UserProjectBinding",
+        finalizer: "kubermatic.k8c.io/cleanup-seed-user-project-bindings",
+        labels: Labels::Replace,
+        status: false,
+        needs_phase: false,
+    },
 ];
 
 fn resource(kind: &str) -> kube::core::ApiResource {
@@ -217,8 +259,10 @@ async fn pass(
     seed_namespace: &str,
     writes: &std::sync::atomic::AtomicU64,
 ) -> anyhow::Result<()> {
-    for (kind, finalizer) in SYNC_FINALIZERS {
-        synchronize(master, seed, kind, finalizer, writes).await.with_context(|| format!("synchronizing {kind}s"))?;
+    for synchronizer in SYNCHRONIZERS {
+        synchronize(master, seed, synchronizer, writes)
+            .await
+            .with_context(|| format!("synchronizing {}s", synchronizer.kind))?;
     }
     clear_mla_of_user_cluster_manager(seed, user, writes).await?;
     own_seed_condition(master, seed_name, seed_namespace, writes).await
@@ -231,11 +275,12 @@ fn count(writes: &std::sync::atomic::AtomicU64) {
 async fn synchronize(
     master: &kube::Client,
     seed: &kube::Client,
-    kind: &str,
-    finalizer: &str,
+    synchronizer: &Synchronizer,
     writes: &std::sync::atomic::AtomicU64,
 ) -> anyhow::Result<()> {
     use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+    let Synchronizer { kind, finalizer, labels: label_policy, status: copies_status, needs_phase } = synchronizer;
+    let (finalizer, label_policy) = (*finalizer, *label_policy);
     let resource = resource(kind);
     let masters: Api<DynamicObject> = Api::all_with(master.clone(), &resource);
     let seeds: Api<DynamicObject> = Api::all_with(seed.clone(), &resource);
@@ -263,14 +308,19 @@ async fn synchronize(
             masters.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
             count(writes);
         }
+        if *needs_phase && object.data.pointer("/status/phase").and_then(|p| p.as_str()).unwrap_or_default().is_empty() {
+            continue;
+        }
         let labels = object.metadata.labels.clone().unwrap_or_default();
         let spec = object.data.get("spec").cloned().unwrap_or(serde_json::Value::Null);
-        let status = object.data.get("status").cloned();
+        let status = object.data.get("status").cloned().filter(|_| *copies_status);
         let copy = match seeds.get_opt(&name).await? {
             Some(copy) => copy,
             None => {
                 let mut copy = DynamicObject::new(&name, &resource).data(serde_json::json!({"spec": spec.clone()}));
-                copy.metadata.labels = Some(labels.clone());
+                if label_policy != Labels::Ignore {
+                    copy.metadata.labels = Some(labels.clone());
+                }
                 count(writes);
                 match seeds.create(&PostParams::default(), &copy).await {
                     Ok(created) => created,
@@ -284,12 +334,18 @@ async fn synchronize(
             continue;
         }
         let copy_labels = copy.metadata.labels.clone().unwrap_or_default();
-        let labels_differ = labels.iter().any(|(k, v)| copy_labels.get(k) != Some(v));
-        if labels_differ || copy.data.get("spec").cloned().unwrap_or(serde_json::Value::Null) != spec {
-            let mut merged = copy_labels.clone();
-            merged.extend(labels.clone());
+        let wanted_labels = match label_policy {
+            Labels::Merge => {
+                let mut merged = copy_labels.clone();
+                merged.extend(labels.clone());
+                merged
+            }
+            Labels::Replace => labels.clone(),
+            Labels::Ignore => copy_labels.clone(),
+        };
+        if wanted_labels != copy_labels || copy.data.get("spec").cloned().unwrap_or(serde_json::Value::Null) != spec {
             let mut updated = copy.clone();
-            updated.metadata.labels = Some(merged);
+            updated.metadata.labels = Some(wanted_labels);
             updated.data["spec"] = spec.clone();
             seeds.replace(&name, &PostParams::default(), &updated).await?;
             count(writes);

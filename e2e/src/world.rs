@@ -56,6 +56,8 @@ pub struct WorldOptions {
     pub kkp_crds: Option<PathBuf>,
     /// Further arguments of every seed-controller-manager replica.
     pub seed_args: Vec<String>,
+    /// The user cluster's namespace for the agents (`--user-cluster-agents-namespace`).
+    pub agents_namespace: String,
 }
 
 impl Default for WorldOptions {
@@ -66,6 +68,7 @@ impl Default for WorldOptions {
             dir: None,
             kkp_crds: None,
             seed_args: Vec::new(),
+            agents_namespace: "mla-system".into(),
         }
     }
 }
@@ -169,6 +172,8 @@ pub struct World {
     pub dir: PathBuf,
     /// Whether KKP's CRDs are installed (objects are made as KKP makes them).
     pub kkp: bool,
+    /// The user cluster's namespace for the agents.
+    pub agents_namespace: String,
 }
 
 impl std::fmt::Debug for World {
@@ -289,6 +294,7 @@ impl World {
                 &[
                     seed_manager_args(&backend, &cortex, &grafana, &resync, options.seed_replicas),
                     options.seed_args.clone(),
+                    vec![format!("--user-cluster-agents-namespace={}", options.agents_namespace)],
                 ]
                 .concat(),
             )?);
@@ -307,6 +313,7 @@ impl World {
             agents: Mutex::new(BTreeMap::new()),
             dir,
             kkp: options.kkp_crds.is_some(),
+            agents_namespace: options.agents_namespace.clone(),
         };
         for binary in std::iter::once(&world.master_manager).chain(&world.seed_managers) {
             wait_ready(binary).await?;
@@ -523,8 +530,8 @@ impl World {
             self.gateways.lock().await.get(cluster).cloned().context("run the cluster's gateway before its agent")?;
         let dir = self.dir.join(format!("agent-{cluster}"));
         std::fs::create_dir_all(dir.join("certs"))?;
-        let config_maps: Api<ConfigMap> = Api::namespaced(self.user.client(), "mla-system");
-        let secrets: Api<Secret> = Api::namespaced(self.user.client(), "mla-system");
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.user.client(), &self.agents_namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.user.client(), &self.agents_namespace);
         let (config, secret) = eventually("the agent's ConfigMap and certificates", Duration::from_secs(60), || {
             let (config_maps, secrets) = (config_maps.clone(), secrets.clone());
             async move {

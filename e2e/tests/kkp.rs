@@ -109,7 +109,8 @@ async fn the_system_on_kkps_crds_beside_kkps_controllers() {
         World::start(WorldOptions {
             kkp_crds: Some(crds),
             resync_period: resync,
-            seed_args: vec![format!("--user-cluster-agents-namespace={AGENTS_NAMESPACE}")],
+            seed_args: vec!["--user-cluster-extended-health=false".into()],
+            agents_namespace: AGENTS_NAMESPACE.into(),
             ..Default::default()
         })
         .await
