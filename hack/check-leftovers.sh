@@ -46,7 +46,7 @@ snapshot() {
 members() { awk -v g="$1" '$4 == g && $2 != "Z" && $2 != "X" { print $1 }' <<<"$2"; }
 # Start ticks of process $1 in snapshot $2 (empty when there is none).
 started() { awk -v p="$1" '$1 == p { print $5 }' <<<"$2"; }
-field() { sed -n "s/^$1=//p" "$2" | head -1; }
+field() { sed -n "s/^$1=//p" "$2" 2>/dev/null | head -1; }
 
 # Classifies the records: removes those of groups that are gone, prints leftovers.
 leftovers() {
