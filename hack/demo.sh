@@ -30,7 +30,9 @@ up() {
       echo; cat "$STATE/info.txt"; return
     fi
     if ! running; then
-      echo "[demo] failed; last lines of $STATE/demo.log:" >&2; tail -20 "$STATE/demo.log" >&2; exit 1
+      echo "[demo] failed; last lines of $STATE/demo.log:" >&2; tail -20 "$STATE/demo.log" >&2
+      hack/check-leftovers.sh --since "$(cat "$STATE/started")" || true
+      exit 1
     fi
     local lines; lines=$(grep -cE '^\[(demo|world)\]' "$STATE/demo.log" 2>/dev/null || true)
     if (( lines > printed )); then

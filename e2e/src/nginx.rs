@@ -119,6 +119,32 @@ impl Nginx {
     }
 }
 
+/// For a command that runs nginx, built by hand rather than by [`Nginx`]: refuses it
+/// unless its configuration (`-c`) listens on loopback only, and stops it the way
+/// [`Nginx`] does (SIGQUIT to the master first). Other commands keep `stop`.
+pub(crate) fn guard(command: &Command, stop: Stop) -> anyhow::Result<Stop> {
+    if Path::new(command.get_program()).file_name() != Some("nginx".as_ref()) {
+        return Ok(stop);
+    }
+    let args: Vec<&std::ffi::OsStr> = command.get_args().collect();
+    let value = |flag: &str| args.windows(2).find(|w| w[0] == flag).map(|w| PathBuf::from(w[1]));
+    let config = value("-c").context("nginx without -c would run the system's configuration")?;
+    let config = match value("-p") {
+        Some(prefix) if config.is_relative() => prefix.join(config),
+        _ => config,
+    };
+    let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+    anyhow::ensure!(
+        loopback_only(&text)? == text,
+        "{} listens beyond loopback: start nginx with mla_e2e::nginx::Nginx, which moves it to loopback",
+        config.display()
+    );
+    Ok(match stop {
+        Stop::Kill => Stop::Graceful { signal: "QUIT", grace: GRACE },
+        graceful => graceful,
+    })
+}
+
 fn write_config(prefix: &Path, config: &str) -> anyhow::Result<()> {
     let path = prefix.join("nginx.conf");
     std::fs::write(&path, loopback_only(config)?).with_context(|| format!("writing {}", path.display()))

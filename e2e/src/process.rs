@@ -58,7 +58,10 @@ impl ManagedProcess {
 
     /// Spawns `command` in a process group of its own with stdout and stderr appended to
     /// `log`, records the group in the registry and starts its watchdog.
+    /// nginx is refused unless it listens on loopback only, and always stopped gracefully
+    /// first (see [`crate::nginx`]).
     pub fn spawn_with(name: &str, mut command: Command, log: &Path, stop: Stop) -> anyhow::Result<Self> {
+        let stop = crate::nginx::guard(&command, stop)?;
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).process_group(0);
         let command_line = command_line(&command);

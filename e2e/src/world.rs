@@ -449,10 +449,9 @@ impl World {
                 else {
                     continue;
                 };
-                if next != current
-                    && write_certificates(&sync_dir, &next).is_ok()
-                    && nginx.reload_with(&next.nginx_conf).is_ok()
-                {
+                if next != current && write_certificates(&sync_dir, &next).is_ok() {
+                    // A configuration nginx refuses leaves the last one running, as in the pod.
+                    let _ = nginx.reload_with(&next.nginx_conf);
                     current = next;
                 }
             }

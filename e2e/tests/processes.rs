@@ -75,7 +75,7 @@ fn a_dropped_process_takes_its_whole_group_and_its_record_with_it() {
 
 const GATEWAY_LIKE: &str = "worker_processes 2;
 pid {dir}/nginx.pid;
-error_log stderr warn;
+error_log stderr notice;
 events { worker_connections 64; }
 http {
     client_body_temp_path {dir}/client_body;
@@ -126,6 +126,8 @@ fn nginx_listens_on_loopback_only_and_stops_with_its_workers() {
     // SIGQUIT did it, not the last resort after the 5 s grace.
     assert!(started.elapsed() < Duration::from_secs(4), "graceful stop took {:?}", started.elapsed());
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still served");
+    let log = std::fs::read_to_string(dir.join("nginx.log")).unwrap();
+    assert!(log.contains("signal 3 (SIGQUIT) received"), "not stopped with SIGQUIT:\n{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -135,6 +137,36 @@ fn nginx_refuses_a_configuration_listening_beyond_loopback() {
     let config = nginx_config(&dir, 18099).replace("listen 18099;", "listen 0.0.0.0:18099;");
     let error = mla_e2e::nginx::Nginx::start("nginx", &dir, &config).expect_err("must be refused");
     assert!(error.to_string().contains("not on loopback"), "{error:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// nginx built by hand (not through `mla_e2e::nginx::Nginx`) is refused unless it listens
+/// on loopback only, and is stopped with its workers all the same.
+#[test]
+fn nginx_started_by_hand_must_listen_on_loopback_and_stops_with_its_workers() {
+    let dir = scratch("by-hand");
+    let port = free_port().unwrap();
+    let command = |config: &str| {
+        std::fs::write(dir.join("nginx.conf"), config).unwrap();
+        let mut command = Command::new(mla_e2e::nginx::nginx_bin());
+        command.arg("-p").arg(&dir).args(["-c", "nginx.conf", "-e", "stderr", "-g", "daemon off;"]);
+        command
+    };
+    let refused = ManagedProcess::spawn("nginx", command(&nginx_config(&dir, port)), &dir.join("log"))
+        .expect_err("a bare port listens on every address");
+    assert!(refused.to_string().contains("beyond loopback"), "{refused:#}");
+
+    let loopback = nginx_config(&dir, port).replace("listen ", "listen 127.0.0.1:");
+    let process = ManagedProcess::spawn("nginx", command(&loopback), &dir.join("log")).unwrap();
+    let pgid = process.id();
+    wait_listening(pgid, port);
+    let started = Instant::now();
+    drop(process);
+    assert!(group_members(pgid).is_empty(), "nginx processes left: {:?}", group_members(pgid));
+    // SIGQUIT did it, not the last resort after the 5 s grace.
+    assert!(started.elapsed() < Duration::from_secs(4), "graceful stop took {:?}", started.elapsed());
+    let log = std::fs::read_to_string(dir.join("log")).unwrap();
+    assert!(log.contains("signal 3 (SIGQUIT) received"), "not stopped with SIGQUIT:\n{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
