@@ -118,8 +118,9 @@ impl ManagedProcess {
             return;
         }
         let pgid = self.child.id();
-        // The leader is reaped only at the end: until then its id cannot be taken by
-        // another process, so signals to the id and the group reach only our processes.
+        // Signals go out only while the group has live members: the kernel does not hand
+        // out an id still in use as a process group id, so they reach only our processes.
+        // (The leader, unless a caller reaped it already, is reaped only at the end.)
         if let Stop::Graceful { signal: name, grace } = stop
             && !group_members(pgid).is_empty()
         {
