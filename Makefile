@@ -5,7 +5,7 @@
 CARGO ?= cargo
 export MLA_TOOLS_CACHE ?= $(HOME)/.cache/mla-controllers
 
-.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration crds demo demo-down images kind-e2e kind-e2e-down clean
+.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration check-leftovers crds demo demo-down images kind-e2e kind-e2e-down clean
 
 all: build
 
@@ -14,7 +14,7 @@ build:
 
 ## Installs what the tests need, then runs everything: fmt check, clippy -D warnings, the
 ## monitoring rules and dashboard (promtool), unit and integration tests (against real
-## kube-apiservers).
+## kube-apiservers), and then checks that no process the tests started is left behind.
 test: deps fmt-check clippy check-monitoring unit-and-integration
 
 deps:
@@ -30,8 +30,18 @@ clippy:
 check-monitoring:
 	hack/check-monitoring.sh
 
+## The suites, then hack/check-leftovers.sh, which runs whether the suites passed or not
+## (a panicking test is where a process is most likely left behind): fails when either
+## fails.
 unit-and-integration:
-	$(CARGO) test --workspace --locked
+	@echo "$(CARGO) test --workspace --locked"; since=$$(date +%s); status=0; \
+	$(CARGO) test --workspace --locked || status=$$?; \
+	hack/check-leftovers.sh --since $$since || { [ $$status -ne 0 ] || status=1; }; \
+	exit $$status
+
+## Processes of tests or benchmarks still alive after their owner ended (see docs/testing.md).
+check-leftovers:
+	hack/check-leftovers.sh
 
 ## Regenerates manifests/crds/ from the Rust types in common/src/api.
 crds:

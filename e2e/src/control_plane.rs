@@ -388,6 +388,9 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop_apiserver();
+        if let Some(mut controller_manager) = self.controller_manager.take() {
+            controller_manager.kill();
+        }
         // etcd is killed by its own drop; the directory goes unless its logs are wanted.
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);

@@ -9,13 +9,14 @@ pub mod grafana;
 pub mod kkp;
 mod manifests;
 pub mod master;
+pub mod nginx;
 mod pki;
-mod process;
+pub mod process;
 pub mod world;
 
 pub use control_plane::{ControlPlane, Identity};
 pub use manifests::{apply_manifest, apply_seed_manager_rbac, write_requests, write_requests_by_resource};
-pub use process::ManagedProcess;
+pub use process::{ManagedProcess, Stop};
 
 use std::path::{Path, PathBuf};
 

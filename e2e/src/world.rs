@@ -479,22 +479,10 @@ impl World {
             async move { gateway_files(&config_maps, &secrets, &dir, write_port, read_port).await }
         })
         .await?;
-        write_gateway_files(&dir, &files)?;
-        let mut command = Command::new("/usr/sbin/nginx");
-        command.args([
-            "-e",
-            "stderr",
-            "-p",
-            &format!("{}/", dir.display()),
-            "-c",
-            &dir.join("nginx.conf").to_string_lossy(),
-            "-g",
-            "daemon off;",
-        ]);
-        let process = ManagedProcess::spawn(&format!("nginx-{cluster}"), command, &dir.join("nginx.log"))?;
+        write_certificates(&dir, &files)?;
+        let nginx = crate::nginx::Nginx::start(&format!("nginx-{cluster}"), &dir, &files.nginx_conf)?;
         let sync_dir = dir.clone();
         let sync = tokio::spawn(async move {
-            let _process = process;
             let mut current = files;
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -502,12 +490,9 @@ impl World {
                 else {
                     continue;
                 };
-                if next != current && write_gateway_files(&sync_dir, &next).is_ok() {
-                    let _ = Command::new("/usr/sbin/nginx")
-                        .args(["-e", "stderr", "-p", &format!("{}/", sync_dir.display()), "-c"])
-                        .arg(sync_dir.join("nginx.conf"))
-                        .args(["-s", "reload"])
-                        .output();
+                if next != current && write_certificates(&sync_dir, &next).is_ok() {
+                    // A configuration nginx refuses leaves the last one running, as in the pod.
+                    let _ = nginx.reload_with(&next.nginx_conf);
                     current = next;
                 }
             }
@@ -691,11 +676,11 @@ async fn gateway_files(
     Ok(Some(GatewayFiles { nginx_conf: adapt_nginx_conf(&conf, dir, write_port, read_port), certificate, key, bundle }))
 }
 
-fn write_gateway_files(dir: &Path, files: &GatewayFiles) -> anyhow::Result<()> {
+/// The certificate files (nginx.conf is written by [`crate::nginx::Nginx`]).
+fn write_certificates(dir: &Path, files: &GatewayFiles) -> anyhow::Result<()> {
     std::fs::write(dir.join("certs/gateway.crt"), &files.certificate)?;
     std::fs::write(dir.join("certs/gateway.key"), &files.key)?;
     std::fs::write(dir.join("certs/ca-bundle.crt"), &files.bundle)?;
-    std::fs::write(dir.join("nginx.conf"), &files.nginx_conf)?;
     Ok(())
 }
 

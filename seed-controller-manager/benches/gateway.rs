@@ -186,19 +186,7 @@ async fn throughput() -> anyhow::Result<()> {
             temp_dir: path("run"),
         },
     };
-    std::fs::write(path("nginx.conf"), nginx::render("bench", None, &upstreams, &server)?)?;
-    let mut command = Command::new("/usr/sbin/nginx");
-    command.args([
-        "-e",
-        "stderr",
-        "-p",
-        &format!("{}/", dir.display()),
-        "-c",
-        &path("nginx.conf"),
-        "-g",
-        "daemon off;",
-    ]);
-    let _nginx = ManagedProcess::spawn("nginx", command, &dir.join("nginx.log"))?;
+    let _nginx = mla_e2e::nginx::Nginx::start("nginx", &dir, &nginx::render("bench", None, &upstreams, &server)?)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let identity = reqwest::Identity::from_pem(format!("{}{}", client_cert.cert_pem, client_cert.key_pem).as_bytes())?;
@@ -211,7 +199,7 @@ async fn throughput() -> anyhow::Result<()> {
     let plain = reqwest::Client::builder().no_proxy().build()?;
     let window = Duration::from_secs(5);
     let direct = blast(plain, format!("{backend}/api/v1/push"), window).await;
-    let through = blast(tls, format!("https://localhost:{}/api/v1/push", server.write_port), window).await;
+    let through = blast(tls, format!("https://127.0.0.1:{}/api/v1/push", server.write_port), window).await;
     println!(
         "remote write, 4 KiB bodies, 16 connections: {through:.0} req/s through the gateway (mTLS), {direct:.0} req/s straight to the backend: ratio {:.2}",
         through / direct

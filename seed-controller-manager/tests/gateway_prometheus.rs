@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use mla_common::pki::{self, CaState, CertifiedKeyPem};
@@ -17,7 +17,7 @@ use support::{Nginx, Records, ScratchDir, free_port, start_backend};
 const CLUSTER: &str = "prom-tenant";
 
 struct Agent {
-    child: Child,
+    _process: mla_e2e::ManagedProcess,
     port: u16,
     log: std::path::PathBuf,
 }
@@ -52,17 +52,15 @@ remote_write:
         );
         std::fs::write(dir.join("agent/prometheus.yml"), config).unwrap();
         let log = dir.join("agent/prometheus.log");
-        let child = Command::new("prometheus")
+        let mut command = Command::new("prometheus");
+        command
             .arg("--enable-feature=agent")
             .arg(format!("--config.file={}", dir.str("agent/prometheus.yml")))
             .arg(format!("--storage.agent.path={}", dir.str("agent/wal")))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        let process = mla_e2e::ManagedProcess::spawn("agent", command, &log)
             .expect("prometheus (hack/install-test-deps.sh installs it)");
-        Self { child, port, log }
+        Self { _process: process, port, log }
     }
 
     /// Sum of a counter in the agent's own metrics.
@@ -72,13 +70,6 @@ remote_write:
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
             .sum()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

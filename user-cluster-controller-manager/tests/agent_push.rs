@@ -115,7 +115,7 @@ async fn push(pods: &[&str], test: &str) -> Vec<serde_json::Value> {
     let router = axum::Router::new().fallback(forward).with_state(forwarder);
     tokio::spawn(async move { axum::serve(listener, router).await });
 
-    // The gateway, exactly as rendered for the seed (listen ports and paths adapted).
+    // The gateway, exactly as rendered for the seed (listen addresses and paths adapted).
     let server = GatewayServer {
         write_port: free_port().unwrap(),
         read_port: free_port().unwrap(),
@@ -128,20 +128,8 @@ async fn push(pods: &[&str], test: &str) -> Vec<serde_json::Value> {
             temp_dir: path(&dir, "run"),
         },
     };
-    std::fs::write(dir.join("nginx.conf"), nginx::render(CLUSTER, None, &Upstreams::all(&backend), &server).unwrap())
-        .unwrap();
-    let mut nginx = Command::new("/usr/sbin/nginx");
-    nginx.args([
-        "-e",
-        "stderr",
-        "-p",
-        &format!("{}/", dir.display()),
-        "-c",
-        &path(&dir, "nginx.conf"),
-        "-g",
-        "daemon off;",
-    ]);
-    let _nginx = ManagedProcess::spawn("nginx", nginx, &dir.join("nginx.log")).unwrap();
+    let config = nginx::render(CLUSTER, None, &Upstreams::all(&backend), &server).unwrap();
+    let _nginx = mla_e2e::nginx::Nginx::start("nginx", &dir, &config).unwrap();
 
     // The agents, with the generated configuration.
     let mut input = PrometheusConfigInput::new(CLUSTER, &format!("https://localhost:{}", server.write_port));

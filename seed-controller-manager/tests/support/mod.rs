@@ -9,11 +9,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use std::fs::File;
 use std::net::TcpListener;
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -451,56 +449,22 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-/// nginx in the foreground; stopped (SIGTERM, so the workers go too) when dropped.
-pub struct Nginx {
-    child: Child,
-    dir_prefix: String,
-    conf: String,
-    stderr: std::path::PathBuf,
-}
+/// nginx in the foreground on loopback (`mla_e2e::nginx`): its whole process group is
+/// stopped when dropped, and by a watchdog if the test process dies.
+pub struct Nginx(mla_e2e::nginx::Nginx);
 
 impl Nginx {
     pub fn start(dir: &ScratchDir, config: &str) -> Self {
-        let conf = dir.str("nginx.conf");
-        std::fs::write(&conf, config).expect("write nginx.conf");
-        let stderr = dir.join("nginx.stderr");
-        let dir_prefix = format!("{}/", dir.path.display());
-        let child = Command::new(nginx_bin())
-            .args(["-e", "stderr", "-p", &dir_prefix, "-c", &conf, "-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("start nginx");
-        Self { child, dir_prefix, conf, stderr }
+        Self(mla_e2e::nginx::Nginx::start("nginx", &dir.path, config).expect("start nginx"))
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.0.log()
     }
 
     /// `nginx -s reload`: re-reads the config and the certificate files.
     pub fn reload(&self) {
-        let status = Command::new(nginx_bin())
-            .args(["-e", "stderr", "-p", &self.dir_prefix, "-c", &self.conf, "-s", "reload"])
-            .status()
-            .expect("nginx -s reload");
-        assert!(status.success(), "reload failed: {}", self.log());
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.reload().expect("nginx -s reload");
     }
 }
 
