@@ -308,7 +308,8 @@ async fn synchronize(
             masters.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
             count(writes);
         }
-        if *needs_phase && object.data.pointer("/status/phase").and_then(|p| p.as_str()).unwrap_or_default().is_empty() {
+        if *needs_phase && object.data.pointer("/status/phase").and_then(|p| p.as_str()).unwrap_or_default().is_empty()
+        {
             continue;
         }
         let labels = object.metadata.labels.clone().unwrap_or_default();
