@@ -5,6 +5,7 @@ pub mod alerting;
 pub mod gateway;
 pub mod grafana;
 pub mod iap;
+pub mod scope;
 pub mod status;
 pub mod usercluster;
 pub mod watch;

@@ -426,11 +426,11 @@ async fn write_alertmanager_status(
 ) -> Result<HealthStatus, AlertingError> {
     let current = ctx.alertmanagers.get(&ObjectRef::new(ALERTMANAGER_NAME).within(namespace));
     let previous = current.as_ref().and_then(|am| am.status.clone()?.config_status).unwrap_or_default();
-    let (health, error_message) = match outcome {
-        Ok(()) => (HealthStatus::HealthStatusUp, None),
-        Err(message) => (HealthStatus::HealthStatusDown, Some(message)),
+    let (health, status, error_message) = match outcome {
+        Ok(()) => (HealthStatus::HealthStatusUp, ConditionStatus::True, None),
+        Err(message) => (HealthStatus::HealthStatusDown, ConditionStatus::False, Some(message)),
     };
-    let last_updated = if pushed || (health == HealthStatus::HealthStatusUp && previous.status != Some(health)) {
+    let last_updated = if pushed || (status == ConditionStatus::True && previous.status != status) {
         Some(Time(k8s_openapi::jiff::Timestamp::now()))
     } else {
         previous.last_updated.clone()
@@ -438,7 +438,7 @@ async fn write_alertmanager_status(
     let mut desired = Alertmanager::new(ALERTMANAGER_NAME, AlertmanagerSpec::default());
     desired.metadata.namespace = Some(namespace.into());
     desired.status = Some(AlertmanagerStatus {
-        config_status: Some(AlertmanagerConfigurationStatus { status: Some(health), last_updated, error_message }),
+        config_status: Some(AlertmanagerConfigurationStatus { status, last_updated, error_message }),
     });
     let api: Api<Alertmanager> = Api::namespaced(ctx.client.clone(), namespace);
     match ctx.applier.apply_status(&api, &desired, current.as_deref()).await {
