@@ -13,10 +13,13 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use mla_common::api::*;
+use mla_e2e::cortex::{CortexServer, Ruler};
+use mla_e2e::grafana::GrafanaServer;
 use mla_e2e::master::ensure_namespace;
 use mla_e2e::{ControlPlane, ManagedProcess, eventually, workspace_root};
 
@@ -68,19 +71,116 @@ async fn install_kkp_crds(client: &kube::Client) -> anyhow::Result<()> {
 
 struct Seed {
     plane: ControlPlane,
+    grafana: GrafanaServer,
+    cortex: CortexServer,
+    http: reqwest::Client,
     binary: Option<ManagedProcess>,
 }
 
-/// A control plane with KKP's CRDs and the binary's RBAC; the binary runs with `flags`.
+const GRAFANA_ADMIN: &str = "admin";
+const GRAFANA_PASSWORD: &str = "grafana-admin-password";
+const RUNTIME_CONFIG: &str = "cortex-runtime-config";
+const RUNTIME_KEY: &str = "runtime_config.yaml";
+
+/// A control plane with KKP's CRDs, the binary's RBAC, the Grafana and Cortex test servers
+/// and Cortex's runtime configuration; the binary runs with `flags`.
 async fn start(name: &str, flags: &[&str]) -> anyhow::Result<Seed> {
     let plane = ControlPlane::start(name).await?;
-    install_kkp_crds(&plane.client()).await?;
-    ensure_namespace(&plane.client(), "kubermatic").await?;
-    mla_e2e::apply_seed_manager_rbac(&plane.client()).await?;
-    let mut all = vec!["--enable-user-cluster-mla=true"];
-    all.extend_from_slice(flags);
+    let client = plane.client();
+    install_kkp_crds(&client).await?;
+    ensure_namespace(&client, "kubermatic").await?;
+    mla_e2e::apply_seed_manager_rbac(&client).await?;
+    let grafana = GrafanaServer::start(GRAFANA_ADMIN, GRAFANA_PASSWORD).await?;
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some("grafana".into()), ..Default::default() },
+        string_data: Some(
+            [
+                ("admin-user".to_string(), GRAFANA_ADMIN.to_string()),
+                ("admin-password".to_string(), GRAFANA_PASSWORD.to_string()),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), "mla").create(&PostParams::default(), &secret).await?;
+    let runtime_config = ConfigMap {
+        metadata: ObjectMeta { name: Some(RUNTIME_CONFIG.into()), ..Default::default() },
+        data: Some([(RUNTIME_KEY.to_string(), "overrides: {}\n".to_string())].into()),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), "mla").create(&PostParams::default(), &runtime_config).await?;
+    let cortex = CortexServer::start().await?;
+    let mut all = vec![
+        "--enable-user-cluster-mla=true".to_string(),
+        format!("--grafana-url={}", grafana.url()),
+        "--grafana-timeout=2s".to_string(),
+        format!("--cortex-alertmanager-url={}", cortex.url()),
+        format!("--cortex-ruler-url={}", cortex.url()),
+        format!("--loki-ruler-url={}", cortex.url()),
+        "--cortex-request-timeout=2s".to_string(),
+    ];
+    all.extend(flags.iter().map(|f| f.to_string()));
     let manager = support::spawn_seed_manager(&plane, all, &format!("{name}.log"), WAIT).await?;
-    Ok(Seed { plane, binary: Some(manager.process) })
+    Ok(Seed { plane, grafana, cortex, http: reqwest::Client::new(), binary: Some(manager.process) })
+}
+
+impl Seed {
+    /// A Grafana API GET as its admin: status and body.
+    async fn grafana_get(&self, path: &str, org: Option<i64>) -> (u16, serde_json::Value) {
+        let mut request =
+            self.http.get(format!("{}{path}", self.grafana.url())).basic_auth(GRAFANA_ADMIN, Some(GRAFANA_PASSWORD));
+        if let Some(org) = org {
+            request = request.header("X-Grafana-Org-Id", org.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, serde_json::from_str(&response.text().await.unwrap()).unwrap_or_default())
+    }
+
+    async fn org_id(&self, name: &str) -> Option<i64> {
+        let (status, body) = self.grafana_get(&format!("/api/orgs/name/{name}"), None).await;
+        (status == 200).then(|| body["id"].as_i64().unwrap())
+    }
+
+    async fn grafana_user(&self, email: &str) -> bool {
+        self.grafana_get(&format!("/api/users/lookup?loginOrEmail={email}"), None).await.0 == 200
+    }
+
+    async fn has_datasource(&self, org: i64, uid: &str) -> bool {
+        self.grafana_get(&format!("/api/datasources/uid/{uid}"), Some(org)).await.0 == 200
+    }
+
+    async fn has_dashboard(&self, org: i64, uid: &str) -> bool {
+        self.grafana_get(&format!("/api/dashboards/uid/{uid}"), Some(org)).await.0 == 200
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.plane.dir().join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+/// Waits until `check` holds (async).
+async fn until<F, Fut>(what: &str, check: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let check = &check;
+    eventually(what, WAIT, || async move { Ok(check().await.then_some(())) }).await
+}
+
+/// Waits until the object `name` of kind `K` is gone.
+async fn gone<K>(api: &Api<K>, name: &str) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(
+        &format!("{name} to be gone"),
+        WAIT,
+        || async move { Ok(api.get_opt(name).await?.is_none().then_some(())) },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// A Cluster as KKP's API creates it: every spec field KKP's CRD requires, and some it sets.
@@ -99,9 +199,16 @@ fn kkp_cluster(name: &str, project: &str) -> serde_json::Value {
     })
 }
 
-async fn create_kkp_cluster(client: &kube::Client, name: &str, project: &str) -> anyhow::Result<()> {
+async fn create_kkp_cluster(
+    client: &kube::Client,
+    name: &str,
+    project: &str,
+    finalizers: &[&str],
+) -> anyhow::Result<()> {
     let clusters: Api<Cluster> = Api::all(client.clone());
-    create_raw::<Cluster>(client, None, kkp_cluster(name, project)).await?;
+    let mut object = kkp_cluster(name, project);
+    object["metadata"]["finalizers"] = serde_json::json!(finalizers);
+    create_raw::<Cluster>(client, None, object).await?;
     ensure_namespace(client, &format!("cluster-{name}")).await?;
     // KKP's cluster controller writes the namespace and address, with its own condition.
     let status = serde_json::json!({"status": {
@@ -152,7 +259,7 @@ async fn cluster_with<T>(
 async fn status_lands_on_kkps_crds() -> anyhow::Result<()> {
     let mut seed = start("kkp-status", &[]).await?;
     let client = seed.plane.client();
-    create_kkp_cluster(&client, "k1", "p1").await?;
+    create_kkp_cluster(&client, "k1", "p1", &[]).await?;
     let cluster = cluster_with(&client, "k1", "the gateway condition", |c| {
         c.condition("MLAGatewayReady").filter(|c| c.reason.as_deref() == Some("GatewayNotAvailable")).map(|_| c.clone())
     })
@@ -185,4 +292,155 @@ async fn status_lands_on_kkps_crds() -> anyhow::Result<()> {
     assert_eq!(before, after, "a steady state writes nothing (two resync periods)");
     seed.binary.take();
     Ok(())
+}
+
+const KKP_MLA: &str = "kubermatic.k8c.io/mla";
+const KKP_ALERTMANAGER: &str = "kubermatic.k8c.io/alertmanager";
+const KKP_RULE_GROUP: &str = "kubermatic.k8c.io/rule-group";
+
+/// Objects KKP's MLA controllers marked with their finalizers, then deleted: each is gone
+/// once this system has done the cleanup the finalizer stood for.
+#[tokio::test]
+async fn kkps_finalizers_never_hold_a_deletion() -> anyhow::Result<()> {
+    let mut seed = start("kkp-finalizers", &[]).await?;
+    let client = seed.plane.client();
+    // As KKP's MLA left them: its finalizers on every kind it guards.
+    create_raw::<Project>(
+        &client,
+        None,
+        serde_json::json!({
+            "apiVersion": "kubermatic.k8c.io/v1", "kind": "Project",
+            "metadata": {"name": "p1", "finalizers": [KKP_MLA]},
+            "spec": {"name": "shop"},
+        }),
+    )
+    .await?;
+    Api::<Project>::all(client.clone())
+        .patch_status("p1", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"status": {"phase": "Active"}})))
+        .await?;
+    create_raw::<User>(
+        &client,
+        None,
+        serde_json::json!({
+            "apiVersion": "kubermatic.k8c.io/v1", "kind": "User",
+            "metadata": {"name": "u1", "finalizers": [KKP_MLA]},
+            "spec": {"email": "ann@example.com", "name": "Ann", "admin": false},
+        }),
+    )
+    .await?;
+    create_raw::<UserProjectBinding>(
+        &client,
+        None,
+        serde_json::json!({
+            "apiVersion": "kubermatic.k8c.io/v1", "kind": "UserProjectBinding",
+            "metadata": {"name": "b1"},
+            "spec": {"userEmail": "ann@example.com", "projectID": "p1", "group": "editors-p1"},
+        }),
+    )
+    .await?;
+    create_kkp_cluster(&client, "k1", "p1", &[KKP_MLA, KKP_ALERTMANAGER]).await?;
+    let rule = |name: &str, namespace: &str| {
+        serde_json::json!({
+            "apiVersion": "kubermatic.k8c.io/v1", "kind": "RuleGroup",
+            "metadata": {"name": name, "namespace": namespace, "finalizers": [KKP_RULE_GROUP]},
+            "spec": {"ruleGroupType": "Metrics", "cluster": {"name": "k1"}, "isDefault": false,
+                     "data": base64_of(&format!("name: {name}\nrules:\n  - alert: Down\n    expr: up == 0\n"))},
+        })
+    };
+    create_raw::<RuleGroup>(&client, Some("cluster-k1"), rule("node-alerts", "cluster-k1")).await?;
+    create_raw::<RuleGroup>(&client, Some("mla"), rule("kkp-template", "mla")).await?;
+    create_raw::<MLAAdminSetting>(
+        &client,
+        Some("cluster-k1"),
+        serde_json::json!({
+            "apiVersion": "kubermatic.k8c.io/v1", "kind": "MLAAdminSetting",
+            "metadata": {"name": "mla-admin-settings", "namespace": "cluster-k1", "finalizers": [KKP_MLA]},
+            "spec": {"clusterName": "k1", "monitoringRateLimits": {"ingestionRate": 42}},
+        }),
+    )
+    .await?;
+    let dashboard = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("grafana-dashboards-kkp".into()),
+            finalizers: Some(vec![KKP_MLA.into()]),
+            ..Default::default()
+        },
+        data: Some(
+            [("kkp.json".to_string(), r#"{"uid": "kkp-overview", "title": "KKP overview"}"#.to_string())].into(),
+        ),
+        ..Default::default()
+    };
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "mla");
+    config_maps.create(&PostParams::default(), &dashboard).await?;
+
+    // Taken over: everything is in Grafana and Cortex.
+    let org = eventually("the project's organization", WAIT, || async { Ok(seed.org_id("shop-p1").await) }).await?;
+    until("the datasources, dashboard and user", || async {
+        seed.has_datasource(org, "prometheus-k1").await
+            && seed.has_dashboard(org, "kkp-overview").await
+            && seed.grafana_user("ann@example.com").await
+    })
+    .await?;
+    until("the tenant in Cortex", || async {
+        seed.cortex.alertmanager_config("k1").is_some()
+            && seed.cortex.rule_group(Ruler::Cortex, "k1", "default", "node-alerts").is_some()
+            && seed.cortex.rule_group(Ruler::Cortex, "k1", "default", "kkp-template").is_some()
+    })
+    .await?;
+    let runtime = || async {
+        let cm = config_maps.get(RUNTIME_CONFIG).await.unwrap();
+        cm.data.unwrap_or_default().get(RUNTIME_KEY).cloned().unwrap_or_default()
+    };
+    until("the tenant's limits", || async { runtime().await.contains("ingestion_rate: 42") }).await?;
+    // KKP's finalizers stay while the objects live (switching back to KKP finds them).
+    let project = Api::<Project>::all(client.clone()).get("p1").await?;
+    assert!(project.finalizers().contains(&KKP_MLA.to_string()), "{:?}", project.finalizers());
+
+    // A RuleGroup: out of the ruler, then gone.
+    let groups: Api<RuleGroup> = Api::namespaced(client.clone(), "cluster-k1");
+    groups.delete("node-alerts", &DeleteParams::default()).await?;
+    gone(&groups, "node-alerts").await?;
+    assert!(seed.cortex.rule_group(Ruler::Cortex, "k1", "default", "node-alerts").is_none());
+    // A template: its copies go, then it is gone.
+    let templates: Api<RuleGroup> = Api::namespaced(client.clone(), "mla");
+    templates.delete("kkp-template", &DeleteParams::default()).await?;
+    gone(&templates, "kkp-template").await?;
+    gone(&groups, "kkp-template").await?;
+    until("the template's rules out of the ruler", || async {
+        seed.cortex.rule_group(Ruler::Cortex, "k1", "default", "kkp-template").is_none()
+    })
+    .await?;
+    // A dashboard ConfigMap: its dashboard out of every org, then gone.
+    config_maps.delete("grafana-dashboards-kkp", &DeleteParams::default()).await?;
+    gone(&config_maps, "grafana-dashboards-kkp").await?;
+    assert!(!seed.has_dashboard(org, "kkp-overview").await);
+    // The MLAAdminSetting: the tenant's limits out of the runtime configuration, then gone.
+    let settings: Api<MLAAdminSetting> = Api::namespaced(client.clone(), "cluster-k1");
+    settings.delete("mla-admin-settings", &DeleteParams::default()).await?;
+    gone(&settings, "mla-admin-settings").await?;
+    until("the limits removed", || async { !runtime().await.contains("ingestion_rate: 42") }).await?;
+    // The Cluster: datasources and the Alertmanager configuration gone, then the Cluster.
+    let clusters: Api<Cluster> = Api::all(client.clone());
+    clusters.delete("k1", &DeleteParams::default()).await?;
+    gone(&clusters, "k1").await?;
+    assert!(!seed.has_datasource(org, "prometheus-k1").await);
+    assert!(seed.cortex.alertmanager_config("k1").is_none());
+    // The User: its Grafana user gone, then the User.
+    let users: Api<User> = Api::all(client.clone());
+    users.delete("u1", &DeleteParams::default()).await?;
+    gone(&users, "u1").await?;
+    assert!(!seed.grafana_user("ann@example.com").await);
+    // The Project: its organization gone, then the Project.
+    let projects: Api<Project> = Api::all(client.clone());
+    projects.delete("p1", &DeleteParams::default()).await?;
+    gone(&projects, "p1").await?;
+    assert_eq!(seed.org_id("shop-p1").await, None);
+    seed.binary.take();
+    assert!(!seed.log("kkp-finalizers").contains("panicked"));
+    Ok(())
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }

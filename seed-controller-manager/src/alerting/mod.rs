@@ -3,7 +3,8 @@
 //!   pushed to Cortex with its status, rule group templates copied into the cluster
 //!   namespace, the tenant's limits in Cortex's runtime configuration, and the cleanup of
 //!   all of it when MLA is switched off or the Cluster is deleted (finalizer);
-//! - [`rulegroups`]: every RuleGroup pushed to the Cortex or Loki ruler.
+//! - [`rulegroups`]: every RuleGroup pushed to the Cortex or Loki ruler;
+//! - [`settings`]: KKP's finalizer on MLAAdminSettings released after their limits went.
 //!
 //! The tenant is the cluster name (`X-Scope-OrgID`), as the gateway pins it.
 
@@ -12,6 +13,7 @@ pub mod client;
 pub mod cluster;
 pub mod limits;
 pub mod rulegroups;
+pub mod settings;
 
 use std::future::Future;
 use std::time::Duration;
@@ -132,8 +134,9 @@ pub fn start(
         },
     };
     let (clusters, cluster_controller) = cluster::run(runtime, shared.clone(), cortex.clone());
+    let settings = settings::run(runtime, shared.clone(), clusters.clone());
     let rule_groups = rulegroups::run(runtime, shared, cortex, clusters);
     Ok(async move {
-        tokio::join!(cluster_controller, rule_groups);
+        tokio::join!(cluster_controller, rule_groups, settings);
     })
 }

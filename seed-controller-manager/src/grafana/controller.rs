@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 
 use super::client::{Credentials, GrafanaClient, GrafanaError, GrafanaUser, Org, Role};
 use super::{dashboards, datasources, orgs, users};
+use crate::scope::{self, KKP_MLA_FINALIZER};
 use crate::status;
 use mla_common::runtime::relisting_watcher;
 
@@ -250,7 +251,7 @@ fn relevant_cluster(cluster: &Cluster) -> serde_json::Value {
 
 fn relevant_config_map(config_map: &ConfigMap) -> serde_json::Value {
     if config_map.name_any().starts_with(dashboards::CONFIG_MAP_PREFIX) {
-        serde_json::json!(config_map.data)
+        serde_json::json!([config_map.data, lifecycle(config_map)])
     } else {
         serde_json::Value::Null
     }
@@ -593,7 +594,9 @@ async fn reconcile_project(
 ) -> Result<Option<i64>, StepError> {
     let api: Api<Project> = Api::all(ctx.client.clone());
     if is_deleting(project) {
-        if has_finalizer(project) {
+        // KKP's finalizer stands for the same cleanup (the project's organization).
+        let kkp = scope::has_finalizer(project, KKP_MLA_FINALIZER);
+        if has_finalizer(project) || kkp {
             let ours = match orgs::plan(project, all_orgs) {
                 orgs::OrgPlan::Keep(id) | orgs::OrgPlan::Annotate(id) | orgs::OrgPlan::Rename(id) => Some(id),
                 orgs::OrgPlan::Create => None,
@@ -603,7 +606,7 @@ async fn reconcile_project(
                 all_orgs.retain(|o| o.id != id);
                 tracing::info!(project = %project.name_any(), org = id, "deleted the Grafana organization");
             }
-            ctx.applier.remove_finalizer(&api, project, FINALIZER).await?;
+            ctx.applier.remove_finalizers(&api, project, &[FINALIZER, KKP_MLA_FINALIZER]).await?;
         }
         return Ok(None);
     }
@@ -652,7 +655,8 @@ async fn reconcile_user(
     let api: Api<User> = Api::all(ctx.client.clone());
     let email = user.spec.email.to_lowercase();
     if is_deleting(user) {
-        if has_finalizer(user) {
+        // KKP's finalizer stands for the same cleanup (the Grafana user).
+        if has_finalizer(user) || scope::has_finalizer(user, KKP_MLA_FINALIZER) {
             let existing = match known.get(&email) {
                 Some(existing) => Some(existing.clone()),
                 None => grafana.lookup_user(&email).await?,
@@ -661,7 +665,7 @@ async fn reconcile_user(
                 grafana.delete_user(existing.id).await?;
                 tracing::info!(user = %user.name_any(), "deleted the Grafana user");
             }
-            ctx.applier.remove_finalizer(&api, user, FINALIZER).await?;
+            ctx.applier.remove_finalizers(&api, user, &[FINALIZER, KKP_MLA_FINALIZER]).await?;
         }
         return Ok(());
     }
@@ -824,12 +828,16 @@ async fn reconcile_datasources(
         if let Err(error) = write_condition(ctx, cluster, outcome).await {
             tracing::warn!(cluster = %name, %error, "writing the Grafana condition failed");
         }
-        // Datasources gone (or never made): release the Cluster.
-        if !wanted.contains_key(&name) && error.is_none() && has_finalizer(cluster.as_ref()) {
+        // Datasources gone (or never made): release the Cluster. KKP's finalizer stands for
+        // the same datasources (and the gateway, which the garbage collector or the
+        // namespace's deletion removes): released with ours when the Cluster is deleted.
+        let kkp = is_deleting(cluster.as_ref()) && scope::has_finalizer(cluster.as_ref(), KKP_MLA_FINALIZER);
+        if !wanted.contains_key(&name) && error.is_none() && (has_finalizer(cluster.as_ref()) || kkp) {
             let project_known = cluster.project_id().is_some_and(|p| project_orgs.contains_key(p));
             let project_exists = cluster.project_id().is_some_and(|p| projects.iter().any(|x| x.name_any() == p));
+            let release: &[&str] = if kkp { &[FINALIZER, KKP_MLA_FINALIZER] } else { &[FINALIZER] };
             if (project_known || !project_exists)
-                && let Err(error) = ctx.applier.remove_finalizer(&api, cluster.as_ref(), FINALIZER).await
+                && let Err(error) = ctx.applier.remove_finalizers(&api, cluster.as_ref(), release).await
             {
                 tracing::warn!(cluster = %name, %error, "removing the Grafana finalizer failed");
             }
@@ -858,8 +866,15 @@ async fn reconcile_dashboards(
     managed: &BTreeSet<i64>,
 ) -> Result<(), PassError> {
     let config_maps = ctx.stores.config_maps.state();
-    let refs: Vec<&ConfigMap> = config_maps.iter().map(|c| c.as_ref()).collect();
+    // A ConfigMap being deleted (held by KKP's finalizer) no longer provides dashboards.
+    let (refs, leaving): (Vec<&ConfigMap>, Vec<&ConfigMap>) =
+        config_maps.iter().map(|c| c.as_ref()).partition(|c| !is_deleting(*c));
     let (desired, problems) = dashboards::desired_dashboards(&refs);
+    // Its dashboards go by uid, also ones KKP saved without our tag.
+    let (leaving_dashboards, _) = dashboards::desired_dashboards(&leaving);
+    let leaving_uids: Vec<String> =
+        leaving_dashboards.into_iter().map(|d| d.uid).filter(|uid| !desired.iter().any(|d| &d.uid == uid)).collect();
+    let mut all_done = true;
     for problem in &problems {
         let id = (problem.config_map.clone(), problem.key.clone(), problem.reason.clone());
         let new = ctx.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id);
@@ -877,6 +892,7 @@ async fn reconcile_dashboards(
     for org in managed {
         let key = format!("dashboards/{org}");
         if !ctx.retry.ready(&key) {
+            all_done = false;
             continue;
         }
         let result: Result<(), GrafanaError> = async {
@@ -891,6 +907,11 @@ async fn reconcile_dashboards(
                     grafana.delete_dashboard(*org, &uid).await?;
                 }
             }
+            for uid in &leaving_uids {
+                if grafana.dashboard(*org, uid).await?.is_some() {
+                    grafana.delete_dashboard(*org, uid).await?;
+                }
+            }
             Ok(())
         }
         .await;
@@ -900,6 +921,17 @@ async fn reconcile_dashboards(
             Err(error) => {
                 tracing::warn!(org, %error, "grafana dashboards failed");
                 ctx.retry.failed(&key);
+                all_done = false;
+            }
+        }
+    }
+    // KKP's finalizer on a dashboard ConfigMap stands for its dashboards in every org:
+    // released once they are gone from every org we manage.
+    if all_done {
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.settings.mla_namespace);
+        for config_map in leaving.iter().filter(|c| scope::has_finalizer(**c, KKP_MLA_FINALIZER)) {
+            if let Err(error) = ctx.applier.remove_finalizer(&api, *config_map, KKP_MLA_FINALIZER).await {
+                tracing::warn!(config_map = %config_map.name_any(), %error, "releasing KKP's finalizer failed");
             }
         }
     }
