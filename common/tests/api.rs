@@ -337,3 +337,23 @@ fn kkp_fields_we_read_are_in_our_schemas() {
         json!(["viewers", "editors", "owners"])
     );
 }
+
+/// A CA as KKP's seed controller makes it (`certificates.GetECDSACACertAndKey`: CN `CA`,
+/// P-256, the key in SEC1 `EC PRIVATE KEY` PEM): kept as it is and able to issue, so that
+/// taking over a gateway KKP made needs no second CA.
+#[test]
+fn a_ca_kkp_made_is_kept_and_issues() {
+    use mla_common::pki;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cert = std::fs::read_to_string(dir.join("kkp-ca.crt")).expect("fixture");
+    let key = std::fs::read_to_string(dir.join("kkp-ca.key")).expect("fixture");
+    assert!(key.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+    let now = std::time::SystemTime::now();
+    assert_eq!(pki::ca_renewal(Some(&cert), Some(&key), now), None, "KKP's CA is usable as it is");
+    let state = pki::CaState { cert_pem: Some(cert.clone()), key_pem: Some(key.clone()), ..Default::default() };
+    assert!(pki::reconcile_ca(&state, "k1", now).expect("reconcile").is_none(), "nothing to change");
+    let current = state.current().expect("the current CA");
+    let leaf = pki::issue_gateway_certificate(&current, "k1.example.com", Some("192.0.2.1"), now).expect("issues");
+    let spec = pki::LeafSpec::gateway_server("k1.example.com", Some("192.0.2.1")).expect("spec");
+    assert_eq!(pki::leaf_renewal(Some(&leaf.cert_pem), Some(&leaf.key_pem), &cert, &spec, now), None);
+}

@@ -85,7 +85,9 @@ const RUNTIME_KEY: &str = "runtime_config.yaml";
 /// A control plane with KKP's CRDs, the binary's RBAC, the Grafana and Cortex test servers
 /// and Cortex's runtime configuration; the binary runs with `flags`.
 async fn start(name: &str, flags: &[&str]) -> anyhow::Result<Seed> {
-    let plane = ControlPlane::start(name).await?;
+    let mut plane = ControlPlane::start(name).await?;
+    // ownerReferences and orphaning work as in a real seed.
+    plane.start_garbage_collector()?;
     let client = plane.client();
     install_kkp_crds(&client).await?;
     ensure_namespace(&client, "kubermatic").await?;
@@ -185,11 +187,15 @@ where
 
 /// A Cluster as KKP's API creates it: every spec field KKP's CRD requires, and some it sets.
 fn kkp_cluster(name: &str, project: &str) -> serde_json::Value {
+    kkp_cluster_exposed(name, project, "Tunneling")
+}
+
+fn kkp_cluster_exposed(name: &str, project: &str, expose: &str) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster",
         "metadata": {"name": name, "labels": {"project-id": project}},
         "spec": {
-            "version": "1.31.1", "humanReadableName": format!("{name} (kkp)"), "exposeStrategy": "Tunneling",
+            "version": "1.31.1", "humanReadableName": format!("{name} (kkp)"), "exposeStrategy": expose,
             "cloud": {"dc": "byo-1", "providerName": "bringyourown", "bringyourown": {}},
             "clusterNetwork": {"pods": {"cidrBlocks": ["172.25.0.0/16"]}, "services": {"cidrBlocks": ["10.240.16.0/20"]},
                                "dnsDomain": "cluster.local", "proxyMode": "ipvs", "konnectivityEnabled": true},
@@ -205,8 +211,16 @@ async fn create_kkp_cluster(
     project: &str,
     finalizers: &[&str],
 ) -> anyhow::Result<()> {
+    create_kkp_cluster_from(client, name, kkp_cluster(name, project), finalizers).await
+}
+
+async fn create_kkp_cluster_from(
+    client: &kube::Client,
+    name: &str,
+    mut object: serde_json::Value,
+    finalizers: &[&str],
+) -> anyhow::Result<()> {
     let clusters: Api<Cluster> = Api::all(client.clone());
-    let mut object = kkp_cluster(name, project);
     object["metadata"]["finalizers"] = serde_json::json!(finalizers);
     create_raw::<Cluster>(client, None, object).await?;
     ensure_namespace(client, &format!("cluster-{name}")).await?;
@@ -443,4 +457,174 @@ async fn kkps_finalizers_never_hold_a_deletion() -> anyhow::Result<()> {
 fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A gateway KKP's seed controller made (its Deployment selects `app.kubernetes.io/name`
+/// only, its objects carry no labels, its write Service has port `http-ext` 80, its CA a
+/// SEC1 key), taken over: KKP's CA is kept, the write port's NodePort stays, and the old
+/// pods serve until ours have rolled out.
+#[tokio::test]
+async fn a_gateway_kkp_made_is_taken_over_without_an_outage() -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    use k8s_openapi::api::core::v1::Service;
+    let mut seed = start("kkp-gateway", &[]).await?;
+    let client = seed.plane.client();
+    let namespace = "cluster-k2";
+    ensure_namespace(&client, namespace).await?;
+    let fixtures = workspace_root().join("common/tests/fixtures");
+    let ca_crt = std::fs::read_to_string(fixtures.join("kkp-ca.crt"))?;
+    let ca_key = std::fs::read_to_string(fixtures.join("kkp-ca.key"))?;
+    // KKP's objects, as its reconcilers write them.
+    let kkp_selector = serde_json::json!({"app.kubernetes.io/name": "mla-gateway"});
+    create_raw::<Secret>(
+        &client,
+        Some(namespace),
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mla-gateway-ca", "namespace": namespace},
+            "stringData": {"ca.crt": ca_crt, "ca.key": ca_key},
+        }),
+    )
+    .await?;
+    create_raw::<ConfigMap>(
+        &client,
+        Some(namespace),
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mla-gateway", "namespace": namespace},
+            "data": {"nginx.conf": "worker_processes 1; # KKP's"},
+        }),
+    )
+    .await?;
+    create_raw::<Deployment>(&client, Some(namespace), serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "mla-gateway", "namespace": namespace},
+        "spec": {"replicas": 1, "selector": {"matchLabels": kkp_selector},
+                 "template": {"metadata": {"labels": kkp_selector},
+                              "spec": {"containers": [{"name": "nginx", "image": "nginxinc/nginx-unprivileged:1.31.2-alpine",
+                                       "ports": [{"name": "http-ext", "containerPort": 8080}, {"name": "http-int", "containerPort": 8081}]}]}}},
+    }))
+    .await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let kkp_deployment = deployments.get("mla-gateway").await?;
+    // Its ReplicaSet, as the Deployment controller (not running here) would have made it.
+    create_raw::<ReplicaSet>(&client, Some(namespace), serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "mla-gateway-5d8f7", "namespace": namespace,
+                     "labels": {"app.kubernetes.io/name": "mla-gateway", "pod-template-hash": "5d8f7"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "mla-gateway",
+                                          "uid": kkp_deployment.uid().unwrap(), "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "mla-gateway", "pod-template-hash": "5d8f7"}},
+                 "template": {"metadata": {"labels": {"app.kubernetes.io/name": "mla-gateway", "pod-template-hash": "5d8f7"}},
+                              "spec": {"containers": [{"name": "nginx", "image": "nginxinc/nginx-unprivileged:1.31.2-alpine"}]}}},
+    }))
+    .await?;
+    create_raw::<Service>(
+        &client,
+        Some(namespace),
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "mla-gateway", "namespace": namespace},
+            "spec": {"type": "ClusterIP", "selector": kkp_selector,
+                     "ports": [{"name": "http-int", "port": 80, "targetPort": "http-int", "protocol": "TCP"}]},
+        }),
+    )
+    .await?;
+    create_raw::<Service>(
+        &client,
+        Some(namespace),
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "mla-gateway-ext", "namespace": namespace,
+                "annotations": {"nodeport-proxy.k8s.io/expose": "true"}},
+            "spec": {"type": "NodePort", "selector": kkp_selector,
+                     "ports": [{"name": "http-ext", "port": 80, "targetPort": "http-ext", "protocol": "TCP"}]},
+        }),
+    )
+    .await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let node_port = |service: &Service, name: &str| {
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(name)).and_then(|p| p.node_port))
+    };
+    let kkp_node_port = node_port(&services.get("mla-gateway-ext").await?, "http-ext").expect("a NodePort");
+
+    // The Cluster, exposed by NodePort as KKP's was.
+    create_kkp_cluster_from(&client, "k2", kkp_cluster_exposed("k2", "p1", "NodePort"), &[]).await?;
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    // Ours replaces KKP's Deployment; KKP's pods (their ReplicaSet, orphaned) keep serving.
+    let ours = eventually("our Deployment", WAIT, || {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get_opt("mla-gateway").await?;
+            Ok(d.filter(|d| d.labels().contains_key("app.kubernetes.io/managed-by")))
+        }
+    })
+    .await?;
+    assert_ne!(ours.uid(), kkp_deployment.uid());
+    let old = replica_sets.get("mla-gateway-5d8f7").await?;
+    assert!(old.owner_references().is_empty(), "orphaned, not deleted: {:?}", old.owner_references());
+    // Every Service selects KKP's pods and ours alike while both run.
+    for name in ["mla-gateway", "mla-gateway-ext"] {
+        let selector = services.get(name).await?.spec.and_then(|s| s.selector);
+        assert_eq!(
+            selector,
+            Some([("app.kubernetes.io/name".to_string(), "mla-gateway".to_string())].into()),
+            "{name}"
+        );
+    }
+    // The write Service: KKP's port (and its NodePort) stays, ours is added, both to 8080.
+    let external = services.get("mla-gateway-ext").await?;
+    assert_eq!(node_port(&external, "http-ext"), Some(kkp_node_port), "agents KKP configured keep their port");
+    assert!(node_port(&external, "https-ext").is_some());
+    // KKP's CA, kept byte for byte, now ours (labels, owner); the gateway certificate from it.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let ca = secrets.get("mla-gateway-ca").await?;
+    let text = |secret: &Secret, key: &str| String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap();
+    assert_eq!(text(&ca, "ca.crt"), ca_crt, "no second CA");
+    assert_eq!(text(&ca, "ca.key"), ca_key);
+    assert_eq!(ca.owner_references().len(), 1);
+    let certs = eventually("the gateway certificate", WAIT, || {
+        let secrets = secrets.clone();
+        async move { Ok(secrets.get_opt("mla-gateway-certificates").await?) }
+    })
+    .await?;
+    let spec = mla_common::pki::LeafSpec::gateway_server("k2.seed.example.com", Some("192.0.2.10")).unwrap();
+    let renewal = mla_common::pki::leaf_renewal(
+        Some(&text(&certs, "gateway.crt")),
+        Some(&text(&certs, "gateway.key")),
+        &ca_crt,
+        &spec,
+        std::time::SystemTime::now(),
+    );
+    assert_eq!(renewal, None, "issued by KKP's CA");
+    assert!(text(&certs, "ca-bundle.crt").contains(ca_crt.trim()), "clients KKP certified are trusted");
+
+    // Not before ours has rolled out does the old ReplicaSet go.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(replica_sets.get_opt("mla-gateway-5d8f7").await?.is_some(), "KKP's pods serve until ours are available");
+    let generation = deployments.get("mla-gateway").await?.metadata.generation.unwrap_or(1);
+    let available = serde_json::json!({"status": {"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1,
+                                                  "readyReplicas": 1, "availableReplicas": 1}});
+    deployments.patch_status("mla-gateway", &PatchParams::default(), &Patch::Merge(&available)).await?;
+    gone(&replica_sets, "mla-gateway-5d8f7").await?;
+    cluster_with(&client, "k2", "the gateway available", |c| {
+        c.condition("MLAGatewayReady").filter(|c| c.reason.as_deref() == Some("GatewayAvailable")).map(|_| ())
+    })
+    .await?;
+    // Taken over, nothing left to do: no further write to the gateway's objects.
+    let versions = || async {
+        let mut versions = Vec::new();
+        versions.push(deployments.get("mla-gateway").await.unwrap().resource_version());
+        for name in ["mla-gateway", "mla-gateway-ext"] {
+            versions.push(services.get(name).await.unwrap().resource_version());
+        }
+        for name in ["mla-gateway-ca", "mla-gateway-certificates"] {
+            versions.push(secrets.get(name).await.unwrap().resource_version());
+        }
+        versions
+    };
+    let before = versions().await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(versions().await, before);
+    seed.binary.take();
+    Ok(())
 }

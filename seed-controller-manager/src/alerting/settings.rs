@@ -76,13 +76,13 @@ async fn reconcile(setting: Arc<MLAAdminSetting>, ctx: Arc<Context>) -> Result<A
     let namespace = cluster.as_ref().and_then(|c| c.status.as_ref()?.namespace_name.clone());
     // Only the setting in the tenant's own namespace (or of a tenant that is gone) may take
     // limits away: a setting elsewhere naming another cluster never applied any.
-    if !tenant.is_empty() && (cluster.is_none() || namespace == setting.namespace()) {
-        if let LimitsOutcome::Unreadable(reason) =
+    if !tenant.is_empty()
+        && (cluster.is_none() || namespace == setting.namespace())
+        && let LimitsOutcome::Unreadable(reason) =
             limits::sync(&ctx.client, &ctx.applier, &ctx.shared.runtime_config, tenant, None).await?
-        {
-            // Holding the setting would not make the runtime configuration readable.
-            tracing::warn!(setting = %key(&setting), reason, "the tenant's limits could not be removed");
-        }
+    {
+        // Holding the setting would not make the runtime configuration readable.
+        tracing::warn!(setting = %key(&setting), reason, "the tenant's limits could not be removed");
     }
     let api: Api<MLAAdminSetting> = Api::namespaced(ctx.client.clone(), &setting.namespace().unwrap_or_default());
     ctx.applier.remove_finalizer(&api, setting.as_ref(), KKP_MLA_FINALIZER).await?;
