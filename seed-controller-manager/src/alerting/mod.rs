@@ -35,8 +35,9 @@ pub struct Args {
     /// tenant's limits go (`overrides:`).
     #[arg(long, env = "MLA_CORTEX_RUNTIME_CONFIG_MAP", default_value = "cortex-runtime-config")]
     pub cortex_runtime_config_map: String,
-    /// Key of the runtime configuration in that ConfigMap (KKP's own chart uses
-    /// `runtime-config.yaml`; set this flag to match it).
+    /// Key of the runtime configuration in that ConfigMap. The default is the key KKP's own
+    /// seed controller writes (`runtime_config.yaml` of `cortex-runtime-config`, which KKP's
+    /// Cortex chart mounts).
     #[arg(long, env = "MLA_CORTEX_RUNTIME_CONFIG_KEY", default_value = "runtime_config.yaml")]
     pub cortex_runtime_config_key: String,
 }
