@@ -180,6 +180,11 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, A
     if !ctx.applier.is_leader() {
         return Ok(Action::await_change());
     }
+    match ctx.shared.scope.serves(&cluster) {
+        scope::Serve::Yes => {}
+        scope::Serve::No => return Ok(Action::await_change()),
+        scope::Serve::NotYetKnown => return Ok(Action::requeue(scope::STALE_RETRY)),
+    }
     let started = Instant::now();
     let result = reconcile_cluster(&cluster, &ctx).await;
     ctx.metrics.observe_category(started.elapsed(), result.as_ref().err().map(AlertingError::category));

@@ -93,6 +93,7 @@ impl AlertingError {
 #[derive(Clone, Debug)]
 pub(crate) struct Shared {
     mla_enabled: bool,
+    scope: crate::scope::ClusterScope,
     mla_namespace: String,
     resync_period: Duration,
     runtime_config: limits::RuntimeConfig,
@@ -126,6 +127,7 @@ pub fn start(
     )?;
     let shared = Shared {
         mla_enabled: seed.mla_enabled,
+        scope: seed.scope.clone(),
         mla_namespace: seed.mla_namespace.clone(),
         resync_period: seed.resync_period,
         runtime_config: limits::RuntimeConfig {

@@ -187,6 +187,12 @@ async fn reconcile_group(group: &RuleGroup, ctx: &Context) -> Result<Action, Ale
     let name = group.name_any();
     let tenant = group.spec.cluster.name.clone().unwrap_or_default();
     let cluster = ctx.clusters.get(&ObjectRef::new(&tenant));
+    // The rule groups of a paused Cluster, or another worker's, are left alone (KKP).
+    match cluster.as_deref().map(|c| ctx.shared.scope.serves(c)) {
+        Some(scope::Serve::No) => return Ok(Action::await_change()),
+        Some(scope::Serve::NotYetKnown) => return Ok(Action::requeue(scope::STALE_RETRY)),
+        Some(scope::Serve::Yes) | None => {}
+    }
     // Only the Cluster whose namespace this is may be named: a RuleGroup must never reach
     // another cluster's tenant.
     let owns_namespace = cluster

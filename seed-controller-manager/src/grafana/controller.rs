@@ -21,7 +21,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::admin::ReadinessGate;
-use mla_common::api::{Cluster, Condition, ConditionStatus, Project, User, UserProjectBinding};
+use mla_common::api::{Cluster, Condition, ConditionStatus, GroupProjectBinding, Project, User, UserProjectBinding};
 use mla_common::apply::Applier;
 use mla_common::backoff::Backoff;
 use mla_common::events::EventPublisher;
@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 
 use super::client::{Credentials, GrafanaClient, GrafanaError, GrafanaUser, Org, Role};
 use super::{dashboards, datasources, orgs, users};
-use crate::scope::{self, KKP_MLA_FINALIZER};
+use crate::scope::{self, ClusterPause, KKP_MLA_FINALIZER, Serve, UserGroups};
 use crate::status;
 use mla_common::runtime::relisting_watcher;
 
@@ -48,7 +48,7 @@ pub const DEFAULT_ORG: i64 = 1;
 const DEBOUNCE: Duration = Duration::from_millis(300);
 /// The watches a pass waits for before it may act (an empty cache would look like
 /// "delete everything").
-const WATCHES: usize = 6;
+const WATCHES: usize = 8;
 
 /// How this controller is configured.
 #[derive(Clone, Debug)]
@@ -67,6 +67,8 @@ pub struct Settings {
     pub superuser_org: Option<String>,
     /// Everything is looked at again this often.
     pub resync_period: Duration,
+    /// Which Clusters this manager serves (KKP's pause and worker-name rules).
+    pub scope: crate::scope::ClusterScope,
 }
 
 /// Why a pass could not run at all.
@@ -158,7 +160,10 @@ impl Retry {
 struct Stores {
     projects: Store<Project>,
     users: Store<User>,
+    /// The Users' `spec.groups` (not part of our typed User).
+    user_groups: Store<UserGroups>,
     bindings: Store<UserProjectBinding>,
+    group_bindings: Store<GroupProjectBinding>,
     clusters: Store<Cluster>,
     config_maps: Store<ConfigMap>,
     secrets: Store<Secret>,
@@ -179,6 +184,8 @@ struct Context {
     /// The reason of the outage already reported on the Projects (one Event each per
     /// outage), if any.
     outage: Mutex<Option<&'static str>>,
+    /// A pass left a Cluster alone because the pause projection lagged: look again soon.
+    repass: std::sync::atomic::AtomicBool,
 }
 
 /// A reflector whose first list opens `gate` and whose relevant changes wake the pass
@@ -243,6 +250,18 @@ fn relevant_binding(binding: &UserProjectBinding) -> serde_json::Value {
     serde_json::json!([binding.spec, lifecycle(binding)])
 }
 
+fn relevant_group_binding(binding: &GroupProjectBinding) -> serde_json::Value {
+    serde_json::json!([binding.spec, lifecycle(binding)])
+}
+
+fn relevant_user_groups(user: &UserGroups) -> serde_json::Value {
+    serde_json::json!(user.spec.groups)
+}
+
+fn relevant_pause(pause: &ClusterPause) -> serde_json::Value {
+    serde_json::json!(pause.spec.pause)
+}
+
 fn relevant_cluster(cluster: &Cluster) -> serde_json::Value {
     let mla = cluster.spec.mla.as_ref().map(|m| (m.monitoring_enabled, m.logging_enabled));
     let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref());
@@ -298,6 +317,31 @@ pub fn run(
         wake.clone(),
         relevant_binding,
     );
+    let (group_bindings, w7) = watch(
+        Api::<GroupProjectBinding>::all(client.clone()),
+        all.clone(),
+        gate("groupprojectbindings"),
+        synced.clone(),
+        wake.clone(),
+        relevant_group_binding,
+    );
+    let (user_groups, w8) = watch(
+        Api::<UserGroups>::all(client.clone()),
+        all.clone(),
+        gate("usergroups"),
+        synced.clone(),
+        wake.clone(),
+        relevant_user_groups,
+    );
+    // Only to wake a pass when a pause switches; the scope reads its own projection.
+    let (_, w9) = watch(
+        Api::<ClusterPause>::all(client.clone()),
+        all.clone(),
+        gate("clusterpauses"),
+        Arc::new(AtomicUsize::new(0)),
+        wake.clone(),
+        relevant_pause,
+    );
     let (clusters, w4) = watch(
         Api::<Cluster>::all(client.clone()),
         all.clone(),
@@ -330,17 +374,18 @@ pub fn run(
         external,
         http,
         settings,
-        stores: Stores { projects, users, bindings, clusters, config_maps, secrets },
+        stores: Stores { projects, users, user_groups, bindings, group_bindings, clusters, config_maps, secrets },
         retry: Retry::new(),
         reported: Mutex::default(),
         outage: Mutex::default(),
+        repass: std::sync::atomic::AtomicBool::new(false),
     });
     let leader = runtime.leader.clone();
     let shutdown = runtime.shutdown.clone();
     let leader_wake = wake.clone();
     Ok(async move {
         let watches = async move {
-            tokio::join!(w1, w2, w3, w4, w5, w6);
+            tokio::join!(w1, w2, w3, w4, w5, w6, w7, w8, w9);
         };
         let gained = leader.gained().for_each(move |()| {
             leader_wake.notify_one();
@@ -391,6 +436,9 @@ async fn pass_loop(
         if let Some(due) = ctx.retry.next_due() {
             let due = tokio::time::Instant::from_std(due.max(Instant::now()));
             next = next.min(due);
+        }
+        if ctx.repass.swap(false, Ordering::SeqCst) {
+            next = next.min(tokio::time::Instant::now() + crate::scope::STALE_RETRY);
         }
         tracing::debug!(elapsed = ?started.elapsed(), "grafana pass done");
     }
@@ -511,7 +559,12 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
     let all_bindings = ctx.stores.bindings.state();
     let user_refs: Vec<&User> = all_users.iter().map(|u| u.as_ref()).collect();
     let binding_refs: Vec<&UserProjectBinding> = all_bindings.iter().map(|b| b.as_ref()).collect();
-    let desired = users::desired_users(&user_refs, &binding_refs, &project_orgs, superuser_org);
+    let all_group_bindings = ctx.stores.group_bindings.state();
+    let group_binding_refs: Vec<&GroupProjectBinding> = all_group_bindings.iter().map(|b| b.as_ref()).collect();
+    let members: BTreeMap<String, Vec<String>> =
+        ctx.stores.user_groups.state().iter().map(|u| (u.name_any(), u.spec.groups.clone())).collect();
+    let groups = users::Groups { members: Some(&members), bindings: &group_binding_refs };
+    let desired = users::desired_users(&user_refs, &binding_refs, groups, &project_orgs, superuser_org);
     // Every Grafana user by lower-case email and login: one listing instead of a lookup
     // per User.
     let mut known: HashMap<String, GrafanaUser> = HashMap::new();
@@ -727,7 +780,23 @@ async fn reconcile_datasources(
     let mut desired: BTreeMap<i64, Vec<datasources::DesiredDatasource>> = BTreeMap::new();
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
+    // Paused Clusters and other workers' are left alone: their datasources, finalizers and
+    // conditions stay as they are (KKP's rules).
+    let mut left_alone: BTreeSet<String> = BTreeSet::new();
     for cluster in clusters {
+        match ctx.settings.scope.serves(cluster) {
+            Serve::Yes => {}
+            Serve::No => {
+                left_alone.insert(cluster.name_any());
+            }
+            Serve::NotYetKnown => {
+                left_alone.insert(cluster.name_any());
+                ctx.repass.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    let clusters: Vec<&Arc<Cluster>> = clusters.iter().filter(|c| !left_alone.contains(&c.name_any())).collect();
+    for cluster in clusters.iter().copied() {
         let name = cluster.name_any();
         let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.clone()).filter(|n| !n.is_empty());
         let org = cluster.project_id().and_then(|p| project_orgs.get(p)).copied();
@@ -758,6 +827,9 @@ async fn reconcile_datasources(
                 datasources::DatasourceChange::Delete(uid) => uid.clone(),
             };
             let cluster = cluster_of(&uid).unwrap_or_default().to_string();
+            if left_alone.contains(&cluster) {
+                continue;
+            }
             let key = format!("cluster/{cluster}");
             if !ctx.retry.ready(&key) {
                 errors.entry(cluster).or_insert_with(|| WAITING.into());
@@ -778,7 +850,7 @@ async fn reconcile_datasources(
             }
         }
     }
-    for cluster in clusters {
+    for cluster in clusters.iter().copied() {
         let name = cluster.name_any();
         let key = format!("cluster/{name}");
         let error = errors.get(&name);
@@ -998,6 +1070,9 @@ async fn report_unavailable(ctx: &Context, error: &PassError) {
         }
     }
     for cluster in ctx.stores.clusters.state() {
+        if ctx.settings.scope.serves(&cluster) != Serve::Yes {
+            continue;
+        }
         let has_namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some();
         if !(ctx.settings.mla_enabled && cluster.mla_enabled() && has_namespace && !is_deleting(cluster.as_ref())) {
             // A condition from an earlier outage on a cluster that no longer has MLA goes

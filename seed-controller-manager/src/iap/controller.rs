@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 
 use super::ClientSecretSource;
 use super::resources::{self, IapSettings};
+use crate::scope::{ClusterScope, STALE_RETRY, Serve};
 use crate::{SeedSettings, status, watch};
 use mla_common::runtime::relisting_watcher;
 
@@ -44,6 +45,7 @@ struct Context {
     metrics: ControllerMetrics,
     backoff: Backoff<String>,
     mla_enabled: bool,
+    scope: ClusterScope,
     settings: IapSettings,
     source: ClientSecretSource,
     /// Watches whose first list has not arrived yet: until it is 0 a reconcile would
@@ -114,6 +116,7 @@ pub fn run(
     let stop = runtime.shutdown.clone();
     let resync_period = seed.resync_period;
     let mla_enabled = seed.mla_enabled;
+    let scope = seed.scope.clone();
     async move {
         let unsynced = Arc::new(AtomicUsize::new(0));
         let child_synced = |name: &'static str| count_unsynced(readiness.gate(name), &unsynced);
@@ -189,6 +192,7 @@ pub fn run(
             metrics,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             mla_enabled,
+            scope,
             settings,
             source,
             unsynced,
@@ -229,6 +233,11 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, m
     }
     if ctx.unsynced.load(Ordering::SeqCst) > 0 {
         return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    match ctx.scope.serves(&cluster) {
+        Serve::Yes => {}
+        Serve::No => return Ok(Action::await_change()),
+        Serve::NotYetKnown => return Ok(Action::requeue(STALE_RETRY)),
     }
     let started = Instant::now();
     let result = reconcile_iap(&cluster, &ctx).await;

@@ -140,7 +140,8 @@ pub struct AllowedEmails {
 }
 
 /// The emails bound to `project` (UserProjectBinding `spec.projectID`) plus those of users
-/// with `spec.admin`. Without a project only the admins are let in.
+/// with `spec.admin`. Without a project only the admins are let in. Project service
+/// accounts (`serviceaccount-...`, KKP's mark) are never let in: they cannot sign in.
 pub fn allowed_emails<'a>(
     project: Option<&str>,
     bindings: impl IntoIterator<Item = &'a UserProjectBinding>,
@@ -152,7 +153,7 @@ pub fn allowed_emails<'a>(
         .map(|b| b.spec.user_email.as_str());
     let admins = users.into_iter().filter(|u| u.spec.admin).map(|u| u.spec.email.as_str());
     let mut allowed = AllowedEmails::default();
-    for email in bound.chain(admins) {
+    for email in bound.chain(admins).filter(|email| !crate::scope::is_service_account_email(email)) {
         if email_problem(email).is_some() {
             allowed.rejected.insert(email.to_string());
         } else {
@@ -498,6 +499,14 @@ mod tests {
                 proptest::prop_assert!(kept != allowed.rejected.contains(value), "{:?} kept or rejected", value);
             }
         }
+    }
+
+    #[test]
+    fn project_service_accounts_are_never_let_in() {
+        let bindings = [binding("serviceaccount-7d4b5695vb@localhost", "p1"), binding("ann@example.com", "p1")];
+        let allowed = allowed_emails(Some("p1"), &bindings, &[]);
+        assert_eq!(emails_file(&allowed.emails), "ann@example.com\n");
+        assert!(allowed.rejected.is_empty(), "left out, not reported as invalid");
     }
 
     #[test]
