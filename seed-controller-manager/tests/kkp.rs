@@ -628,3 +628,124 @@ async fn a_gateway_kkp_made_is_taken_over_without_an_outage() -> anyhow::Result<
     seed.binary.take();
     Ok(())
 }
+
+/// KKP's rules: roles from GroupProjectBindings through `User.spec.groups`, no Grafana user
+/// for project service accounts, paused Clusters and other workers' Clusters left alone.
+#[tokio::test]
+async fn kkps_rules_for_groups_service_accounts_pause_and_workers() -> anyhow::Result<()> {
+    let mut seed = start("kkp-rules", &[]).await?;
+    let client = seed.plane.client();
+    create_raw::<Project>(&client, None, serde_json::json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "Project", "metadata": {"name": "p1"}, "spec": {"name": "shop"},
+    }))
+    .await?;
+    create_raw::<User>(
+        &client,
+        None,
+        serde_json::json!({
+            "apiVersion": "kubermatic.k8c.io/v1", "kind": "User", "metadata": {"name": "u-ann"},
+            "spec": {"email": "ann@example.com", "name": "Ann", "admin": false, "groups": ["sre", "oidc:staff"]},
+        }),
+    )
+    .await?;
+    create_raw::<User>(
+        &client,
+        None,
+        serde_json::json!({
+            "apiVersion": "kubermatic.k8c.io/v1", "kind": "User", "metadata": {"name": "serviceaccount-7d4b5695vb"},
+            "spec": {"email": "serviceaccount-7d4b5695vb@localhost", "name": "ci", "admin": false, "project": "p1"},
+        }),
+    )
+    .await?;
+    create_raw::<UserProjectBinding>(
+        &client,
+        None,
+        serde_json::json!({
+            "apiVersion": "kubermatic.k8c.io/v1", "kind": "UserProjectBinding", "metadata": {"name": "sa-p1"},
+            "spec": {"userEmail": "serviceaccount-7d4b5695vb@localhost", "projectID": "p1", "group": "editors-p1"},
+        }),
+    )
+    .await?;
+    create_raw::<GroupProjectBinding>(
+        &client,
+        None,
+        serde_json::json!({
+            "apiVersion": "kubermatic.k8c.io/v1", "kind": "GroupProjectBinding", "metadata": {"name": "p1-sre"},
+            "spec": {"group": "sre", "projectID": "p1", "role": "editors"},
+        }),
+    )
+    .await?;
+    create_kkp_cluster(&client, "k3", "p1", &[]).await?;
+    let mut paused = kkp_cluster("k4", "p1");
+    paused["spec"]["pause"] = serde_json::json!(true);
+    create_kkp_cluster_from(&client, "k4", paused, &[]).await?;
+    let mut other = kkp_cluster("k5", "p1");
+    other["metadata"]["labels"]["worker-name"] = serde_json::json!("alice");
+    create_kkp_cluster_from(&client, "k5", other, &[]).await?;
+
+    // Ann is an Editor of the project's organization through her group.
+    let org = eventually("the project's organization", WAIT, || async { Ok(seed.org_id("shop-p1").await) }).await?;
+    let role = |email: &'static str| {
+        let seed = &seed;
+        async move {
+            let (status, user) = seed.grafana_get(&format!("/api/users/lookup?loginOrEmail={email}"), None).await;
+            if status != 200 {
+                return None;
+            }
+            let (_, orgs) = seed.grafana_get(&format!("/api/users/{}/orgs", user["id"]), None).await;
+            orgs.as_array()?
+                .iter()
+                .find(|o| o["orgId"] == org)
+                .map(|o| o["role"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    until("Ann an Editor through her group", || async { role("ann@example.com").await.as_deref() == Some("Editor") })
+        .await?;
+    // The served Cluster gets its gateway and datasources.
+    cluster_with(&client, "k3", "k3's gateway condition", |c| c.condition("MLAGatewayReady").map(|_| ())).await?;
+    until("k3's datasource", || async { seed.has_datasource(org, "prometheus-k3").await }).await?;
+    // The service account: no Grafana user.
+    assert!(!seed.grafana_user("serviceaccount-7d4b5695vb@localhost").await);
+
+    // The paused Cluster and the other worker's: nothing of ours, after several resyncs.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let clusters: Api<Cluster> = Api::all(client.clone());
+    for name in ["k4", "k5"] {
+        let cluster = clusters.get(name).await?;
+        let ours: Vec<_> = cluster
+            .status
+            .as_ref()
+            .map(|s| s.conditions.keys().filter(|k| k.starts_with("MLA")).cloned().collect())
+            .unwrap_or_default();
+        assert!(ours.is_empty(), "{name}: {ours:?}");
+        assert!(cluster.finalizers().is_empty(), "{name}: {:?}", cluster.finalizers());
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &format!("cluster-{name}"));
+        assert!(secrets.get_opt("mla-gateway-ca").await?.is_none(), "{name} has no gateway");
+        assert!(!seed.has_datasource(org, &format!("prometheus-{name}")).await, "{name} has no datasource");
+    }
+    assert!(!seed.grafana_user("serviceaccount-7d4b5695vb@localhost").await);
+
+    // Unpaused, the Cluster is served.
+    clusters
+        .patch("k4", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"spec": {"pause": false}})))
+        .await?;
+    cluster_with(&client, "k4", "k4's gateway condition once unpaused", |c| c.condition("MLAGatewayReady").map(|_| ()))
+        .await?;
+    until("k4's datasource", || async { seed.has_datasource(org, "prometheus-k4").await }).await?;
+    // The group's role lowered: Ann a Viewer.
+    Api::<GroupProjectBinding>::all(client.clone())
+        .patch("p1-sre", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"spec": {"role": "viewers"}})))
+        .await?;
+    until("Ann a Viewer", || async { role("ann@example.com").await.as_deref() == Some("Viewer") }).await?;
+    // Out of the group: out of the organization.
+    Api::<User>::all(client.clone())
+        .patch(
+            "u-ann",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"groups": ["oidc:staff"]}})),
+        )
+        .await?;
+    until("Ann out of the organization", || async { role("ann@example.com").await.is_none() }).await?;
+    seed.binary.take();
+    Ok(())
+}
