@@ -179,7 +179,7 @@ async fn alerting_lifecycle() -> anyhow::Result<()> {
         "measured: both clusters' Alertmanager configurations in Cortex {:?} after the first Cluster was created",
         created.elapsed()
     );
-    assert!(cortex.alertmanager_config("c1").unwrap().contains("receiver: \"test\""));
+    assert!(cortex.alertmanager_config("c1").unwrap().contains("receiver: 'null'"), "KKP's default");
     assert!(cortex.alertmanager_config("c2").unwrap().contains("receiver: team"), "the user's own Secret");
     let c2_secret = Api::<Secret>::namespaced(client.clone(), "cluster-c2").get("alertmanager").await?;
     assert!(String::from_utf8(c2_secret.data.unwrap()["alertmanager.yaml"].0.clone())?.contains("receiver: team"));

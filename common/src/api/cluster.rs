@@ -110,13 +110,23 @@ pub struct ClusterStatus {
     /// Where the cluster's API server is reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<ClusterAddress>,
-    /// Conditions keyed by type (KKP's map shape).
+    /// Conditions keyed by type (KKP's map shape). As in KKP's CRD, every condition must
+    /// carry `kubermaticVersion`, `lastHeartbeatTime` and `status`.
     #[serde(default, skip_serializing_if = "Conditions::is_empty")]
+    #[schemars(transform = require_kkp_condition_fields)]
     pub conditions: Conditions,
     /// Health of the cluster's components; KKP reports many more, this system writes the
     /// MLA ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extended_health: Option<ExtendedClusterHealth>,
+}
+
+/// KKP's Cluster CRD requires these in every condition; ours does too, so that a writer
+/// that forgets them fails against our CRDs as it would against KKP's.
+fn require_kkp_condition_fields(schema: &mut schemars::Schema) {
+    if let Some(condition) = schema.get_mut("additionalProperties").and_then(serde_json::Value::as_object_mut) {
+        condition.insert("required".into(), serde_json::json!(["kubermaticVersion", "lastHeartbeatTime", "status"]));
+    }
 }
 
 /// Addresses of a user cluster's control plane.
