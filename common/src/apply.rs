@@ -147,6 +147,33 @@ impl Applier {
         }
     }
 
+    /// Removes every finalizer of `finalizers` the object carries, in one test-and-set JSON
+    /// patch (the list must still be what `current` holds, else 409/422 and a retry): used
+    /// to release our finalizer and KKP's together after one cleanup.
+    pub async fn remove_finalizers<K>(&self, api: &Api<K>, current: &K, finalizers: &[&str]) -> Result<()>
+    where
+        K: Resource + DeserializeOwned + Clone + Debug,
+        K::DynamicType: Default,
+    {
+        let present = current.meta().finalizers.clone().unwrap_or_default();
+        let kept: Vec<&String> = present.iter().filter(|f| !finalizers.contains(&f.as_str())).collect();
+        if kept.len() == present.len() {
+            return Ok(());
+        }
+        let name = current.name_any();
+        self.ensure_leader("remove finalizers from", &name)?;
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": present},
+            {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+        ]))
+        .map_err(|source| Error::Serialization { kind: "finalizer patch", object: name.clone(), source })?;
+        match api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(source) => Err(kube_error::<K>("remove finalizers from", name, source)),
+        }
+    }
+
     /// Deletes `name`; an object that is already gone is success.
     pub async fn delete<K>(&self, api: &Api<K>, name: &str) -> Result<()>
     where

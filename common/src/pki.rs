@@ -268,8 +268,7 @@ pub fn issue(ca: &CertifiedKeyPem, spec: &LeafSpec, now: SystemTime) -> Result<C
         }
         ca_cert.validity().not_after.to_datetime()
     };
-    let ca_key =
-        KeyPair::from_pem(&ca.key_pem).map_err(|err| PkiError::Unusable { what: "CA key", reason: err.to_string() })?;
+    let ca_key = key_pair_from_pem(&ca.key_pem).map_err(|reason| PkiError::Unusable { what: "CA key", reason })?;
     let issuer = Issuer::from_ca_cert_der(&ca_der.into(), ca_key)
         .map_err(|err| PkiError::Unusable { what: "CA certificate", reason: err.to_string() })?;
 
@@ -350,7 +349,7 @@ fn with_certified_key(
     let Some(cert) = parse_der(&der) else {
         return Some(RenewalReason::Unparseable);
     };
-    let Ok(key) = KeyPair::from_pem(key_pem) else {
+    let Ok(key) = key_pair_from_pem(key_pem) else {
         return Some(RenewalReason::Unparseable);
     };
     if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
@@ -574,6 +573,78 @@ fn generate_key() -> Result<KeyPair, PkiError> {
 }
 
 /// The DER contents of the first `CERTIFICATE` block of `pem`.
+/// A private key from PEM: PKCS#8 (`PRIVATE KEY`, what we write) or a P-256 key in SEC1
+/// (`EC PRIVATE KEY`, what KKP and Go's `x509.MarshalECPrivateKey` write), which is
+/// rewrapped as PKCS#8 because the signing backend reads only that. A CA KKP made stays
+/// usable as it is: no second CA when a gateway is taken over.
+pub fn key_pair_from_pem(pem: &str) -> Result<KeyPair, String> {
+    let block =
+        Pem::iter_from_buffer(pem.as_bytes()).next().ok_or("no PEM block")?.map_err(|e| format!("not PEM: {e}"))?;
+    if block.label != "EC PRIVATE KEY" {
+        return KeyPair::from_pem(pem).map_err(|e| e.to_string());
+    }
+    let pkcs8 = sec1_p256_to_pkcs8(&block.contents).ok_or("not a P-256 EC private key with its public key")?;
+    KeyPair::try_from(pkcs8.as_slice()).map_err(|e| e.to_string())
+}
+
+/// One DER element: tag, contents, and what follows it.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = match first {
+        0..=0x7f => (usize::from(first), rest),
+        0x81 => (usize::from(*rest.first()?), rest.get(1..)?),
+        0x82 => (usize::from(*rest.first()?) << 8 | usize::from(*rest.get(1)?), rest.get(2..)?),
+        _ => return None,
+    };
+    Some((tag, rest.get(..length)?, rest.get(length..)?))
+}
+
+/// A DER element of `tag` around `contents`.
+fn der_wrap(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match contents.len() {
+        n @ 0..=0x7f => out.push(n as u8),
+        n @ 0x80..=0xff => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(contents);
+    out
+}
+
+/// RFC 5915 ECPrivateKey (P-256) to RFC 5208 PrivateKeyInfo, without the optional curve
+/// parameters inside (the algorithm identifier names the curve; the backend refuses both).
+fn sec1_p256_to_pkcs8(sec1: &[u8]) -> Option<Vec<u8>> {
+    const P256_ALGORITHM: [u8; 21] = [
+        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d,
+        0x03, 0x01, 0x07,
+    ];
+    const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let (0x30, body, _) = der_element(sec1)? else { return None };
+    let (0x02, [1], rest) = der_element(body)? else { return None };
+    let (0x04, secret, mut rest) = der_element(rest)? else { return None };
+    let mut public_key = None;
+    while !rest.is_empty() {
+        let (tag, contents, next) = der_element(rest)?;
+        match tag {
+            // The curve, if named, must be P-256.
+            0xa0 if contents != P256_OID => return None,
+            0xa0 => {}
+            0xa1 => public_key = Some(contents),
+            _ => return None,
+        }
+        rest = next;
+    }
+    let mut ec_private_key = der_wrap(0x02, &[1]);
+    ec_private_key.extend(der_wrap(0x04, secret));
+    ec_private_key.extend(der_wrap(0xa1, public_key?));
+    let ec_private_key = der_wrap(0x30, &ec_private_key);
+    let mut info = der_wrap(0x02, &[0]);
+    info.extend(P256_ALGORITHM);
+    info.extend(der_wrap(0x04, &ec_private_key));
+    Some(der_wrap(0x30, &info))
+}
+
 fn first_pem(pem: &str) -> Option<Vec<u8>> {
     Pem::iter_from_buffer(pem.as_bytes())
         .next()?

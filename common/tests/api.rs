@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use kube::CustomResourceExt;
 use mla_common::api::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -189,4 +190,170 @@ fn binding_role_requires_the_projects_suffix() {
     assert_eq!(spec("projectmanagers-p1").role(), Some("projectmanagers"));
     assert_eq!(spec("owners-p2").role(), None);
     assert_eq!(spec("admins-p1").role(), None);
+}
+
+/// Objects as KKP's own controllers and API write them, with every field KKP's CRDs
+/// require and extra fields this system does not model.
+#[test]
+fn kkp_shaped_objects_parse() {
+    let cluster: Cluster = serde_json::from_value(json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster",
+        "metadata": {"name": "kkp1", "labels": {"project-id": "p1", "worker-name": ""},
+                     "finalizers": ["kubermatic.k8c.io/mla", "kubermatic.k8c.io/alertmanager"]},
+        "spec": {"version": "1.31.1", "humanReadableName": "kkp", "exposeStrategy": "Tunneling",
+                 "cloud": {"dc": "dc1", "providerName": "bringyourown", "bringyourown": {}},
+                 "clusterNetwork": {"pods": {"cidrBlocks": ["172.25.0.0/16"]}, "services": {"cidrBlocks": ["10.240.16.0/20"]},
+                                    "dnsDomain": "cluster.local", "proxyMode": "ipvs", "ipFamily": "IPv4",
+                                    "nodeLocalDNSCacheEnabled": true, "konnectivityEnabled": true},
+                 "pause": false, "features": {"apiserverNetworkPolicy": true},
+                 "mla": {"monitoringEnabled": true, "loggingEnabled": true, "monitoringReplicas": 1}},
+        "status": {"namespaceName": "cluster-kkp1", "phase": "Running", "userEmail": "a@example.com",
+                   "address": {"externalName": "kkp1.seed.example.com", "port": 6443, "url": "https://kkp1.seed.example.com:6443",
+                               "internalURL": "apiserver-external.cluster-kkp1.svc.cluster.local.", "adminToken": "x", "ip": "192.0.2.7"},
+                   "conditions": {
+                       "ClusterControllerReconciledSuccessfully": {"kubermaticVersion": "v2.31.0", "status": "True",
+                           "lastHeartbeatTime": "2026-08-21T10:00:00Z", "lastTransitionTime": "2026-08-21T09:00:00Z"},
+                       "MLAControllerReconcilingSuccess": {"kubermaticVersion": "v2.31.0", "status": "False",
+                           "lastHeartbeatTime": "2026-08-21T10:00:00Z", "reason": "", "message": ""},
+                       "MLAGatewayReady": {"kubermaticVersion": "mla-controllers-v0.1.0", "status": "True",
+                           "lastHeartbeatTime": "2026-08-21T10:00:00Z", "reason": "GatewayAvailable", "message": "ok"}},
+                   "extendedHealth": {"apiserver": "HealthStatusUp", "mlaGateway": "HealthStatusUp",
+                                      "alertmanagerConfig": "HealthStatusDown", "monitoring": "HealthStatusProvisioning"},
+                   "versions": {"apiserver": "1.31.1", "controlPlane": "1.31.1"}, "lastUpdated": null}
+    }))
+    .expect("a KKP Cluster parses");
+    let condition = cluster.condition("MLAGatewayReady").expect("condition");
+    assert_eq!(condition.status, ConditionStatus::True);
+    assert_eq!(condition.kubermatic_version.as_deref(), Some("mla-controllers-v0.1.0"));
+    assert_eq!(cluster.worker_name(), "");
+
+    let alertmanager: Alertmanager = serde_json::from_value(json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "Alertmanager",
+        "metadata": {"name": "alertmanager", "namespace": "cluster-kkp1"},
+        "spec": {"configSecret": {"name": "alertmanager"}},
+        "status": {"configStatus": {"status": "True", "lastUpdated": "2026-08-21T10:00:00Z", "errorMessage": ""}}
+    }))
+    .expect("a KKP Alertmanager parses");
+    assert_eq!(alertmanager.status.and_then(|s| s.config_status).map(|c| c.status), Some(ConditionStatus::True));
+    // What this system wrote before it used KKP's values reads as Unknown (and is rewritten).
+    let older: Alertmanager = serde_json::from_value(json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "Alertmanager",
+        "metadata": {"name": "alertmanager", "namespace": "cluster-kkp1"},
+        "spec": {"configSecret": {"name": "alertmanager"}},
+        "status": {"configStatus": {"status": "HealthStatusUp"}}
+    }))
+    .expect("an older Alertmanager parses");
+    assert_eq!(older.status.and_then(|s| s.config_status).map(|c| c.status), Some(ConditionStatus::Unknown));
+    let written =
+        serde_json::to_value(AlertmanagerConfigurationStatus { status: ConditionStatus::False, ..Default::default() })
+            .expect("json");
+    assert_eq!(written, json!({"status": "False"}), "KKP's corev1.ConditionStatus values");
+
+    let setting: MLAAdminSetting = serde_json::from_value(json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "MLAAdminSetting",
+        "metadata": {"name": "mla-admin-settings", "namespace": "cluster-kkp1", "finalizers": ["kubermatic.k8c.io/mla"]},
+        "spec": {"clusterName": "kkp1",
+                 "monitoringRateLimits": {"ingestionRate": 10, "ingestionBurstSize": 20, "maxSeriesPerMetric": 0,
+                                          "maxSeriesTotal": 100, "queryRate": 5, "queryBurstSize": 10,
+                                          "maxSamplesPerQuery": 1000, "maxSeriesPerQuery": 100},
+                 "loggingRateLimits": {"ingestionRate": 1, "ingestionBurstSize": 2, "queryRate": 3, "queryBurstSize": 4}}
+    }))
+    .expect("a KKP MLAAdminSetting parses");
+    assert_eq!(setting.spec.logging_rate_limits.and_then(|l| l.query_burst_size), Some(4));
+
+    let group: RuleGroup = serde_json::from_value(json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "RuleGroup",
+        "metadata": {"name": "node-alerts", "namespace": "cluster-kkp1", "finalizers": ["kubermatic.k8c.io/rule-group"]},
+        "spec": {"ruleGroupType": "Metrics", "isDefault": false, "data": "Z3JvdXBzOiBbXQo=",
+                 "cluster": {"kind": "Cluster", "apiVersion": "kubermatic.k8c.io/v1", "name": "kkp1", "fieldPath": "", "resourceVersion": "7"}}
+    }))
+    .expect("a KKP RuleGroup parses");
+    assert_eq!(group.spec.cluster.name.as_deref(), Some("kkp1"));
+
+    let project: Project = serde_json::from_value(json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "Project",
+        "metadata": {"name": "p1", "annotations": {"mla.k8c.io/organization": "2"},
+                     "finalizers": ["kubermatic.k8c.io/mla", "kubermatic.k8c.io/cleanup-seed-projects"]},
+        "spec": {"name": "shop", "allowedOperatingSystems": {"ubuntu": true}, "defaultTenantSpec": {"x": 1}},
+        "status": {"phase": "Active"}
+    }))
+    .expect("a KKP Project parses");
+    assert_eq!(project.spec.name, "shop");
+
+    let user: User = serde_json::from_value(json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "User",
+        "metadata": {"name": "u1", "finalizers": ["kubermatic.k8c.io/mla"]},
+        "spec": {"email": "a@example.com", "name": "A", "admin": false, "isGlobalViewer": false,
+                 "groups": ["sre", "dev"], "project": "", "readAnnouncements": [],
+                 "invalidTokensReference": {"name": "token-blacklist-u1", "namespace": "kubermatic"},
+                 "settings": {"itemsPerPage": 10, "selectedTheme": "light"}},
+        "status": {"lastSeen": "2026-08-21T10:00:00Z"}
+    }))
+    .expect("a KKP User parses");
+    assert_eq!(user.spec.email, "a@example.com");
+
+    let binding: GroupProjectBinding = serde_json::from_value(json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "GroupProjectBinding",
+        "metadata": {"name": "p1-sre", "labels": {"kubermatic.k8c.io/project-id": "p1"},
+                     "finalizers": ["kubermatic.k8c.io/cleanup-seed-group-project-bindings"]},
+        "spec": {"group": "sre", "projectID": "p1", "role": "editors"}
+    }))
+    .expect("a KKP GroupProjectBinding parses");
+    assert_eq!(binding.spec.role, GroupProjectRole::Editors);
+    assert_eq!(serde_json::to_value(&binding.spec).expect("json")["projectID"], "p1");
+    round_trip(binding);
+}
+
+/// KKP's Cluster status schema requires kubermaticVersion and lastHeartbeatTime in every
+/// condition: every condition this system writes has them.
+#[test]
+fn written_conditions_satisfy_kkps_schema() {
+    let condition = Condition::next(None, ConditionStatus::True, "Ready", "ok".into());
+    let json = serde_json::to_value(&condition).expect("json");
+    for field in ["kubermaticVersion", "lastHeartbeatTime", "status"] {
+        assert!(json.get(field).is_some_and(|v| !v.is_null()), "{field} missing: {json}");
+    }
+    assert_eq!(json["kubermaticVersion"], CONTROLLER_VERSION);
+}
+
+/// Fields KKP keeps that our typed structs do not carry must stay in our CRDs' schemas, or
+/// the API server would prune them: `Cluster.spec.pause`, `User.spec.groups`.
+#[test]
+fn kkp_fields_we_read_are_in_our_schemas() {
+    let property =
+        |crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+         path: &[&str]| {
+            let schema = serde_json::to_value(crd.spec.versions[0].schema.as_ref().expect("schema")).expect("json");
+            let mut node = &schema["openAPIV3Schema"];
+            for name in path {
+                node = &node["properties"][name];
+            }
+            node.clone()
+        };
+    assert_eq!(property(&Cluster::crd(), &["spec", "pause"])["type"], "boolean");
+    assert_eq!(property(&User::crd(), &["spec", "groups"])["items"]["type"], "string");
+    assert_eq!(
+        property(&GroupProjectBinding::crd(), &["spec", "role"])["enum"],
+        json!(["viewers", "editors", "owners"])
+    );
+}
+
+/// A CA as KKP's seed controller makes it (`certificates.GetECDSACACertAndKey`: CN `CA`,
+/// P-256, the key in SEC1 `EC PRIVATE KEY` PEM): kept as it is and able to issue, so that
+/// taking over a gateway KKP made needs no second CA.
+#[test]
+fn a_ca_kkp_made_is_kept_and_issues() {
+    use mla_common::pki;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cert = std::fs::read_to_string(dir.join("kkp-ca.crt")).expect("fixture");
+    let key = std::fs::read_to_string(dir.join("kkp-ca.key")).expect("fixture");
+    assert!(key.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+    let now = std::time::SystemTime::now();
+    assert_eq!(pki::ca_renewal(Some(&cert), Some(&key), now), None, "KKP's CA is usable as it is");
+    let state = pki::CaState { cert_pem: Some(cert.clone()), key_pem: Some(key.clone()), ..Default::default() };
+    assert!(pki::reconcile_ca(&state, "k1", now).expect("reconcile").is_none(), "nothing to change");
+    let current = state.current().expect("the current CA");
+    let leaf = pki::issue_gateway_certificate(&current, "k1.example.com", Some("192.0.2.1"), now).expect("issues");
+    let spec = pki::LeafSpec::gateway_server("k1.example.com", Some("192.0.2.1")).expect("spec");
+    assert_eq!(pki::leaf_renewal(Some(&leaf.cert_pem), Some(&leaf.key_pem), &cert, &spec, now), None);
 }

@@ -5,6 +5,7 @@ pub mod alerting;
 pub mod gateway;
 pub mod grafana;
 pub mod iap;
+pub mod scope;
 pub mod status;
 pub mod usercluster;
 pub mod watch;
@@ -31,6 +32,8 @@ pub struct SeedSettings {
     pub resync_period: Duration,
     /// `mla_external_requests_total` and friends, shared by the Grafana and Cortex clients.
     pub external: ExternalApiMetrics,
+    /// Which Clusters this manager serves (KKP's `worker-name` and `spec.pause` rules).
+    pub scope: scope::ClusterScope,
 }
 
 /// The gateway read path of a cluster, as seen from inside the seed: what Grafana's

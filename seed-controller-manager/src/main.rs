@@ -9,6 +9,7 @@ use mla_common::runtime::Runtime;
 use seed_controller_manager::gateway::controller::{self, GatewaySettings};
 use seed_controller_manager::gateway::nginx::{GatewayServer, Upstreams};
 use seed_controller_manager::gateway::resources::GatewayDeploymentSettings;
+use seed_controller_manager::scope::ClusterScope;
 use seed_controller_manager::usercluster::{self, UserClusterSettings};
 use seed_controller_manager::{SeedSettings, alerting, grafana, iap};
 
@@ -22,6 +23,11 @@ struct Args {
     /// ones are removed).
     #[arg(long, env = "MLA_ENABLE_USER_CLUSTER_MLA", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
     enable_user_cluster_mla: bool,
+    /// Serve only Clusters whose `worker-name` label equals this (KKP's rule; empty, the
+    /// default: only Clusters without the label). Paused Clusters (`spec.pause`) are left
+    /// alone whatever this says.
+    #[arg(long, env = "MLA_WORKER_NAME", default_value = "")]
+    worker_name: String,
     /// Namespace of the shared MLA stack (Cortex, Loki, Grafana) in the seed.
     #[arg(long, env = "MLA_NAMESPACE", default_value = "mla")]
     mla_namespace: String,
@@ -127,7 +133,14 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let runtime = Runtime::new(BINARY, &args.common).await?;
+    let (pauses, pause_watch) = runtime.reflect(
+        "scope/clusters",
+        kube::Api::<seed_controller_manager::scope::ClusterPause>::all(runtime.client.clone()),
+        kube::runtime::watcher::Config::default(),
+    );
+    let scope = ClusterScope::new(args.worker_name.clone(), pauses);
     let seed = SeedSettings {
+        scope: scope.clone(),
         mla_enabled: args.enable_user_cluster_mla,
         mla_namespace: args.mla_namespace.clone(),
         upstreams,
@@ -137,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
     let grafana = grafana::start(&runtime, &seed, &args.grafana)?;
     let iap = iap::start(&runtime, &seed, &args.iap)?;
     let alerting = alerting::start(&runtime, &seed, &args.alerting)?;
-    let gateway = controller::run(&runtime, settings);
+    let gateway = controller::run(&runtime, settings, scope.clone());
     let user_clusters = usercluster::run(
         &runtime,
         UserClusterSettings {
@@ -146,10 +159,11 @@ async fn main() -> anyhow::Result<()> {
             kubeconfig_secret: args.user_cluster_kubeconfig_secret.clone(),
             kubeconfig_key: args.user_cluster_kubeconfig_key.clone(),
         },
+        scope,
     );
     runtime
         .run(async move {
-            tokio::join!(gateway, user_clusters, grafana, iap, alerting);
+            tokio::join!(gateway, user_clusters, grafana, iap, alerting, pause_watch);
             Ok(())
         })
         .await

@@ -28,6 +28,7 @@ use mla_common::runtime::{Runtime, mark_synced};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::scope::{ClusterScope, STALE_RETRY, Serve};
 use crate::status;
 use mla_common::runtime::relisting_watcher;
 
@@ -220,13 +221,19 @@ struct Context {
     metrics: ControllerMetrics,
     backoff: Backoff<String>,
     settings: UserClusterSettings,
+    scope: ClusterScope,
 }
 
 /// The controller of `runtime`, running until shutdown (readiness gate
 /// `user-cluster-controller/clusters`).
-pub fn run(runtime: &Runtime, settings: UserClusterSettings) -> impl std::future::Future<Output = ()> + Send + 'static {
+pub fn run(
+    runtime: &Runtime,
+    settings: UserClusterSettings,
+    scope: ClusterScope,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let client = runtime.client.clone();
     let context = Arc::new(Context {
+        scope,
         client: client.clone(),
         applier: runtime.applier(CONTROLLER),
         events: runtime.events(client.clone(), CONTROLLER),
@@ -280,6 +287,11 @@ pub fn run(runtime: &Runtime, settings: UserClusterSettings) -> impl std::future
 async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, mla_common::Error> {
     if !ctx.applier.is_leader() {
         return Ok(Action::await_change());
+    }
+    match ctx.scope.serves(&cluster) {
+        Serve::Yes => {}
+        Serve::No => return Ok(Action::await_change()),
+        Serve::NotYetKnown => return Ok(Action::requeue(STALE_RETRY)),
     }
     let started = Instant::now();
     let result = reconcile_process(&cluster, &ctx).await;

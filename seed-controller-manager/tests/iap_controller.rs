@@ -210,6 +210,22 @@ async fn iap_lifecycle() -> anyhow::Result<()> {
     users.patch("root", &PatchParams::default(), &Patch::Merge(&demote)).await?;
     users.create(&pp, &user("dave", "dave@example.com", true)).await?;
     emails_become(&config_maps, &["carol@example.com", "dave@example.com"]).await?;
+    // A member of a group bound to the project (KKP's GroupProjectBinding through
+    // User.spec.groups) is in while in the group; a project service account never is.
+    users.create(&pp, &user("frank", "frank@example.com", false)).await?;
+    let join = serde_json::json!({"spec": {"groups": ["sre"]}});
+    users.patch("frank", &PatchParams::default(), &Patch::Merge(&join)).await?;
+    let group_binding = GroupProjectBinding::new(
+        "p1-sre",
+        GroupProjectBindingSpec { group: "sre".into(), project_id: "p1".into(), role: GroupProjectRole::Viewers },
+    );
+    let group_bindings: Api<GroupProjectBinding> = Api::all(client.clone());
+    group_bindings.create(&pp, &group_binding).await?;
+    bindings.create(&pp, &binding("robot-p1", "serviceaccount-7d4b5695vb@localhost", "p1")).await?;
+    emails_become(&config_maps, &["carol@example.com", "dave@example.com", "frank@example.com"]).await?;
+    let leave = serde_json::json!({"spec": {"groups": ["dev"]}});
+    users.patch("frank", &PatchParams::default(), &Patch::Merge(&leave)).await?;
+    emails_become(&config_maps, &["carol@example.com", "dave@example.com"]).await?;
 
     // Hostile emails. Those the schema lets through (a comma or a quote would make
     // oauth2-proxy's CSV parser add a field or refuse the whole file) ...

@@ -3,7 +3,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{HealthStatus, LocalObjectReference};
+use super::{ConditionStatus, LocalObjectReference};
 
 /// The only name an Alertmanager may have in a cluster namespace.
 pub const ALERTMANAGER_NAME: &str = "alertmanager";
@@ -45,9 +45,9 @@ pub struct AlertmanagerStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertmanagerConfigurationStatus {
-    /// Up when the configuration is active, Down when it was refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<HealthStatus>,
+    /// `True` when the configuration is active, `False` when it was refused (KKP's
+    /// values: a core/v1 ConditionStatus).
+    pub status: ConditionStatus,
     /// When the configuration was last pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated: Option<Time>,

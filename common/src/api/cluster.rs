@@ -10,6 +10,10 @@ use super::{Condition, Conditions, ExposeStrategy};
 
 /// Label on a Cluster naming its project.
 pub const PROJECT_ID_LABEL: &str = "project-id";
+/// Label on a Cluster naming the controller-manager worker that serves it (KKP's
+/// `worker-name`): a manager serves only Clusters whose label equals its own worker name,
+/// and with the default empty name only Clusters without the label.
+pub const WORKER_NAME_LABEL: &str = "worker-name";
 
 /// A user cluster, as the seed sees it. KKP's own Cluster CRD requires more spec fields
 /// (version, cloud, network); this one requires only what MLA needs, and the controllers
@@ -32,6 +36,7 @@ pub const PROJECT_ID_LABEL: &str = "project-id";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = add_pause)]
 pub struct ClusterSpec {
     /// Name shown to people; the object name is the cluster ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,6 +47,24 @@ pub struct ClusterSpec {
     /// Monitoring and logging of this cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mla: Option<MLASettings>,
+}
+
+/// KKP's `spec.pause` (a paused Cluster is left alone by every controller), in the schema
+/// so that the API server keeps it. It is not a field of [`ClusterSpec`] because struct
+/// literals of `ClusterSpec` throughout the workspace would all have to change;
+/// seed-controller-manager reads it through its own projection of the Cluster
+/// (`seed_controller_manager::scope`).
+fn add_pause(schema: &mut schemars::Schema) {
+    if let Some(properties) = schema.get_mut("properties").and_then(serde_json::Value::as_object_mut) {
+        properties.insert(
+            "pause".into(),
+            serde_json::json!({
+                "description": "Leave the cluster alone: no controller changes anything for a paused Cluster (KKP's semantics).",
+                "type": "boolean",
+                "default": false,
+            }),
+        );
+    }
 }
 
 /// Monitoring, logging and alerting settings of a user cluster.
@@ -87,13 +110,23 @@ pub struct ClusterStatus {
     /// Where the cluster's API server is reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<ClusterAddress>,
-    /// Conditions keyed by type (KKP's map shape).
+    /// Conditions keyed by type (KKP's map shape). As in KKP's CRD, every condition must
+    /// carry `kubermaticVersion`, `lastHeartbeatTime` and `status`.
     #[serde(default, skip_serializing_if = "Conditions::is_empty")]
+    #[schemars(transform = require_kkp_condition_fields)]
     pub conditions: Conditions,
     /// Health of the cluster's components; KKP reports many more, this system writes the
     /// MLA ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extended_health: Option<ExtendedClusterHealth>,
+}
+
+/// KKP's Cluster CRD requires these in every condition; ours does too, so that a writer
+/// that forgets them fails against our CRDs as it would against KKP's.
+fn require_kkp_condition_fields(schema: &mut schemars::Schema) {
+    if let Some(condition) = schema.get_mut("additionalProperties").and_then(serde_json::Value::as_object_mut) {
+        condition.insert("required".into(), serde_json::json!(["kubermaticVersion", "lastHeartbeatTime", "status"]));
+    }
 }
 
 /// Addresses of a user cluster's control plane.
@@ -149,6 +182,11 @@ impl Cluster {
     /// Whether any MLA feature is switched on.
     pub fn mla_enabled(&self) -> bool {
         self.spec.mla.as_ref().is_some_and(|m| m.monitoring_enabled || m.logging_enabled)
+    }
+
+    /// The worker name this Cluster is served by (label `worker-name`; empty without it).
+    pub fn worker_name(&self) -> &str {
+        self.metadata.labels.as_ref().and_then(|l| l.get(WORKER_NAME_LABEL)).map_or("", String::as_str)
     }
 
     /// The condition of type `condition_type` in the status, if any.

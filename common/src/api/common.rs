@@ -4,12 +4,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// What this system writes into `kubermaticVersion` of every condition it writes: the
+/// workspace version every binary is built with (all crates share it), fixed at build time
+/// so that two replicas or two runs of one build write the same value. KKP's Cluster CRD
+/// requires the field; KKP fills it with its own version, so the `mla-controllers-` prefix
+/// tells the two apart.
+pub const CONTROLLER_VERSION: &str = concat!("mla-controllers-v", env!("CARGO_PKG_VERSION"));
+
 /// The status of a condition, as Kubernetes spells it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ConditionStatus {
     True,
     False,
+    /// Also what any other value reads as: KKP's schema allows any string here, and one odd
+    /// condition must not make the whole object unreadable.
     #[default]
+    #[serde(other)]
     Unknown,
 }
 
@@ -41,9 +51,13 @@ pub struct Condition {
 
 impl Condition {
     /// The condition a controller should write when it now concludes `status`, `reason` and
-    /// `message`: `existing` unchanged when it says the same, else a new condition whose
-    /// lastTransitionTime is now when the status changed and kept when only the reason or
-    /// message did.
+    /// `message`: `existing` unchanged when it says the same (so a pass with nothing new
+    /// writes nothing), else a new condition whose lastTransitionTime is now when the status
+    /// changed and kept when only the reason or message did.
+    ///
+    /// Every condition written carries [`CONTROLLER_VERSION`] and lastHeartbeatTime = now,
+    /// which KKP's Cluster CRD requires. An existing condition without them (written by an
+    /// older build) counts as changed, so the next pass completes it once.
     pub fn next(existing: Option<&Condition>, status: ConditionStatus, reason: &str, message: String) -> Condition {
         Self::next_at(existing, status, reason, message, Time(k8s_openapi::jiff::Timestamp::now()))
     }
@@ -60,17 +74,19 @@ impl Condition {
             && existing.status == status
             && existing.reason.as_deref() == Some(reason)
             && existing.message.as_deref() == Some(message.as_str())
+            && existing.kubermatic_version.is_some()
+            && existing.last_heartbeat_time.is_some()
         {
             return existing.clone();
         }
         let last_transition_time = match existing {
             Some(existing) if existing.status == status => existing.last_transition_time.clone(),
-            _ => Some(now),
+            _ => Some(now.clone()),
         };
         Condition {
             status,
-            kubermatic_version: None,
-            last_heartbeat_time: None,
+            kubermatic_version: Some(CONTROLLER_VERSION.into()),
+            last_heartbeat_time: Some(now),
             last_transition_time,
             reason: Some(reason.into()),
             message: Some(message),
@@ -156,8 +172,8 @@ mod tests {
             next,
             Condition {
                 status: ConditionStatus::False,
-                kubermatic_version: None,
-                last_heartbeat_time: None,
+                kubermatic_version: Some(CONTROLLER_VERSION.into()),
+                last_heartbeat_time: Some(at(100)),
                 last_transition_time: Some(at(100)),
                 reason: Some("Waiting".into()),
                 message: Some("not yet".into()),
@@ -178,7 +194,43 @@ mod tests {
         let next = Condition::next_at(Some(&existing), ConditionStatus::False, "Failed", "broken".into(), at(100));
         assert_eq!(next.last_transition_time, Some(at(10)));
         assert_eq!((next.reason.as_deref(), next.message.as_deref()), (Some("Failed"), Some("broken")));
-        assert_eq!((next.kubermatic_version, next.last_heartbeat_time), (None, None));
+        assert_eq!(
+            (next.kubermatic_version.as_deref(), next.last_heartbeat_time),
+            (Some(CONTROLLER_VERSION), Some(at(100)))
+        );
+    }
+
+    #[test]
+    fn a_condition_of_an_older_build_is_completed_once() {
+        let mut existing = condition(ConditionStatus::True, "Available", "up", 10);
+        existing.kubermatic_version = None;
+        existing.last_heartbeat_time = None;
+        let next = Condition::next_at(Some(&existing), ConditionStatus::True, "Available", "up".into(), at(100));
+        assert_eq!(next.kubermatic_version.as_deref(), Some(CONTROLLER_VERSION));
+        assert_eq!(next.last_heartbeat_time, Some(at(100)));
+        assert_eq!(next.last_transition_time, Some(at(10)), "the status did not change");
+        let again = Condition::next_at(Some(&next), ConditionStatus::True, "Available", "up".into(), at(200));
+        assert_eq!(again, next, "a completed condition is kept as it is");
+    }
+
+    #[test]
+    fn the_version_is_the_build_version() {
+        assert_eq!(CONTROLLER_VERSION, format!("mla-controllers-v{}", env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn a_kkp_condition_deserializes() {
+        let json = serde_json::json!({
+            "status": "True",
+            "kubermaticVersion": "v2.31.0",
+            "lastHeartbeatTime": "2026-08-21T10:00:00Z",
+            "lastTransitionTime": "2026-08-21T09:00:00Z",
+            "reason": "ClusterUpdateSuccessful",
+            "message": ""
+        });
+        let condition: Condition = serde_json::from_value(json).expect("KKP's condition deserializes");
+        assert_eq!(condition.status, ConditionStatus::True);
+        assert_eq!(condition.kubermatic_version.as_deref(), Some("v2.31.0"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 mod alertmanager;
 mod cluster;
 mod common;
+mod group_project_binding;
 mod mla_admin_setting;
 mod project;
 mod rule_group;
@@ -22,6 +23,7 @@ mod user_project_binding;
 pub use alertmanager::*;
 pub use cluster::*;
 pub use common::*;
+pub use group_project_binding::*;
 pub use mla_admin_setting::*;
 pub use project::*;
 pub use rule_group::*;
@@ -43,6 +45,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         Alertmanager::crd(),
         Cluster::crd(),
+        GroupProjectBinding::crd(),
         MLAAdminSetting::crd(),
         Project::crd(),
         RuleGroup::crd(),

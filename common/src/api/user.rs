@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = add_groups)]
 pub struct UserSpec {
     /// Email address the user signs in with; it identifies the user in Grafana and the IAP.
     #[schemars(length(min = 3, max = 254), regex(pattern = r"^[^@\s]+@[^@\s]+$"))]
@@ -30,6 +31,24 @@ pub struct UserSpec {
     /// Platform administrator: Grafana server admin and Editor in every organization.
     #[serde(default)]
     pub admin: bool,
+}
+
+/// KKP's `spec.groups` (the identity-provider groups the user belongs to, which
+/// GroupProjectBindings grant roles to), in the schema so that the API server keeps it. It
+/// is not a field of [`UserSpec`] because struct literals of `UserSpec` throughout the
+/// workspace would all have to change; seed-controller-manager reads it through its own
+/// projection of the User (`seed_controller_manager::scope::UserGroups`).
+fn add_groups(schema: &mut schemars::Schema) {
+    if let Some(properties) = schema.get_mut("properties").and_then(serde_json::Value::as_object_mut) {
+        properties.insert(
+            "groups".into(),
+            serde_json::json!({
+                "description": "Identity-provider groups of the user, set by the platform at login; GroupProjectBindings grant roles to them.",
+                "type": "array",
+                "items": { "type": "string" },
+            }),
+        );
+    }
 }
 
 /// Observed state of a User.

@@ -6,19 +6,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-/// The configuration a new cluster starts with (KKP's default): one e-mail receiver that
-/// goes nowhere until the user sets a real one. In the body shape Cortex takes.
+/// The configuration a new cluster starts with, KKP's default (`resources.
+/// DefaultAlertmanagerConfig`): every alert routed to the receiver `'null'`, which has no
+/// notifier, so nothing is sent and no notification fails until the user sets a real one.
+/// In the body shape Cortex takes.
 pub const DEFAULT_CONFIG: &str = r#"template_files: {}
 alertmanager_config: |
-  global:
-    smtp_smarthost: 'localhost:25'
-    smtp_from: 'test@example.org'
   route:
-    receiver: "test"
+    receiver: 'null'
   receivers:
-    - name: "test"
-      email_configs:
-      - to: 'test@example.org'
+    - name: 'null'
 "#;
 
 /// The body of Cortex's `POST /api/v1/alerts` and answer of `GET /api/v1/alerts`.
@@ -92,7 +89,9 @@ mod tests {
     fn the_default_is_a_valid_configuration() {
         let config = parse_secret_config(DEFAULT_CONFIG).expect("parses");
         assert!(config.template_files.is_empty());
-        assert!(config.alertmanager_config.contains("receiver: \"test\""));
+        // KKP's default: one receiver that sends nothing, so no notification ever fails.
+        assert!(config.alertmanager_config.contains("receiver: 'null'"));
+        assert!(!config.alertmanager_config.contains("_configs"), "no notifier: {}", config.alertmanager_config);
         mla_e2e::cortex::validate_alertmanager_config(&config.alertmanager_config).expect("Alertmanager accepts it");
     }
 

@@ -28,6 +28,8 @@ use mla_common::events::EventPublisher;
 use mla_common::metrics::ControllerMetrics;
 use mla_common::runtime::{Runtime, mark_synced};
 
+use crate::scope::{self, KKP_ALERTMANAGER_FINALIZER};
+
 use super::alertmanager::{self, TenantConfig};
 use super::client::CortexClient;
 use super::limits::{self, LimitsOutcome};
@@ -178,6 +180,11 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, A
     if !ctx.applier.is_leader() {
         return Ok(Action::await_change());
     }
+    match ctx.shared.scope.serves(&cluster) {
+        scope::Serve::Yes => {}
+        scope::Serve::No => return Ok(Action::await_change()),
+        scope::Serve::NotYetKnown => return Ok(Action::requeue(scope::STALE_RETRY)),
+    }
     let started = Instant::now();
     let result = reconcile_cluster(&cluster, &ctx).await;
     ctx.metrics.observe_category(started.elapsed(), result.as_ref().err().map(AlertingError::category));
@@ -206,7 +213,11 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, A
     let deleting = cluster.meta().deletion_timestamp.is_some();
     let active = ctx.shared.mla_enabled && cluster.mla_enabled() && !deleting;
     if !active {
-        if cluster.finalizers().iter().any(|f| f == FINALIZER) {
+        // KKP's Alertmanager finalizer stands for the tenant's Alertmanager configuration in
+        // Cortex, which cleanup_tenant removes: released with ours on deletion, while this
+        // system is the seed's MLA.
+        let kkp = deleting && ctx.shared.mla_enabled && scope::has_finalizer(cluster, KKP_ALERTMANAGER_FINALIZER);
+        if cluster.finalizers().iter().any(|f| f == FINALIZER) || kkp {
             cleanup_tenant(ctx, cluster, &name).await?;
             if let Some(namespace) = namespace.as_deref().filter(|_| !deleting) {
                 // The Cluster stays: what we made in its namespace goes now (on deletion
@@ -218,7 +229,8 @@ async fn reconcile_cluster(cluster: &Cluster, ctx: &Context) -> Result<Action, A
         if !deleting {
             clear_status(ctx, cluster).await?;
         }
-        ctx.applier.remove_finalizer(&clusters, cluster, FINALIZER).await?;
+        let release: &[&str] = if kkp { &[FINALIZER, KKP_ALERTMANAGER_FINALIZER] } else { &[FINALIZER] };
+        ctx.applier.remove_finalizers(&clusters, cluster, release).await?;
         return Ok(Action::await_change());
     }
     let Some(namespace) = namespace else {
@@ -426,11 +438,11 @@ async fn write_alertmanager_status(
 ) -> Result<HealthStatus, AlertingError> {
     let current = ctx.alertmanagers.get(&ObjectRef::new(ALERTMANAGER_NAME).within(namespace));
     let previous = current.as_ref().and_then(|am| am.status.clone()?.config_status).unwrap_or_default();
-    let (health, error_message) = match outcome {
-        Ok(()) => (HealthStatus::HealthStatusUp, None),
-        Err(message) => (HealthStatus::HealthStatusDown, Some(message)),
+    let (health, status, error_message) = match outcome {
+        Ok(()) => (HealthStatus::HealthStatusUp, ConditionStatus::True, None),
+        Err(message) => (HealthStatus::HealthStatusDown, ConditionStatus::False, Some(message)),
     };
-    let last_updated = if pushed || (health == HealthStatus::HealthStatusUp && previous.status != Some(health)) {
+    let last_updated = if pushed || (status == ConditionStatus::True && previous.status != status) {
         Some(Time(k8s_openapi::jiff::Timestamp::now()))
     } else {
         previous.last_updated.clone()
@@ -438,7 +450,7 @@ async fn write_alertmanager_status(
     let mut desired = Alertmanager::new(ALERTMANAGER_NAME, AlertmanagerSpec::default());
     desired.metadata.namespace = Some(namespace.into());
     desired.status = Some(AlertmanagerStatus {
-        config_status: Some(AlertmanagerConfigurationStatus { status: Some(health), last_updated, error_message }),
+        config_status: Some(AlertmanagerConfigurationStatus { status, last_updated, error_message }),
     });
     let api: Api<Alertmanager> = Api::namespaced(ctx.client.clone(), namespace);
     match ctx.applier.apply_status(&api, &desired, current.as_deref()).await {
@@ -461,8 +473,12 @@ async fn sync_templates(
 ) -> Result<(), AlertingError> {
     let api: Api<RuleGroup> = Api::namespaced(ctx.client.clone(), namespace);
     let all = ctx.rule_groups.state();
-    let templates: Vec<_> =
-        all.iter().filter(|g| g.namespace().as_deref() == Some(ctx.shared.mla_namespace.as_str())).collect();
+    // A template being deleted is gone already: its copies go.
+    let templates: Vec<_> = all
+        .iter()
+        .filter(|g| g.namespace().as_deref() == Some(ctx.shared.mla_namespace.as_str()))
+        .filter(|g| g.meta().deletion_timestamp.is_none())
+        .collect();
     for template in &templates {
         let existing = ctx.rule_groups.get(&ObjectRef::new(&template.name_any()).within(namespace));
         if existing.as_ref().is_some_and(|g| !g.labels().contains_key(TEMPLATE_LABEL)) {

@@ -3,7 +3,8 @@
 //!   pushed to Cortex with its status, rule group templates copied into the cluster
 //!   namespace, the tenant's limits in Cortex's runtime configuration, and the cleanup of
 //!   all of it when MLA is switched off or the Cluster is deleted (finalizer);
-//! - [`rulegroups`]: every RuleGroup pushed to the Cortex or Loki ruler.
+//! - [`rulegroups`]: every RuleGroup pushed to the Cortex or Loki ruler;
+//! - [`settings`]: KKP's finalizer on MLAAdminSettings released after their limits went.
 //!
 //! The tenant is the cluster name (`X-Scope-OrgID`), as the gateway pins it.
 
@@ -12,6 +13,7 @@ pub mod client;
 pub mod cluster;
 pub mod limits;
 pub mod rulegroups;
+pub mod settings;
 
 use std::future::Future;
 use std::time::Duration;
@@ -33,8 +35,9 @@ pub struct Args {
     /// tenant's limits go (`overrides:`).
     #[arg(long, env = "MLA_CORTEX_RUNTIME_CONFIG_MAP", default_value = "cortex-runtime-config")]
     pub cortex_runtime_config_map: String,
-    /// Key of the runtime configuration in that ConfigMap (KKP's own chart uses
-    /// `runtime-config.yaml`; set this flag to match it).
+    /// Key of the runtime configuration in that ConfigMap. The default is the key KKP's own
+    /// seed controller writes (`runtime_config.yaml` of `cortex-runtime-config`, which KKP's
+    /// Cortex chart mounts).
     #[arg(long, env = "MLA_CORTEX_RUNTIME_CONFIG_KEY", default_value = "runtime_config.yaml")]
     pub cortex_runtime_config_key: String,
 }
@@ -90,6 +93,7 @@ impl AlertingError {
 #[derive(Clone, Debug)]
 pub(crate) struct Shared {
     mla_enabled: bool,
+    scope: crate::scope::ClusterScope,
     mla_namespace: String,
     resync_period: Duration,
     runtime_config: limits::RuntimeConfig,
@@ -123,6 +127,7 @@ pub fn start(
     )?;
     let shared = Shared {
         mla_enabled: seed.mla_enabled,
+        scope: seed.scope.clone(),
         mla_namespace: seed.mla_namespace.clone(),
         resync_period: seed.resync_period,
         runtime_config: limits::RuntimeConfig {
@@ -132,8 +137,9 @@ pub fn start(
         },
     };
     let (clusters, cluster_controller) = cluster::run(runtime, shared.clone(), cortex.clone());
+    let settings = settings::run(runtime, shared.clone(), clusters.clone());
     let rule_groups = rulegroups::run(runtime, shared, cortex, clusters);
     Ok(async move {
-        tokio::join!(cluster_controller, rule_groups);
+        tokio::join!(cluster_controller, rule_groups, settings);
     })
 }

@@ -25,6 +25,7 @@ use serde_yaml::Value;
 
 use super::client::{CortexClient, RULE_NAMESPACE};
 use super::{AlertingError, Shared};
+use crate::scope::{self, KKP_RULE_GROUP_FINALIZER};
 
 /// Field manager suffix and metrics name of this controller.
 pub const CONTROLLER: &str = "rulegroups";
@@ -169,14 +170,29 @@ fn has_finalizer(group: &RuleGroup) -> bool {
 
 async fn reconcile_group(group: &RuleGroup, ctx: &Context) -> Result<Action, AlertingError> {
     let namespace = group.namespace().unwrap_or_default();
+    let api: Api<RuleGroup> = Api::namespaced(ctx.client.clone(), &namespace);
+    // KKP's finalizer, released once our cleanup has done what it stands for (only while
+    // this system is the seed's MLA; otherwise KKP's controllers may still own it).
+    let release_kkp = ctx.shared.mla_enabled && group.meta().deletion_timestamp.is_some();
     if namespace == ctx.shared.mla_namespace {
-        // A template: copied by the cluster controller, never pushed itself.
+        // A template: copied by the cluster controller, never pushed itself. The copies of
+        // a template being deleted are removed by the cluster controller, which needs
+        // nothing from the template: KKP's finalizer (its sync controller's guard for the
+        // same cleanup) can go at once.
+        if release_kkp {
+            ctx.applier.remove_finalizer(&api, group, KKP_RULE_GROUP_FINALIZER).await?;
+        }
         return Ok(Action::await_change());
     }
     let name = group.name_any();
-    let api: Api<RuleGroup> = Api::namespaced(ctx.client.clone(), &namespace);
     let tenant = group.spec.cluster.name.clone().unwrap_or_default();
     let cluster = ctx.clusters.get(&ObjectRef::new(&tenant));
+    // The rule groups of a paused Cluster, or another worker's, are left alone (KKP).
+    match cluster.as_deref().map(|c| ctx.shared.scope.serves(c)) {
+        Some(scope::Serve::No) => return Ok(Action::await_change()),
+        Some(scope::Serve::NotYetKnown) => return Ok(Action::requeue(scope::STALE_RETRY)),
+        Some(scope::Serve::Yes) | None => {}
+    }
     // Only the Cluster whose namespace this is may be named: a RuleGroup must never reach
     // another cluster's tenant.
     let owns_namespace = cluster
@@ -184,11 +200,13 @@ async fn reconcile_group(group: &RuleGroup, ctx: &Context) -> Result<Action, Ale
         .is_some_and(|c| c.status.as_ref().and_then(|s| s.namespace_name.as_deref()) == Some(namespace.as_str()));
 
     if group.meta().deletion_timestamp.is_some() {
-        if has_finalizer(group) {
+        let kkp = release_kkp && scope::has_finalizer(group, KKP_RULE_GROUP_FINALIZER);
+        if has_finalizer(group) || kkp {
             if owns_namespace {
                 ctx.cortex.delete_rule_group(group.spec.rule_group_type, &tenant, RULE_NAMESPACE, &name).await?;
             }
-            ctx.applier.remove_finalizer(&api, group, FINALIZER).await?;
+            let release: &[&str] = if kkp { &[FINALIZER, KKP_RULE_GROUP_FINALIZER] } else { &[FINALIZER] };
+            ctx.applier.remove_finalizers(&api, group, release).await?;
         }
         return Ok(Action::await_change());
     }

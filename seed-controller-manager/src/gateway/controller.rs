@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::DeleteParams;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -25,6 +26,7 @@ use mla_common::runtime::{Runtime, mark_synced};
 
 use super::nginx::{self, GatewayServer, Upstreams};
 use super::resources::{self, GatewayDeploymentSettings};
+use crate::scope::{ClusterScope, STALE_RETRY, Serve};
 use crate::{status, watch};
 use mla_common::runtime::relisting_watcher;
 
@@ -87,13 +89,19 @@ struct Context {
     secrets: Store<Secret>,
     config_maps: Store<ConfigMap>,
     deployments: Store<Deployment>,
+    replica_sets: Store<ReplicaSet>,
     services: Store<Service>,
+    scope: ClusterScope,
 }
 
 /// The gateway controller of `runtime`, running until shutdown. Each of its watches has a
 /// readiness gate (`gateway/<kind>`) that opens once it has synced. Followers keep their
 /// caches warm but reconcile nothing; a replica that becomes leader looks at every Cluster.
-pub fn run(runtime: &Runtime, settings: GatewaySettings) -> impl std::future::Future<Output = ()> + Send + 'static {
+pub fn run(
+    runtime: &Runtime,
+    settings: GatewaySettings,
+    scope: ClusterScope,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let client = runtime.client.clone();
     let applier = runtime.applier(CONTROLLER);
     let events = runtime.events(client.clone(), CONTROLLER);
@@ -113,6 +121,9 @@ pub fn run(runtime: &Runtime, settings: GatewaySettings) -> impl std::future::Fu
         let (deployments, deployment_events) =
             watch::children::<Deployment>(&client, app, synced("gateway/deployments"));
         let (services, service_events) = watch::children::<Service>(&client, app, synced("gateway/services"));
+        // The pod sets of a gateway being replaced, to remove once ours has rolled out.
+        let (replica_sets, replica_set_events) =
+            watch::children::<ReplicaSet>(&client, app, synced("gateway/replicasets"));
         let (clusters, cluster_writer) = reflector::store();
         let cluster_watch =
             relisting_watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
@@ -133,7 +144,9 @@ pub fn run(runtime: &Runtime, settings: GatewaySettings) -> impl std::future::Fu
             secrets,
             config_maps,
             deployments,
+            replica_sets,
             services,
+            scope,
         });
         let periodic = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync_period)).map(|_| ());
         let controller = Controller::for_stream(cluster_events, clusters)
@@ -141,6 +154,7 @@ pub fn run(runtime: &Runtime, settings: GatewaySettings) -> impl std::future::Fu
             .owns_stream(config_map_events)
             .owns_stream(deployment_events)
             .owns_stream(service_events)
+            .owns_stream(replica_set_events)
             .watches(
                 Api::<MLAAdminSetting>::all(client.clone()),
                 watcher::Config::default(),
@@ -187,6 +201,11 @@ struct Outcome {
 
 async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, GatewayError> {
     let name = cluster.name_any();
+    match ctx.scope.serves(cluster) {
+        Serve::Yes => {}
+        Serve::No => return Ok(Action::await_change()),
+        Serve::NotYetKnown => return Ok(Action::requeue(STALE_RETRY)),
+    }
     if cluster.meta().deletion_timestamp.is_some() {
         // Everything we made is owned by the Cluster: the garbage collector removes it.
         ctx.expiry.forget(&name);
@@ -216,9 +235,22 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
     let now = SystemTime::now();
     let pki_error = |source| GatewayError::Pki { cluster: name.clone(), source };
 
-    // The CA, possibly preparing or promoting a successor.
-    let ca_secret = ctx.secrets.get(&ObjectRef::new(resources::CA_SECRET).within(&namespace));
+    // The CA, possibly preparing or promoting a successor. A CA Secret KKP made carries
+    // none of our labels and is not in the cache: it is read, and kept, so that the agents'
+    // certificates from it stay valid (no second CA).
+    let ca_secret = cached_or_get(&ctx.secrets, &ctx.client, &namespace, resources::CA_SECRET).await?;
     let mut ca = resources::ca_state(ca_secret.as_deref());
+    if let Some(foreign) = ca_secret.as_deref().filter(|s| !s.labels().contains_key(resources::APP_LABEL))
+        && ca.current().is_some()
+    {
+        // KKP's CA, usable: adopted as it is (our labels and the Cluster as owner), so that
+        // it is watched from now on.
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        ctx.applier.apply(&secrets, &resources::ca_secret(&namespace, &owner, &ca), Some(foreign)).await?;
+        ctx.events
+            .normal(&cluster.object_ref(&()), "GatewayCA", "ReconcileGateway", "adopted the existing gateway CA")
+            .await;
+    }
     if let Some((next, change)) = pki::reconcile_ca(&ca, &name, now).map_err(pki_error)? {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         ctx.applier.apply(&secrets, &resources::ca_secret(&namespace, &owner, &next), ca_secret.as_deref()).await?;
@@ -242,7 +274,7 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
     let bundle = pki::trust_bundle(&ca, now).map_err(pki_error)?;
 
     // The gateway's serving certificate.
-    let certs_secret = ctx.secrets.get(&ObjectRef::new(resources::CERTIFICATES_SECRET).within(&namespace));
+    let certs_secret = cached_or_get(&ctx.secrets, &ctx.client, &namespace, resources::CERTIFICATES_SECRET).await?;
     let spec = pki::LeafSpec::gateway_server(&external_name, address.ip.as_deref()).map_err(pki_error)?;
     let existing_cert = resources::secret_value(certs_secret.as_deref(), resources::GATEWAY_CERT_KEY);
     let existing_key = resources::secret_value(certs_secret.as_deref(), resources::GATEWAY_KEY_KEY);
@@ -298,23 +330,47 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
     ctx.applier
         .apply(&config_maps, &resources::config_map(&namespace, &owner, &nginx_conf), current_cm.as_deref())
         .await?;
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let current_deployment = ctx.deployments.get(&ObjectRef::new(resources::GATEWAY).within(&namespace));
-    let desired =
-        resources::deployment(&namespace, &owner, &ctx.settings.deployment, &resources::config_hash(&nginx_conf));
-    ctx.applier.apply(&deployments, &desired, current_deployment.as_deref()).await?;
+    // The Services before the Deployment: they select every gateway pod (ours and those of
+    // a gateway being replaced), so traffic never waits for the new pods.
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-    let internal = ctx.services.get(&ObjectRef::new(resources::GATEWAY).within(&namespace));
+    let internal = cached_or_get(&ctx.services, &ctx.client, &namespace, resources::GATEWAY).await?;
     ctx.applier.apply(&services, &resources::internal_service(&namespace, &owner), internal.as_deref()).await?;
     let strategy = cluster.spec.expose_strategy.unwrap_or(ExposeStrategy::NodePort);
-    let external = ctx.services.get(&ObjectRef::new(resources::EXTERNAL_SERVICE).within(&namespace));
+    let external = cached_or_get(&ctx.services, &ctx.client, &namespace, resources::EXTERNAL_SERVICE).await?;
+    let kkp_port = external.as_deref().is_some_and(resources::has_kkp_port);
     ctx.applier
         .apply(
             &services,
-            &resources::external_service(&namespace, &owner, strategy, &external_name),
+            &resources::external_service(&namespace, &owner, strategy, &external_name, kkp_port),
             external.as_deref(),
         )
         .await?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let current_deployment = cached_or_get(&ctx.deployments, &ctx.client, &namespace, resources::GATEWAY).await?;
+    if let Some(current) = current_deployment.as_deref().filter(|d| !resources::has_our_selector(d)) {
+        // KKP's gateway (or an older build's): a selector cannot change, so the Deployment is
+        // deleted with its ReplicaSet orphaned, whose pods keep serving through the Services
+        // until ours have rolled out (then it is removed below, on a later pass).
+        if current.meta().deletion_timestamp.is_none() {
+            ctx.applier.ensure_leader("replace", resources::GATEWAY)?;
+            deployments.delete(resources::GATEWAY, &DeleteParams::orphan()).await.map_err(|source| {
+                mla_common::Error::kube("delete", "Deployment", format!("{namespace}/{}", resources::GATEWAY), source)
+            })?;
+            ctx.events
+                .normal(
+                    &cluster.object_ref(&()),
+                    "GatewayReplacing",
+                    "ReconcileGateway",
+                    "replacing a gateway Deployment with another selector; its pods serve until the new ones are available",
+                )
+                .await;
+        }
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let desired =
+        resources::deployment(&namespace, &owner, &ctx.settings.deployment, &resources::config_hash(&nginx_conf));
+    ctx.applier.apply(&deployments, &desired, current_deployment.as_deref()).await?;
+    remove_replaced_pods(ctx, cluster, &namespace).await?;
 
     let health = gateway_health(ctx, &namespace);
     let outcome = match health {
@@ -370,8 +426,72 @@ async fn clear_status(ctx: &Context, cluster: &Cluster) -> Result<(), GatewayErr
     Ok(())
 }
 
+/// The object `name` in `namespace` from the cache, else (an object we did not make
+/// carries none of our labels) from the API server.
+async fn cached_or_get<K>(
+    store: &Store<K>,
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Arc<K>>, GatewayError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    if let Some(object) = store.get(&ObjectRef::new(name).within(namespace)) {
+        return Ok(Some(object));
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let object = api.get_opt(name).await.map_err(|source| {
+        mla_common::Error::kube("get", K::kind(&()).into_owned(), format!("{namespace}/{name}"), source)
+    })?;
+    Ok(object.map(Arc::new))
+}
+
+/// Once our Deployment has rolled out, removes the pods of the gateway it replaced (the
+/// orphaned ReplicaSets), which served until then.
+async fn remove_replaced_pods(ctx: &Context, cluster: &Cluster, namespace: &str) -> Result<(), GatewayError> {
+    let orphans: Vec<_> = ctx
+        .replica_sets
+        .state()
+        .into_iter()
+        .filter(|rs| rs.namespace().as_deref() == Some(namespace) && resources::is_orphaned_gateway_replica_set(rs))
+        .collect();
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let ours = ctx.deployments.get(&ObjectRef::new(resources::GATEWAY).within(namespace));
+    if !ours.as_deref().is_some_and(|d| resources::has_our_selector(d) && resources::rolled_out(d)) {
+        return Ok(());
+    }
+    let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+    for replica_set in orphans {
+        ctx.applier.delete(&api, &replica_set.name_any()).await?;
+        ctx.events
+            .normal(
+                &cluster.object_ref(&()),
+                "GatewayReplaced",
+                "ReconcileGateway",
+                format!("the new gateway is available; removed the replaced ReplicaSet {}", replica_set.name_any()),
+            )
+            .await;
+    }
+    Ok(())
+}
+
 /// Deletes every object of the gateway in `namespace` that exists.
 async fn remove_gateway(ctx: &Context, namespace: &str) -> Result<(), GatewayError> {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+    for replica_set in ctx
+        .replica_sets
+        .state()
+        .iter()
+        .filter(|rs| rs.namespace().as_deref() == Some(namespace) && resources::is_orphaned_gateway_replica_set(rs))
+    {
+        ctx.applier.delete(&replica_sets, &replica_set.name_any()).await?;
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     for name in [resources::CERTIFICATES_SECRET, resources::CA_SECRET] {
         if ctx.secrets.get(&ObjectRef::new(name).within(namespace)).is_some() {

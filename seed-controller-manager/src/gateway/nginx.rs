@@ -90,12 +90,12 @@ impl Upstreams {
         let url = |service: &str, port: u16| format!("http://{service}.{namespace}.svc.cluster.local:{port}");
         Self {
             cortex_distributor: url("cortex-distributor", 8080),
-            loki_distributor: url("loki-distributor", 3100),
+            loki_distributor: url("loki-distributed-distributor", 3100),
             cortex_query_frontend: url("cortex-query-frontend", 8080),
-            loki_query_frontend: url("loki-query-frontend", 3100),
+            loki_query_frontend: url("loki-distributed-query-frontend", 3100),
             cortex_alertmanager: url("cortex-alertmanager", 8080),
             cortex_ruler: url("cortex-ruler", 8080),
-            loki_ruler: url("loki-ruler", 3100),
+            loki_ruler: url("loki-distributed-ruler", 3100),
         }
     }
 }

@@ -47,9 +47,21 @@ pub const PORT_MAPPING_ANNOTATION: &str = "nodeport-proxy.k8s.io/port-mapping";
 /// Host name prefix of the gateway when exposed by SNI (Tunneling).
 pub const SNI_PREFIX: &str = "mla-gateway.";
 
-const APP_LABEL: &str = "app.kubernetes.io/name";
-const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Label naming the app on every gateway object and pod (KKP's gateway pods carry it too).
+pub const APP_LABEL: &str = "app.kubernetes.io/name";
+/// Label marking what this system made; part of our Deployment's selector, so that our
+/// Deployment never adopts the ReplicaSets of a gateway KKP made.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 const MANAGED_BY: &str = "seed-controller-manager";
+/// Name of the write-path port of Service `mla-gateway-ext` (and of the container port):
+/// user-cluster-controller-manager finds the agents' NodePort by this name. Stable: a
+/// change strands every agent.
+pub const EXTERNAL_PORT_NAME: &str = "https-ext";
+/// KKP's name of that port (port 80). A Service KKP made keeps it, served by our pods too,
+/// so that agents KKP configured keep their NodePort (docs/gateway.md, "Taking over").
+pub const KKP_EXTERNAL_PORT_NAME: &str = "http-ext";
+/// The write server's port in the pod (ours and KKP's alike).
+pub const WRITE_PORT: i32 = 8080;
 
 /// How the gateway pods run.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +92,38 @@ impl Default for GatewayDeploymentSettings {
 /// Labels every object of the gateway carries; also the Deployment's selector.
 pub fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([(APP_LABEL.into(), GATEWAY.into()), (MANAGED_BY_LABEL.into(), MANAGED_BY.into())])
+}
+
+/// The Services' selector: the app label alone, which our pods and the pods of a gateway
+/// KKP made share, so that both serve while one replaces the other.
+pub fn service_selector() -> BTreeMap<String, String> {
+    BTreeMap::from([(APP_LABEL.into(), GATEWAY.into())])
+}
+
+/// Whether a gateway Deployment's selector is ours (else it is KKP's, or of an older
+/// build, and the Deployment must be replaced: a selector cannot change).
+pub fn has_our_selector(deployment: &Deployment) -> bool {
+    deployment.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref()) == Some(&labels())
+        && deployment.spec.as_ref().is_some_and(|s| s.selector.match_expressions.as_ref().is_none_or(Vec::is_empty))
+}
+
+/// Whether a ReplicaSet is what is left of a replaced gateway Deployment: a gateway pod
+/// set (app label) that no Deployment owns and that is not ours.
+pub fn is_orphaned_gateway_replica_set(replica_set: &k8s_openapi::api::apps::v1::ReplicaSet) -> bool {
+    let labels = replica_set.metadata.labels.clone().unwrap_or_default();
+    labels.get(APP_LABEL).map(String::as_str) == Some(GATEWAY)
+        && labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY)
+        && replica_set.metadata.owner_references.as_ref().is_none_or(Vec::is_empty)
+}
+
+/// Whether our gateway Deployment has rolled out: every wanted replica updated and
+/// available, as seen by the Deployment controller for the current generation.
+pub fn rolled_out(deployment: &Deployment) -> bool {
+    let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(status) = deployment.status.as_ref() else { return false };
+    status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0)
+        && status.updated_replicas.unwrap_or(0) >= wanted
+        && status.available_replicas.unwrap_or(0) >= wanted
 }
 
 fn meta(name: &str, namespace: &str, owner: &OwnerReference) -> ObjectMeta {
@@ -202,7 +246,7 @@ pub fn deployment(
         name: "nginx".into(),
         image: Some(settings.image.clone()),
         command: Some(vec!["/bin/sh".into(), "-c".into(), ENTRYPOINT.into()]),
-        ports: Some(vec![port("https-ext", 8080), port("http-int", 8081)]),
+        ports: Some(vec![port(EXTERNAL_PORT_NAME, WRITE_PORT), port("http-int", 8081)]),
         readiness_probe: Some(probe(5)),
         liveness_probe: Some(probe(10)),
         resources: Some(settings.resources.clone()),
@@ -285,7 +329,7 @@ pub fn internal_service(namespace: &str, owner: &OwnerReference) -> Service {
         metadata: meta(GATEWAY, namespace, owner),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
-            selector: Some(labels()),
+            selector: Some(service_selector()),
             ports: Some(vec![ServicePort {
                 name: Some("http-int".into()),
                 port: 80,
@@ -303,11 +347,17 @@ pub fn internal_service(namespace: &str, owner: &OwnerReference) -> Service {
 /// exposes it: `NodePort` → a NodePort Service with `expose: "true"`; `LoadBalancer` → a
 /// NodePort Service the cluster's own proxy exposes (`expose-namespaced: "true"`);
 /// `Tunneling` → a ClusterIP Service reached by SNI as `mla-gateway.<externalName>`.
+///
+/// `kkp_port`: the Service KKP made has its port `http-ext` (80): it stays, now ours and
+/// pointing at the same write port, so that agents using its NodePort are not cut off.
+/// Both ports target the write port by number, which KKP's pods and ours both listen on,
+/// so that either serves while one gateway replaces the other.
 pub fn external_service(
     namespace: &str,
     owner: &OwnerReference,
     strategy: ExposeStrategy,
     external_name: &str,
+    kkp_port: bool,
 ) -> Service {
     let (type_, annotations) = match strategy {
         ExposeStrategy::NodePort => ("NodePort", vec![(EXPOSE_ANNOTATION, "true".to_string())]),
@@ -318,29 +368,43 @@ pub fn external_service(
                 (EXPOSE_ANNOTATION, "SNI".to_string()),
                 (
                     PORT_MAPPING_ANNOTATION,
-                    serde_json::json!({ "https-ext": format!("{SNI_PREFIX}{external_name}") }).to_string(),
+                    serde_json::json!({ EXTERNAL_PORT_NAME: format!("{SNI_PREFIX}{external_name}") }).to_string(),
                 ),
             ],
         ),
     };
     let mut metadata = meta(EXTERNAL_SERVICE, namespace, owner);
     metadata.annotations = Some(annotations.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(WRITE_PORT)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let mut ports = vec![port(EXTERNAL_PORT_NAME, WRITE_PORT)];
+    if kkp_port {
+        ports.push(port(KKP_EXTERNAL_PORT_NAME, 80));
+    }
     Service {
         metadata,
         spec: Some(ServiceSpec {
             type_: Some(type_.into()),
-            selector: Some(labels()),
-            ports: Some(vec![ServicePort {
-                name: Some("https-ext".into()),
-                port: 8080,
-                target_port: Some(IntOrString::String("https-ext".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            selector: Some(service_selector()),
+            ports: Some(ports),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// Whether a write-path Service has KKP's port (`http-ext`).
+pub fn has_kkp_port(service: &Service) -> bool {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .is_some_and(|ports| ports.iter().any(|p| p.name.as_deref() == Some(KKP_EXTERNAL_PORT_NAME)))
 }
 
 #[cfg(test)]
@@ -393,7 +457,7 @@ mod tests {
 
     #[test]
     fn external_service_follows_the_expose_strategy() {
-        let service = |s| external_service("ns", &owner(), s, "c1.example.com");
+        let service = |s| external_service("ns", &owner(), s, "c1.example.com", false);
         let kind = |s| service(s).spec.and_then(|s| s.type_).unwrap_or_default();
         let annotation = |s, key: &str| service(s).metadata.annotations.and_then(|a| a.get(key).cloned());
         assert_eq!(kind(ExposeStrategy::NodePort), "NodePort");
@@ -406,5 +470,65 @@ mod tests {
             annotation(ExposeStrategy::Tunneling, PORT_MAPPING_ANNOTATION).as_deref(),
             Some(r#"{"https-ext":"mla-gateway.c1.example.com"}"#)
         );
+    }
+
+    #[test]
+    fn a_service_kkp_made_keeps_its_port_for_the_agents_kkp_configured() {
+        let ours = external_service("ns", &owner(), ExposeStrategy::NodePort, "c1.example.com", false);
+        assert!(!has_kkp_port(&ours));
+        let taken_over = external_service("ns", &owner(), ExposeStrategy::NodePort, "c1.example.com", true);
+        assert!(has_kkp_port(&taken_over));
+        let ports = taken_over.spec.and_then(|s| s.ports).unwrap_or_default();
+        let names: Vec<_> = ports.iter().map(|p| (p.name.clone().unwrap_or_default(), p.port)).collect();
+        assert_eq!(names, [("https-ext".to_string(), 8080), ("http-ext".to_string(), 80)]);
+        assert!(ports.iter().all(|p| p.target_port == Some(IntOrString::Int(8080))), "both pods' write port");
+    }
+
+    #[test]
+    fn services_select_every_gateway_pod_and_the_deployment_only_ours() {
+        let service = internal_service("ns", &owner());
+        assert_eq!(service.spec.and_then(|s| s.selector), Some(service_selector()));
+        let deployment = deployment("ns", &owner(), &GatewayDeploymentSettings::default(), "h");
+        assert!(has_our_selector(&deployment));
+        let mut kkp = deployment.clone();
+        if let Some(spec) = kkp.spec.as_mut() {
+            spec.selector.match_labels = Some(service_selector());
+        }
+        assert!(!has_our_selector(&kkp));
+    }
+
+    #[test]
+    fn only_unowned_foreign_gateway_replica_sets_are_orphans() {
+        use k8s_openapi::api::apps::v1::ReplicaSet;
+        let replica_set = |labels: &[(&str, &str)], owned: bool| ReplicaSet {
+            metadata: ObjectMeta {
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                owner_references: owned.then(|| vec![owner()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let kkp = [(APP_LABEL, GATEWAY), ("pod-template-hash", "abc")];
+        assert!(is_orphaned_gateway_replica_set(&replica_set(&kkp, false)));
+        assert!(!is_orphaned_gateway_replica_set(&replica_set(&kkp, true)), "still owned by its Deployment");
+        let ours = [(APP_LABEL, GATEWAY), (MANAGED_BY_LABEL, MANAGED_BY)];
+        assert!(!is_orphaned_gateway_replica_set(&replica_set(&ours, false)));
+        assert!(!is_orphaned_gateway_replica_set(&replica_set(&[(APP_LABEL, "other")], false)));
+    }
+
+    #[test]
+    fn rolled_out_needs_every_replica_available_for_this_generation() {
+        let mut d = deployment("ns", &owner(), &GatewayDeploymentSettings::default(), "h");
+        d.metadata.generation = Some(2);
+        assert!(!rolled_out(&d));
+        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            observed_generation: Some(2),
+            updated_replicas: Some(1),
+            available_replicas: Some(1),
+            ..Default::default()
+        });
+        assert!(rolled_out(&d));
+        d.metadata.generation = Some(3);
+        assert!(!rolled_out(&d), "the controller has not seen the latest spec");
     }
 }

@@ -21,7 +21,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::admin::ReadinessGate;
-use mla_common::api::{Cluster, Condition, ConditionStatus, Project, User, UserProjectBinding};
+use mla_common::api::{Cluster, Condition, ConditionStatus, GroupProjectBinding, Project, User, UserProjectBinding};
 use mla_common::apply::Applier;
 use mla_common::backoff::Backoff;
 use mla_common::events::EventPublisher;
@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 
 use super::client::{Credentials, GrafanaClient, GrafanaError, GrafanaUser, Org, Role};
 use super::{dashboards, datasources, orgs, users};
+use crate::scope::{self, ClusterPause, KKP_MLA_FINALIZER, Serve, UserGroups};
 use crate::status;
 use mla_common::runtime::relisting_watcher;
 
@@ -47,7 +48,7 @@ pub const DEFAULT_ORG: i64 = 1;
 const DEBOUNCE: Duration = Duration::from_millis(300);
 /// The watches a pass waits for before it may act (an empty cache would look like
 /// "delete everything").
-const WATCHES: usize = 6;
+const WATCHES: usize = 8;
 
 /// How this controller is configured.
 #[derive(Clone, Debug)]
@@ -66,6 +67,8 @@ pub struct Settings {
     pub superuser_org: Option<String>,
     /// Everything is looked at again this often.
     pub resync_period: Duration,
+    /// Which Clusters this manager serves (KKP's pause and worker-name rules).
+    pub scope: crate::scope::ClusterScope,
 }
 
 /// Why a pass could not run at all.
@@ -157,7 +160,10 @@ impl Retry {
 struct Stores {
     projects: Store<Project>,
     users: Store<User>,
+    /// The Users' `spec.groups` (not part of our typed User).
+    user_groups: Store<UserGroups>,
     bindings: Store<UserProjectBinding>,
+    group_bindings: Store<GroupProjectBinding>,
     clusters: Store<Cluster>,
     config_maps: Store<ConfigMap>,
     secrets: Store<Secret>,
@@ -178,6 +184,8 @@ struct Context {
     /// The reason of the outage already reported on the Projects (one Event each per
     /// outage), if any.
     outage: Mutex<Option<&'static str>>,
+    /// A pass left a Cluster alone because the pause projection lagged: look again soon.
+    repass: std::sync::atomic::AtomicBool,
 }
 
 /// A reflector whose first list opens `gate` and whose relevant changes wake the pass
@@ -242,6 +250,18 @@ fn relevant_binding(binding: &UserProjectBinding) -> serde_json::Value {
     serde_json::json!([binding.spec, lifecycle(binding)])
 }
 
+fn relevant_group_binding(binding: &GroupProjectBinding) -> serde_json::Value {
+    serde_json::json!([binding.spec, lifecycle(binding)])
+}
+
+fn relevant_user_groups(user: &UserGroups) -> serde_json::Value {
+    serde_json::json!(user.spec.groups)
+}
+
+fn relevant_pause(pause: &ClusterPause) -> serde_json::Value {
+    serde_json::json!(pause.spec.pause)
+}
+
 fn relevant_cluster(cluster: &Cluster) -> serde_json::Value {
     let mla = cluster.spec.mla.as_ref().map(|m| (m.monitoring_enabled, m.logging_enabled));
     let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref());
@@ -250,7 +270,7 @@ fn relevant_cluster(cluster: &Cluster) -> serde_json::Value {
 
 fn relevant_config_map(config_map: &ConfigMap) -> serde_json::Value {
     if config_map.name_any().starts_with(dashboards::CONFIG_MAP_PREFIX) {
-        serde_json::json!(config_map.data)
+        serde_json::json!([config_map.data, lifecycle(config_map)])
     } else {
         serde_json::Value::Null
     }
@@ -297,6 +317,31 @@ pub fn run(
         wake.clone(),
         relevant_binding,
     );
+    let (group_bindings, w7) = watch(
+        Api::<GroupProjectBinding>::all(client.clone()),
+        all.clone(),
+        gate("groupprojectbindings"),
+        synced.clone(),
+        wake.clone(),
+        relevant_group_binding,
+    );
+    let (user_groups, w8) = watch(
+        Api::<UserGroups>::all(client.clone()),
+        all.clone(),
+        gate("usergroups"),
+        synced.clone(),
+        wake.clone(),
+        relevant_user_groups,
+    );
+    // Only to wake a pass when a pause switches; the scope reads its own projection.
+    let (_, w9) = watch(
+        Api::<ClusterPause>::all(client.clone()),
+        all.clone(),
+        gate("clusterpauses"),
+        Arc::new(AtomicUsize::new(0)),
+        wake.clone(),
+        relevant_pause,
+    );
     let (clusters, w4) = watch(
         Api::<Cluster>::all(client.clone()),
         all.clone(),
@@ -329,17 +374,18 @@ pub fn run(
         external,
         http,
         settings,
-        stores: Stores { projects, users, bindings, clusters, config_maps, secrets },
+        stores: Stores { projects, users, user_groups, bindings, group_bindings, clusters, config_maps, secrets },
         retry: Retry::new(),
         reported: Mutex::default(),
         outage: Mutex::default(),
+        repass: std::sync::atomic::AtomicBool::new(false),
     });
     let leader = runtime.leader.clone();
     let shutdown = runtime.shutdown.clone();
     let leader_wake = wake.clone();
     Ok(async move {
         let watches = async move {
-            tokio::join!(w1, w2, w3, w4, w5, w6);
+            tokio::join!(w1, w2, w3, w4, w5, w6, w7, w8, w9);
         };
         let gained = leader.gained().for_each(move |()| {
             leader_wake.notify_one();
@@ -390,6 +436,9 @@ async fn pass_loop(
         if let Some(due) = ctx.retry.next_due() {
             let due = tokio::time::Instant::from_std(due.max(Instant::now()));
             next = next.min(due);
+        }
+        if ctx.repass.swap(false, Ordering::SeqCst) {
+            next = next.min(tokio::time::Instant::now() + crate::scope::STALE_RETRY);
         }
         tracing::debug!(elapsed = ?started.elapsed(), "grafana pass done");
     }
@@ -510,7 +559,12 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
     let all_bindings = ctx.stores.bindings.state();
     let user_refs: Vec<&User> = all_users.iter().map(|u| u.as_ref()).collect();
     let binding_refs: Vec<&UserProjectBinding> = all_bindings.iter().map(|b| b.as_ref()).collect();
-    let desired = users::desired_users(&user_refs, &binding_refs, &project_orgs, superuser_org);
+    let all_group_bindings = ctx.stores.group_bindings.state();
+    let group_binding_refs: Vec<&GroupProjectBinding> = all_group_bindings.iter().map(|b| b.as_ref()).collect();
+    let members: BTreeMap<String, Vec<String>> =
+        ctx.stores.user_groups.state().iter().map(|u| (u.name_any(), u.spec.groups.clone())).collect();
+    let groups = users::Groups { members: Some(&members), bindings: &group_binding_refs };
+    let desired = users::desired_users(&user_refs, &binding_refs, groups, &project_orgs, superuser_org);
     // Every Grafana user by lower-case email and login: one listing instead of a lookup
     // per User.
     let mut known: HashMap<String, GrafanaUser> = HashMap::new();
@@ -593,7 +647,9 @@ async fn reconcile_project(
 ) -> Result<Option<i64>, StepError> {
     let api: Api<Project> = Api::all(ctx.client.clone());
     if is_deleting(project) {
-        if has_finalizer(project) {
+        // KKP's finalizer stands for the same cleanup (the project's organization).
+        let kkp = scope::has_finalizer(project, KKP_MLA_FINALIZER);
+        if has_finalizer(project) || kkp {
             let ours = match orgs::plan(project, all_orgs) {
                 orgs::OrgPlan::Keep(id) | orgs::OrgPlan::Annotate(id) | orgs::OrgPlan::Rename(id) => Some(id),
                 orgs::OrgPlan::Create => None,
@@ -603,7 +659,7 @@ async fn reconcile_project(
                 all_orgs.retain(|o| o.id != id);
                 tracing::info!(project = %project.name_any(), org = id, "deleted the Grafana organization");
             }
-            ctx.applier.remove_finalizer(&api, project, FINALIZER).await?;
+            ctx.applier.remove_finalizers(&api, project, &[FINALIZER, KKP_MLA_FINALIZER]).await?;
         }
         return Ok(None);
     }
@@ -652,7 +708,8 @@ async fn reconcile_user(
     let api: Api<User> = Api::all(ctx.client.clone());
     let email = user.spec.email.to_lowercase();
     if is_deleting(user) {
-        if has_finalizer(user) {
+        // KKP's finalizer stands for the same cleanup (the Grafana user).
+        if has_finalizer(user) || scope::has_finalizer(user, KKP_MLA_FINALIZER) {
             let existing = match known.get(&email) {
                 Some(existing) => Some(existing.clone()),
                 None => grafana.lookup_user(&email).await?,
@@ -661,7 +718,7 @@ async fn reconcile_user(
                 grafana.delete_user(existing.id).await?;
                 tracing::info!(user = %user.name_any(), "deleted the Grafana user");
             }
-            ctx.applier.remove_finalizer(&api, user, FINALIZER).await?;
+            ctx.applier.remove_finalizers(&api, user, &[FINALIZER, KKP_MLA_FINALIZER]).await?;
         }
         return Ok(());
     }
@@ -723,7 +780,23 @@ async fn reconcile_datasources(
     let mut desired: BTreeMap<i64, Vec<datasources::DesiredDatasource>> = BTreeMap::new();
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
+    // Paused Clusters and other workers' are left alone: their datasources, finalizers and
+    // conditions stay as they are (KKP's rules).
+    let mut left_alone: BTreeSet<String> = BTreeSet::new();
     for cluster in clusters {
+        match ctx.settings.scope.serves(cluster) {
+            Serve::Yes => {}
+            Serve::No => {
+                left_alone.insert(cluster.name_any());
+            }
+            Serve::NotYetKnown => {
+                left_alone.insert(cluster.name_any());
+                ctx.repass.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    let clusters: Vec<&Arc<Cluster>> = clusters.iter().filter(|c| !left_alone.contains(&c.name_any())).collect();
+    for cluster in clusters.iter().copied() {
         let name = cluster.name_any();
         let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.clone()).filter(|n| !n.is_empty());
         let org = cluster.project_id().and_then(|p| project_orgs.get(p)).copied();
@@ -754,6 +827,9 @@ async fn reconcile_datasources(
                 datasources::DatasourceChange::Delete(uid) => uid.clone(),
             };
             let cluster = cluster_of(&uid).unwrap_or_default().to_string();
+            if left_alone.contains(&cluster) {
+                continue;
+            }
             let key = format!("cluster/{cluster}");
             if !ctx.retry.ready(&key) {
                 errors.entry(cluster).or_insert_with(|| WAITING.into());
@@ -774,7 +850,7 @@ async fn reconcile_datasources(
             }
         }
     }
-    for cluster in clusters {
+    for cluster in clusters.iter().copied() {
         let name = cluster.name_any();
         let key = format!("cluster/{name}");
         let error = errors.get(&name);
@@ -824,12 +900,16 @@ async fn reconcile_datasources(
         if let Err(error) = write_condition(ctx, cluster, outcome).await {
             tracing::warn!(cluster = %name, %error, "writing the Grafana condition failed");
         }
-        // Datasources gone (or never made): release the Cluster.
-        if !wanted.contains_key(&name) && error.is_none() && has_finalizer(cluster.as_ref()) {
+        // Datasources gone (or never made): release the Cluster. KKP's finalizer stands for
+        // the same datasources (and the gateway, which the garbage collector or the
+        // namespace's deletion removes): released with ours when the Cluster is deleted.
+        let kkp = is_deleting(cluster.as_ref()) && scope::has_finalizer(cluster.as_ref(), KKP_MLA_FINALIZER);
+        if !wanted.contains_key(&name) && error.is_none() && (has_finalizer(cluster.as_ref()) || kkp) {
             let project_known = cluster.project_id().is_some_and(|p| project_orgs.contains_key(p));
             let project_exists = cluster.project_id().is_some_and(|p| projects.iter().any(|x| x.name_any() == p));
+            let release: &[&str] = if kkp { &[FINALIZER, KKP_MLA_FINALIZER] } else { &[FINALIZER] };
             if (project_known || !project_exists)
-                && let Err(error) = ctx.applier.remove_finalizer(&api, cluster.as_ref(), FINALIZER).await
+                && let Err(error) = ctx.applier.remove_finalizers(&api, cluster.as_ref(), release).await
             {
                 tracing::warn!(cluster = %name, %error, "removing the Grafana finalizer failed");
             }
@@ -858,8 +938,15 @@ async fn reconcile_dashboards(
     managed: &BTreeSet<i64>,
 ) -> Result<(), PassError> {
     let config_maps = ctx.stores.config_maps.state();
-    let refs: Vec<&ConfigMap> = config_maps.iter().map(|c| c.as_ref()).collect();
+    // A ConfigMap being deleted (held by KKP's finalizer) no longer provides dashboards.
+    let (refs, leaving): (Vec<&ConfigMap>, Vec<&ConfigMap>) =
+        config_maps.iter().map(|c| c.as_ref()).partition(|c| !is_deleting(*c));
     let (desired, problems) = dashboards::desired_dashboards(&refs);
+    // Its dashboards go by uid, also ones KKP saved without our tag.
+    let (leaving_dashboards, _) = dashboards::desired_dashboards(&leaving);
+    let leaving_uids: Vec<String> =
+        leaving_dashboards.into_iter().map(|d| d.uid).filter(|uid| !desired.iter().any(|d| &d.uid == uid)).collect();
+    let mut all_done = true;
     for problem in &problems {
         let id = (problem.config_map.clone(), problem.key.clone(), problem.reason.clone());
         let new = ctx.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id);
@@ -877,6 +964,7 @@ async fn reconcile_dashboards(
     for org in managed {
         let key = format!("dashboards/{org}");
         if !ctx.retry.ready(&key) {
+            all_done = false;
             continue;
         }
         let result: Result<(), GrafanaError> = async {
@@ -891,6 +979,11 @@ async fn reconcile_dashboards(
                     grafana.delete_dashboard(*org, &uid).await?;
                 }
             }
+            for uid in &leaving_uids {
+                if grafana.dashboard(*org, uid).await?.is_some() {
+                    grafana.delete_dashboard(*org, uid).await?;
+                }
+            }
             Ok(())
         }
         .await;
@@ -900,6 +993,17 @@ async fn reconcile_dashboards(
             Err(error) => {
                 tracing::warn!(org, %error, "grafana dashboards failed");
                 ctx.retry.failed(&key);
+                all_done = false;
+            }
+        }
+    }
+    // KKP's finalizer on a dashboard ConfigMap stands for its dashboards in every org:
+    // released once they are gone from every org we manage.
+    if all_done {
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.settings.mla_namespace);
+        for config_map in leaving.iter().filter(|c| scope::has_finalizer(**c, KKP_MLA_FINALIZER)) {
+            if let Err(error) = ctx.applier.remove_finalizer(&api, *config_map, KKP_MLA_FINALIZER).await {
+                tracing::warn!(config_map = %config_map.name_any(), %error, "releasing KKP's finalizer failed");
             }
         }
     }
@@ -966,6 +1070,9 @@ async fn report_unavailable(ctx: &Context, error: &PassError) {
         }
     }
     for cluster in ctx.stores.clusters.state() {
+        if ctx.settings.scope.serves(&cluster) != Serve::Yes {
+            continue;
+        }
         let has_namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some();
         if !(ctx.settings.mla_enabled && cluster.mla_enabled() && has_namespace && !is_deleting(cluster.as_ref())) {
             // A condition from an earlier outage on a cluster that no longer has MLA goes

@@ -61,6 +61,7 @@ pub fn start(
     let superuser_org = Some(args.grafana_superuser_org.trim().to_string()).filter(|n| !n.is_empty());
     let settings = controller::Settings {
         mla_enabled: seed.mla_enabled,
+        scope: seed.scope.clone(),
         mla_namespace: seed.mla_namespace.clone(),
         url,
         secret: args.grafana_secret.clone(),

@@ -17,7 +17,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::admin::ReadinessGate;
-use mla_common::api::{Cluster, Condition, ConditionStatus, User, UserProjectBinding};
+use mla_common::api::{Cluster, Condition, ConditionStatus, GroupProjectBinding, User, UserProjectBinding};
 use mla_common::apply::{Applied, Applier};
 use mla_common::backoff::Backoff;
 use mla_common::events::EventPublisher;
@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 
 use super::ClientSecretSource;
 use super::resources::{self, IapSettings};
+use crate::scope::{ClusterScope, STALE_RETRY, Serve, UserGroups};
 use crate::{SeedSettings, status, watch};
 use mla_common::runtime::relisting_watcher;
 
@@ -44,13 +45,16 @@ struct Context {
     metrics: ControllerMetrics,
     backoff: Backoff<String>,
     mla_enabled: bool,
+    scope: ClusterScope,
     settings: IapSettings,
     source: ClientSecretSource,
     /// Watches whose first list has not arrived yet: until it is 0 a reconcile would
     /// work from partial caches (dropping emails, re-creating what exists), so it waits.
     unsynced: Arc<AtomicUsize>,
     bindings: Store<UserProjectBinding>,
+    group_bindings: Store<GroupProjectBinding>,
     users: Store<User>,
+    user_groups: Store<UserGroups>,
     client_secrets: Store<Secret>,
     secrets: Store<Secret>,
     config_maps: Store<ConfigMap>,
@@ -114,6 +118,7 @@ pub fn run(
     let stop = runtime.shutdown.clone();
     let resync_period = seed.resync_period;
     let mla_enabled = seed.mla_enabled;
+    let scope = seed.scope.clone();
     async move {
         let unsynced = Arc::new(AtomicUsize::new(0));
         let child_synced = |name: &'static str| count_unsynced(readiness.gate(name), &unsynced);
@@ -168,6 +173,44 @@ pub fn run(
                 futures::future::ready(relevant)
             });
 
+        let (group_bindings, group_binding_writer) = reflector::store();
+        let group_binding_watch =
+            relisting_watcher(Api::<GroupProjectBinding>::all(client.clone()), watcher::Config::default())
+                .default_backoff();
+        let group_binding_events = synced(
+            reflector::reflector(group_binding_writer, group_binding_watch),
+            readiness.gate("iap/groupprojectbindings"),
+            &unsynced,
+        )
+        .touched_objects();
+
+        // Users' groups: only a change of the groups (or a deletion) can change who is let in.
+        let (user_groups, user_groups_writer) = reflector::store();
+        let user_groups_watch =
+            relisting_watcher(Api::<UserGroups>::all(client.clone()), watcher::Config::default()).default_backoff();
+        let seen_groups = Mutex::new(HashMap::<String, Vec<String>>::new());
+        let user_groups_events = synced(
+            reflector::reflector(user_groups_writer, user_groups_watch),
+            readiness.gate("iap/usergroups"),
+            &unsynced,
+        )
+        .filter_map(move |event| {
+            let mut seen = seen_groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let relevant = match event {
+                Ok(watcher::Event::Apply(user) | watcher::Event::InitApply(user)) => {
+                    let groups = user.spec.groups.clone();
+                    (seen.insert(user.name_any(), groups.clone()) != Some(groups)).then_some(Ok(user))
+                }
+                Ok(watcher::Event::Delete(user)) => {
+                    seen.remove(&user.name_any());
+                    Some(Ok(user))
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(error) => Some(Err(error)),
+            };
+            futures::future::ready(relevant)
+        });
+
         let (client_secrets, client_secret_writer) = reflector::store();
         let client_secret_watch = relisting_watcher(
             Api::<Secret>::namespaced(client.clone(), &source.namespace),
@@ -189,11 +232,14 @@ pub fn run(
             metrics,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             mla_enabled,
+            scope,
             settings,
             source,
             unsynced,
             bindings,
+            group_bindings,
             users,
+            user_groups,
             client_secrets,
             secrets,
             config_maps,
@@ -203,6 +249,7 @@ pub fn run(
         });
         let periodic = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync_period)).map(|_| ());
         let (by_binding, by_user, by_secret) = (clusters.clone(), clusters.clone(), clusters.clone());
+        let (by_group_binding, by_groups) = (clusters.clone(), clusters.clone());
         let results = Controller::for_stream(cluster_events, clusters)
             .owns_stream(secret_events)
             .owns_stream(config_map_events)
@@ -213,6 +260,10 @@ pub fn run(
                 clusters_of_project(&by_binding, &binding.spec.project_id)
             })
             .watches_stream(user_events, move |_: User| all_clusters(&by_user))
+            .watches_stream(group_binding_events, move |binding: GroupProjectBinding| {
+                clusters_of_project(&by_group_binding, &binding.spec.project_id)
+            })
+            .watches_stream(user_groups_events, move |_: UserGroups| all_clusters(&by_groups))
             .watches_stream(client_secret_events, move |_: Secret| all_clusters(&by_secret))
             .reconcile_all_on(futures::stream::select(periodic, leader_gained))
             .with_config(ControllerConfig::default().concurrency(8))
@@ -229,6 +280,11 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, m
     }
     if ctx.unsynced.load(Ordering::SeqCst) > 0 {
         return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    match ctx.scope.serves(&cluster) {
+        Serve::Yes => {}
+        Serve::No => return Ok(Action::await_change()),
+        Serve::NotYetKnown => return Ok(Action::requeue(STALE_RETRY)),
     }
     let started = Instant::now();
     let result = reconcile_iap(&cluster, &ctx).await;
@@ -317,10 +373,15 @@ async fn reconcile_iap(cluster: &Cluster, ctx: &Context) -> Result<Action, mla_c
 
     let bindings = ctx.bindings.state();
     let users = ctx.users.state();
-    let allowed = resources::allowed_emails(
+    let group_bindings = ctx.group_bindings.state();
+    let group_binding_refs: Vec<&GroupProjectBinding> = group_bindings.iter().map(Arc::as_ref).collect();
+    let members: std::collections::BTreeMap<String, Vec<String>> =
+        ctx.user_groups.state().iter().map(|u| (u.name_any(), u.spec.groups.clone())).collect();
+    let allowed = resources::allowed_emails_with_groups(
         cluster.project_id(),
         bindings.iter().map(Arc::as_ref),
         users.iter().map(Arc::as_ref),
+        crate::grafana::users::Groups { members: Some(&members), bindings: &group_binding_refs },
     );
 
     let owner = cluster.owner_reference();

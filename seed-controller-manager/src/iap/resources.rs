@@ -140,19 +140,45 @@ pub struct AllowedEmails {
 }
 
 /// The emails bound to `project` (UserProjectBinding `spec.projectID`) plus those of users
-/// with `spec.admin`. Without a project only the admins are let in.
+/// with `spec.admin`. Without a project only the admins are let in. Project service
+/// accounts (`serviceaccount-...`, KKP's mark) are never let in: they cannot sign in.
 pub fn allowed_emails<'a>(
     project: Option<&str>,
     bindings: impl IntoIterator<Item = &'a UserProjectBinding>,
     users: impl IntoIterator<Item = &'a User>,
 ) -> AllowedEmails {
+    allowed_emails_with_groups(project, bindings, users, crate::grafana::users::Groups::default())
+}
+
+/// [`allowed_emails`] plus the Users whose `spec.groups` hold the group of a
+/// GroupProjectBinding of `project` (any role).
+pub fn allowed_emails_with_groups<'a>(
+    project: Option<&str>,
+    bindings: impl IntoIterator<Item = &'a UserProjectBinding>,
+    users: impl IntoIterator<Item = &'a User>,
+    groups: crate::grafana::users::Groups<'_>,
+) -> AllowedEmails {
     let bound = bindings
         .into_iter()
         .filter(|b| project.is_some_and(|p| b.spec.project_id == p))
         .map(|b| b.spec.user_email.as_str());
-    let admins = users.into_iter().filter(|u| u.spec.admin).map(|u| u.spec.email.as_str());
+    let users: Vec<&User> = users.into_iter().collect();
+    let project_groups: Vec<&str> = groups
+        .bindings
+        .iter()
+        .filter(|b| project.is_some_and(|p| b.spec.project_id == p) && b.metadata.deletion_timestamp.is_none())
+        .map(|b| b.spec.group.as_str())
+        .collect();
+    let members = users.iter().filter(|u| {
+        groups
+            .members
+            .and_then(|m| m.get(u.metadata.name.as_deref().unwrap_or_default()))
+            .is_some_and(|of| of.iter().any(|g| project_groups.contains(&g.as_str())))
+    });
+    let members = members.map(|u| u.spec.email.as_str());
+    let admins = users.iter().filter(|u| u.spec.admin).map(|u| u.spec.email.as_str());
     let mut allowed = AllowedEmails::default();
-    for email in bound.chain(admins) {
+    for email in bound.chain(members).chain(admins).filter(|email| !crate::scope::is_service_account_email(email)) {
         if email_problem(email).is_some() {
             allowed.rejected.insert(email.to_string());
         } else {
@@ -498,6 +524,37 @@ mod tests {
                 proptest::prop_assert!(kept != allowed.rejected.contains(value), "{:?} kept or rejected", value);
             }
         }
+    }
+
+    #[test]
+    fn members_of_a_projects_groups_are_let_in() {
+        use mla_common::api::{GroupProjectBinding, GroupProjectBindingSpec, GroupProjectRole, UserSpec};
+        let user = |name: &str, email: &str| {
+            User::new(name, UserSpec { email: email.into(), name: name.into(), admin: false })
+        };
+        let (ann, bob) = (user("ann", "ann@example.com"), user("bob", "bob@example.com"));
+        let members = BTreeMap::from([
+            ("ann".to_string(), vec!["sre".to_string()]),
+            ("bob".to_string(), vec!["dev".to_string()]),
+        ]);
+        let sre = GroupProjectBinding::new(
+            "p1-sre",
+            GroupProjectBindingSpec { group: "sre".into(), project_id: "p1".into(), role: GroupProjectRole::Viewers },
+        );
+        let group_bindings = [&sre];
+        let groups = crate::grafana::users::Groups { members: Some(&members), bindings: &group_bindings };
+        let allowed = allowed_emails_with_groups(Some("p1"), &[], [&ann, &bob], groups);
+        assert_eq!(emails_file(&allowed.emails), "ann@example.com\n");
+        let other = allowed_emails_with_groups(Some("p2"), &[], [&ann, &bob], groups);
+        assert!(other.emails.is_empty());
+    }
+
+    #[test]
+    fn project_service_accounts_are_never_let_in() {
+        let bindings = [binding("serviceaccount-7d4b5695vb@localhost", "p1"), binding("ann@example.com", "p1")];
+        let allowed = allowed_emails(Some("p1"), &bindings, &[]);
+        assert_eq!(emails_file(&allowed.emails), "ann@example.com\n");
+        assert!(allowed.rejected.is_empty(), "left out, not reported as invalid");
     }
 
     #[test]
