@@ -115,3 +115,11 @@ pub struct CommonArgs {
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value).map_err(|e| format!("invalid duration {value:?}: {e}"))
 }
+
+/// Parses a namespace name (a DNS-1123 label), for flags naming namespaces.
+pub fn parse_namespace(value: &str) -> Result<String, String> {
+    match crate::validation::dns_label_problem(value) {
+        None => Ok(value.to_string()),
+        Some(problem) => Err(format!("namespace {value:?} {problem}")),
+    }
+}

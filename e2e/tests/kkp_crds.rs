@@ -1,9 +1,8 @@
 //! Our generated CRDs (`manifests/crds/`) are a faithful subset of KKP's: for every field
 //! we declare, KKP declares it too, with the same type, format and enum; we require no
-//! field KKP leaves optional (so every object KKP accepts, ours accepts), and where KKP
-//! requires a field we declare, we require it too (so what we write is valid on KKP). In
-//! the parts of status we write, every field KKP requires is one we declare. Names, scope
-//! and the status subresource match as well.
+//! field KKP leaves optional (so every object KKP accepts, ours accepts); in the parts of
+//! status we write, every field KKP requires is one we declare and require too (so what
+//! we write is valid on KKP). Names, scope and the status subresource match as well.
 //!
 //! KKP's CRDs: `MLA_KKP_CRDS` or `../shared/reference/kkp-crds` (see `mla_e2e::kkp`).
 
@@ -21,7 +20,45 @@ const WRITTEN: &[&str] = &["Cluster.status", "Alertmanager.status"];
 /// Deliberate differences, each with its reason (also in docs/kkp.md). A difference found
 /// that is not listed fails the test; a listed one that no longer occurs fails it too, so
 /// the list stays true.
-const DELIBERATE: &[(&str, &str)] = &[];
+const DELIBERATE: &[(&str, &str)] = &[
+    ("Alertmanager.spec: required here, optional in KKP", SPEC),
+    ("Cluster.spec: required here, optional in KKP", SPEC),
+    ("GroupProjectBinding.spec: required here, optional in KKP", SPEC),
+    ("MLAAdminSetting.spec: required here, optional in KKP", SPEC),
+    ("Project.spec: required here, optional in KKP", SPEC),
+    ("RuleGroup.spec: required here, optional in KKP", SPEC),
+    ("User.spec: required here, optional in KKP", SPEC),
+    ("UserProjectBinding.spec: required here, optional in KKP", SPEC),
+    (
+        r#"Seed.spec.kubeconfig: x-kubernetes-validations [{"message":"spec.kubeconfig.name is required","rule":"has(self.name) && self.name != ''"}] here, null in KKP"#,
+        OWN_VALIDATION,
+    ),
+    (r#"User.spec.email: pattern "^[^@\\s]+@[^@\\s]+$" here, null in KKP"#, OWN_VALIDATION),
+    (
+        r#"UserProjectBinding: x-kubernetes-validations [{"fieldPath":".spec.group","message":"spec.group must end with '-' followed by spec.projectID","rule":"self.spec.group.endsWith('-' + self.spec.projectID)"}] here, null in KKP"#,
+        OWN_VALIDATION,
+    ),
+    (
+        r#"UserProjectBinding.spec.group: pattern "^(owners|editors|viewers|projectmanagers)-[a-z0-9]([-a-z0-9]*[a-z0-9])?$" here, null in KKP"#,
+        OWN_VALIDATION,
+    ),
+    (
+        r#"UserProjectBinding.spec.projectID: pattern "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" here, null in KKP"#,
+        OWN_VALIDATION,
+    ),
+    (r#"UserProjectBinding.spec.userEmail: pattern "^[^@\\s]+@[^@\\s]+$" here, null in KKP"#, OWN_VALIDATION),
+];
+
+/// Why some of our fields are validated where KKP's are not: our CRDs are installed only
+/// on a platform without KKP (docs/kkp.md: never beside KKP's), where the API server is
+/// the place to refuse a malformed email, group or project ID with a clear message; KKP's
+/// own API validates these before it writes them.
+const OWN_VALIDATION: &str = "validation of our CRDs, installed only without KKP";
+
+/// Why every root requires `spec` here: kube-derive makes `spec` required, and KKP never
+/// writes an object without it (its Go types serialize the spec struct always, even
+/// empty), so no object KKP writes is refused.
+const SPEC: &str = "kube-derive requires spec; KKP always writes it";
 
 fn schema(crd: &Value) -> &Value {
     let versions = crd.pointer("/spec/versions").and_then(Value::as_array).expect("spec.versions");
@@ -43,6 +80,18 @@ fn compare(ours: &Value, theirs: Option<&Value>, path: &str, written: bool, foun
         found.push(format!("{path}: not in KKP's schema"));
         return;
     };
+    // Checks KKP has and we lack only make ours accept more, which is harmless; ours
+    // beyond KKP's would refuse what KKP accepts.
+    for attribute in ["pattern", "x-kubernetes-validations"] {
+        if let Some(own) = ours.get(attribute)
+            && Some(own) != theirs.get(attribute)
+        {
+            found.push(format!(
+                "{path}: {attribute} {own} here, {} in KKP",
+                theirs.get(attribute).unwrap_or(&Value::Null)
+            ));
+        }
+    }
     for attribute in ["type", "format", "x-kubernetes-int-or-string"] {
         if ours.get(attribute) != theirs.get(attribute) {
             found.push(format!(
@@ -62,8 +111,10 @@ fn compare(ours: &Value, theirs: Option<&Value>, path: &str, written: bool, foun
         found.push(format!("{path}.{field}: required here, optional in KKP"));
     }
     for name in their_required.difference(&our_required) {
-        if our_properties.contains(name) {
-            found.push(format!("{path}.{name}: required in KKP, optional here"));
+        // Where we only read, accepting more than KKP does is harmless; where we write,
+        // what KKP requires must be ours to write and required by our schema too.
+        if written && our_properties.contains(name) {
+            found.push(format!("{path}.{name}: required in KKP where we write, optional here"));
         } else if written {
             found.push(format!("{path}.{name}: required in KKP where we write, unknown here"));
         }

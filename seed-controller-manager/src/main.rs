@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use mla_common::cli::{CommonArgs, parse_duration};
+use mla_common::cli::{CommonArgs, parse_duration, parse_namespace};
 use mla_common::runtime::Runtime;
 use seed_controller_manager::gateway::controller::{self, GatewaySettings};
 use seed_controller_manager::gateway::nginx::{GatewayServer, Upstreams};
@@ -55,6 +55,14 @@ struct Args {
     /// Key of the kubeconfig in that Secret.
     #[arg(long, env = "MLA_USER_CLUSTER_KUBECONFIG_KEY", default_value = "kubeconfig")]
     user_cluster_kubeconfig_key: String,
+    /// Namespace of the agents in every user cluster. Beside KKP use another than
+    /// `mla-system`, which KKP's own user-cluster-controller-manager deletes (docs/kkp.md).
+    #[arg(long, env = "MLA_USER_CLUSTER_AGENTS_NAMESPACE", default_value = "mla-system", value_parser = parse_namespace)]
+    user_cluster_agents_namespace: String,
+    /// Also report agent health in `Cluster.status.extendedHealth.monitoring`/`logging`
+    /// (beside KKP: false, KKP's user-cluster-controller-manager clears those fields).
+    #[arg(long, env = "MLA_USER_CLUSTER_EXTENDED_HEALTH", default_value_t = true, action = clap::ArgAction::Set)]
+    user_cluster_extended_health: bool,
     /// Every Cluster is looked at again this often (certificates expire by the clock).
     #[arg(long, env = "MLA_RESYNC_PERIOD", default_value = "30m", value_parser = parse_duration)]
     resync_period: Duration,
@@ -158,6 +166,8 @@ async fn main() -> anyhow::Result<()> {
             image: args.user_cluster_controller_manager_image.clone(),
             kubeconfig_secret: args.user_cluster_kubeconfig_secret.clone(),
             kubeconfig_key: args.user_cluster_kubeconfig_key.clone(),
+            agents_namespace: args.user_cluster_agents_namespace.clone(),
+            extended_health: args.user_cluster_extended_health,
         },
         scope,
     );

@@ -52,6 +52,12 @@ pub struct UserClusterSettings {
     pub kubeconfig_secret: String,
     /// Its key.
     pub kubeconfig_key: String,
+    /// The user cluster's namespace for the agents (`--agents-namespace`; a KKP
+    /// installation needs another than `mla-system`, which KKP's own manager deletes).
+    pub agents_namespace: String,
+    /// Whether the agents' health also goes into `extendedHealth.monitoring`/`logging`
+    /// (`--extended-health`; off beside KKP, whose manager clears those fields).
+    pub extended_health: bool,
 }
 
 fn labels() -> BTreeMap<String, String> {
@@ -147,6 +153,8 @@ pub fn objects(cluster: &str, namespace: &str, owner: &OwnerReference, settings:
             format!("--cluster-namespace={namespace}"),
             format!("--user-cluster-kubeconfig={KUBECONFIG_DIR}/{}", settings.kubeconfig_key),
             format!("--leader-election-namespace={namespace}"),
+            format!("--agents-namespace={}", settings.agents_namespace),
+            format!("--extended-health={}", settings.extended_health),
             "--log-format=json".into(),
         ]),
         env: Some(vec![env("POD_NAME", "metadata.name"), env("POD_NAMESPACE", "metadata.namespace")]),
@@ -408,6 +416,8 @@ mod tests {
             image: "img".into(),
             kubeconfig_secret: "admin-kubeconfig".into(),
             kubeconfig_key: "kubeconfig".into(),
+            agents_namespace: "mla-agents".into(),
+            extended_health: false,
         };
         let objects = objects("c1", "cluster-c1", &owner, &settings);
         let cluster_rules = objects.cluster_role.rules.unwrap_or_default();
@@ -432,7 +442,9 @@ mod tests {
             .unwrap_or_default();
         assert!(
             args.contains(&"--cluster-name=c1".to_string())
-                && args.contains(&"--cluster-namespace=cluster-c1".to_string()),
+                && args.contains(&"--cluster-namespace=cluster-c1".to_string())
+                && args.contains(&"--agents-namespace=mla-agents".to_string())
+                && args.contains(&"--extended-health=false".to_string()),
             "{args:?}"
         );
     }

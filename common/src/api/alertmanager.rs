@@ -46,7 +46,8 @@ pub struct AlertmanagerStatus {
 #[serde(rename_all = "camelCase")]
 pub struct AlertmanagerConfigurationStatus {
     /// `True` when the configuration is active, `False` when it was refused (KKP's
-    /// values: a core/v1 ConditionStatus).
+    /// values: a core/v1 ConditionStatus; a plain string in the schema, as in KKP's CRD).
+    #[schemars(with = "String")]
     pub status: ConditionStatus,
     /// When the configuration was last pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -30,7 +30,8 @@ pub enum ConditionStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// True, False or Unknown.
+    /// True, False or Unknown (a plain string in the schema, as in KKP's CRDs).
+    #[schemars(with = "String")]
     pub status: ConditionStatus,
     /// Version of the controller that last wrote this condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]

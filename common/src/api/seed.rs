@@ -55,7 +55,20 @@ pub struct SeedMLASettings {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeedStatus {
-    /// Conditions keyed by type (KKP's map shape).
+    /// Conditions keyed by type (KKP's map shape). KKP's own controllers write them
+    /// (`KubeconfigValid`, `ResourcesReconciled`); this system only reads them.
     #[serde(default, skip_serializing_if = "Conditions::is_empty")]
+    #[schemars(transform = kkp_seed_condition)]
     pub conditions: Conditions,
+}
+
+/// A Seed condition in KKP's CRD has no `kubermaticVersion` (Cluster conditions do) and
+/// requires `lastHeartbeatTime` and `status`: our schema says the same.
+fn kkp_seed_condition(schema: &mut schemars::Schema) {
+    if let Some(condition) = schema.get_mut("additionalProperties").and_then(serde_json::Value::as_object_mut) {
+        if let Some(properties) = condition.get_mut("properties").and_then(serde_json::Value::as_object_mut) {
+            properties.remove("kubermaticVersion");
+        }
+        condition.insert("required".into(), serde_json::json!(["lastHeartbeatTime", "status"]));
+    }
 }
