@@ -389,11 +389,10 @@ async fn clear_mla_of_user_cluster_manager(
 }
 
 /// The condition KKP's master writes on every Seed (`KubeconfigValid`), with the fields
-/// KKP's CRD requires.
+/// KKP's CRD requires (a Seed condition has no `kubermaticVersion`, unlike a Cluster's).
 pub fn kubeconfig_valid() -> serde_json::Value {
     serde_json::json!({
         "status": "True",
-        "kubermaticVersion": "v2.31.0",
         "lastHeartbeatTime": "2026-11-30T10:00:00Z",
         "lastTransitionTime": "2026-11-30T10:00:00Z",
         "reason": "KubeconfigValid",
