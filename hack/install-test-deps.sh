@@ -26,3 +26,6 @@ if ((${#need[@]})); then
 fi
 
 "$(dirname "$0")/build-control-plane.sh"
+# Cortex, Prometheus 3 with promtool, oauth2-proxy and the mock OIDC provider, from their
+# Go modules (cached by version).
+"$(dirname "$0")/build-real-parts.sh" >/dev/null

@@ -12,6 +12,7 @@ pub mod master;
 pub mod nginx;
 mod pki;
 pub mod process;
+pub mod real_parts;
 pub mod world;
 
 pub use control_plane::{ControlPlane, Identity};
