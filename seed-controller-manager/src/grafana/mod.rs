@@ -4,7 +4,9 @@
 
 pub mod client;
 pub mod controller;
+mod dashboard_pass;
 pub mod dashboards;
+mod datasource_pass;
 pub mod datasources;
 pub mod orgs;
 pub mod users;
