@@ -617,7 +617,16 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
 
     // Datasources.
     let clusters = ctx.stores.clusters.state();
-    super::datasource_pass::reconcile_datasources(ctx, &grafana, &clusters, &projects, &project_orgs, superuser_org, &managed).await?;
+    super::datasource_pass::reconcile_datasources(
+        ctx,
+        &grafana,
+        &clusters,
+        &projects,
+        &project_orgs,
+        superuser_org,
+        &managed,
+    )
+    .await?;
 
     // Dashboards.
     super::dashboard_pass::reconcile_dashboards(ctx, &grafana, &managed).await?;

@@ -174,4 +174,3 @@ pub(super) async fn reconcile_datasources(
     }
     Ok(())
 }
-
