@@ -12,15 +12,21 @@ use super::controller::{Context, PassError, is_deleting};
 use super::dashboards;
 use crate::scope::{self, KKP_MLA_FINALIZER};
 
-/// Reports a dashboard problem by a Warning Event on its ConfigMap, once per problem.
-async fn report(ctx: &Context, config_maps: &[std::sync::Arc<ConfigMap>], problem: &dashboards::Problem) {
+/// Reports a dashboard problem by a Warning Event `reason` on its ConfigMap, once per
+/// problem.
+async fn report(
+    ctx: &Context,
+    config_maps: &[std::sync::Arc<ConfigMap>],
+    problem: &dashboards::Problem,
+    reason: &'static str,
+) {
     let id = (problem.config_map.clone(), problem.key.clone(), problem.reason.clone());
     let new = ctx.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id);
     if new && let Some(cm) = config_maps.iter().find(|c| c.name_any() == problem.config_map) {
         ctx.events
             .warning(
                 &cm.object_ref(&()),
-                "InvalidDashboard",
+                reason,
                 "ReconcileGrafana",
                 format!("key {}: {}; the other dashboards are served", problem.key, problem.reason),
             )
@@ -51,7 +57,7 @@ pub(super) async fn reconcile_dashboards(
         leaving_dashboards.into_iter().map(|d| d.uid).filter(|uid| !desired.iter().any(|d| &d.uid == uid)).collect();
     let mut all_done = true;
     for problem in &problems {
-        report(ctx, &config_maps, problem).await;
+        report(ctx, &config_maps, problem, "InvalidDashboard").await;
     }
     for org in managed {
         let key = format!("dashboards/{org}");
@@ -106,7 +112,7 @@ pub(super) async fn reconcile_dashboards(
         }
         .await;
         for problem in &taken {
-            report(ctx, &config_maps, problem).await;
+            report(ctx, &config_maps, problem, "DashboardTitleTaken").await;
         }
         match result {
             Ok(()) => ctx.retry.succeeded(&key),
