@@ -1013,3 +1013,24 @@ async fn the_strong_password_policy_refuses_weak_passwords() {
         g.post("/api/admin/users", json!({"login": "ok", "email": "ok@example.com", "password": "Abcdefghij1!"})).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// `updateOrgUserHelper`: the org role of an externally synced user cannot be changed
+/// (403 `org.externallySynced`); others' can.
+#[tokio::test]
+async fn externally_synced_users_keep_their_roles() {
+    let g = Grafana::start().await;
+    let id = g.create_user("synced", "Synced-password-1!").await;
+    assert!(g.server.set_user_externally_synced("synced", true));
+    assert!(!g.server.set_user_externally_synced("nobody", true));
+    let (status, body) = g.patch(&format!("/api/orgs/1/users/{id}"), json!({"role": "Editor"})).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body,
+        json!({"message": "cannot change role for externally synced user", "messageId": "org.externallySynced", "statusCode": 403, "traceID": ""})
+    );
+    let (_, users) = g.get("/api/orgs/1/users").await;
+    assert!(users.as_array().unwrap().iter().any(|u| u["login"] == "synced" && u["isExternallySynced"] == true));
+    g.server.set_user_externally_synced("synced", false);
+    let (status, _) = g.patch(&format!("/api/orgs/1/users/{id}"), json!({"role": "Editor"})).await;
+    assert_eq!(status, 200);
+}

@@ -604,7 +604,8 @@ async fn long_cluster_names_on_grafana_12() -> anyhow::Result<()> {
 }
 
 /// A read-only (provisioned) datasource: Grafana answers 403 to its update; that cluster
-/// reports it (condition, Event, metric) and everything else still converges.
+/// reports it (condition, Event, metric) and everything else still converges. The same for
+/// an externally synced user's role.
 #[tokio::test]
 async fn a_read_only_datasource_fails_its_cluster_only() -> anyhow::Result<()> {
     let seed = start("grafana-read-only").await?;
@@ -662,6 +663,26 @@ async fn a_read_only_datasource_fails_its_cluster_only() -> anyhow::Result<()> {
         "a 403 on one object is no outage: {metrics}"
     );
     assert!(!has_event(&client, "default", "GrafanaUnavailable", "c2").await);
+
+    // An externally synced user (roles from LDAP/OAuth): its role change is refused with a
+    // 403 and reported on the User; another user's change still goes through.
+    users.create(&pp, &user("fred", "fred@example.com", false)).await?;
+    bindings.create(&pp, &binding("fred-p1", "fred@example.com", "p1", "viewers")).await?;
+    until!(
+        seed,
+        "fred a Viewer",
+        seed.roles("fred@example.com").await == BTreeMap::from([(web, "Viewer".to_string())])
+    );
+    assert!(seed.grafana.set_user_externally_synced("fred@example.com", true));
+    let to_editor = json!({"spec": {"group": "editors-p1"}});
+    bindings.patch("fred-p1", &PatchParams::default(), &Patch::Merge(&to_editor)).await?;
+    let to_viewer = json!({"spec": {"group": "viewers-p1"}});
+    bindings.patch("erin-p1", &PatchParams::default(), &Patch::Merge(&to_viewer)).await?;
+    until!(seed, "erin a Viewer, fred refused and reported", {
+        seed.roles("erin@example.com").await == BTreeMap::from([(web, "Viewer".to_string())])
+            && has_event(&client, "default", "GrafanaUserFailed", "fred").await
+    });
+    assert_eq!(seed.roles("fred@example.com").await, BTreeMap::from([(web, "Viewer".to_string())]));
 
     // Made writable again: c1 converges.
     seed.grafana.set_datasource_read_only(web, "prometheus-c1", false);

@@ -294,7 +294,7 @@ pub(crate) async fn list_org_users(
                 "lastSeenAtAge": "< 1 minute",
                 "isDisabled": false,
                 "authLabels": if user.is_external { json!(["Auth Proxy"]) } else { json!([]) },
-                "isExternallySynced": false,
+                "isExternallySynced": user.externally_synced,
             })
         })
         .collect();
@@ -338,7 +338,10 @@ pub(crate) async fn add_org_user(
 
 /// `PATCH /api/orgs/:orgId/users/:userId` (org.md "Update Users in Organization";
 /// `UpdateOrgUser`, `updateOrgUserHelper`): `{"role"}` -> "Organization user updated";
-/// invalid role 400 "Invalid role specified"; leaving the org without an Admin 400 "Cannot
+/// invalid role 400 "Invalid role specified"; a user whose auth module syncs org roles 403
+/// `org.ErrCannotChangeRoleForExternallySyncedUser` (`pkg/services/org/model.go`:
+/// `errutil.Forbidden("org.externallySynced", "cannot change role for externally synced
+/// user")`, checked in the handler before the store); leaving the org without an Admin 400 "Cannot
 /// change role so that there is no organization admin left"; a user who is not a member
 /// (or an unknown org or user) 500 "Failed update org user" (the store's
 /// `ErrOrgUserNotFound` is not mapped; the same 500 is what grafana-toolbox/grafana-client's
@@ -355,6 +358,13 @@ pub(crate) async fn update_org_user(
     let user_id = parse_id(&user_id, "userId")?;
     let role = parse_role(form.role.as_deref())?;
     let mut db = app.db();
+    if db.users.get(&user_id).is_some_and(|u| u.externally_synced) {
+        return Err(ApiError::errutil(
+            StatusCode::FORBIDDEN,
+            "cannot change role for externally synced user",
+            "org.externallySynced",
+        ));
+    }
     let current = db
         .members
         .get(&(org_id, user_id))

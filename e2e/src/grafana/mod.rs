@@ -297,6 +297,18 @@ impl GrafanaServer {
         }
     }
 
+    /// Marks the user with this login or email as externally synced (its org roles come
+    /// from LDAP, OAuth or SAML): role updates through the API are then 403
+    /// (`pkg/api/org_users.go` `updateOrgUserHelper`). Returns whether the user exists.
+    pub fn set_user_externally_synced(&self, login_or_email: &str, synced: bool) -> bool {
+        let mut db = self.shared.db();
+        let Some(id) = db.user_by_login_or_email(login_or_email).map(|u| u.id) else { return false };
+        if let Some(user) = db.users.get_mut(&id) {
+            user.externally_synced = synced;
+        }
+        true
+    }
+
     /// Whether the server currently answers Grafana routes.
     pub fn is_available(&self) -> bool {
         self.shared.available.load(Ordering::SeqCst)
