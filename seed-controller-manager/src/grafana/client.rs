@@ -626,6 +626,25 @@ mod tests {
         assert!(status(401).is_unavailable());
     }
 
+    /// More than a page of orgs and users, against the Grafana test server (which pages
+    /// `/api/orgs` from 0 and `/api/users` from 1, as Grafana does).
+    #[tokio::test]
+    async fn orgs_and_users_are_read_across_pages() {
+        let server = mla_e2e::grafana::GrafanaServer::start("admin", "pw").await.expect("server");
+        let metrics = ExternalApiMetrics::register(&mla_common::metrics::Metrics::new("test"));
+        let credentials = Credentials { user: "admin".into(), password: "pw".into() };
+        let client = GrafanaClient::new(reqwest::Client::new(), server.url(), credentials, metrics);
+        for n in 0..ORG_PAGE {
+            client.create_org(&format!("org-{n:04}")).await.expect("org");
+            client.create_user(&format!("u{n:04}@example.com"), "u").await.expect("user");
+        }
+        let orgs = client.orgs().await.expect("orgs");
+        assert_eq!(orgs.len(), ORG_PAGE + 1, "Main Org. and every org, once");
+        assert!(orgs.iter().any(|o| o.name == "Main Org.") && orgs.iter().any(|o| o.name == "org-0999"));
+        let users = client.users().await.expect("users");
+        assert_eq!(users.len(), ORG_PAGE + 1, "the admin and every user, once");
+    }
+
     #[test]
     fn path_segments_are_escaped() {
         assert_eq!(path_segment("a+b@example.com"), "a%2Bb%40example.com");

@@ -67,7 +67,19 @@ pub(super) async fn reconcile_dashboards(
         }
         let mut taken = Vec::new();
         let result: Result<(), GrafanaError> = async {
-            let hits = grafana.dashboard_hits(*org).await?;
+            let mut hits = grafana.dashboard_hits(*org).await?;
+            // Deletions first: a dashboard that moved to another uid frees its title for
+            // the new one in the same pass.
+            let mut removed = Vec::new();
+            for hit in &hits {
+                let unwanted =
+                    hit.tags.iter().any(|t| t == dashboards::MANAGED_TAG) && !desired.iter().any(|d| d.uid == hit.uid);
+                if unwanted || leaving_uids.contains(&hit.uid) {
+                    grafana.delete_dashboard(*org, &hit.uid).await?;
+                    removed.push(hit.uid.clone());
+                }
+            }
+            hits.retain(|h| !removed.contains(&h.uid));
             let mut failed: Option<GrafanaError> = None;
             for dashboard in &desired {
                 if let Some(holder) = dashboards::title_holder(dashboard, &hits) {
@@ -96,16 +108,6 @@ pub(super) async fn reconcile_dashboards(
                         failed.get_or_insert(error);
                     }
                     Err(error) => return Err(error),
-                }
-            }
-            for hit in hits.iter().filter(|h| h.tags.iter().any(|t| t == dashboards::MANAGED_TAG)) {
-                if !desired.iter().any(|d| d.uid == hit.uid) {
-                    grafana.delete_dashboard(*org, &hit.uid).await?;
-                }
-            }
-            for uid in &leaving_uids {
-                if hits.iter().any(|h| &h.uid == uid) {
-                    grafana.delete_dashboard(*org, uid).await?;
                 }
             }
             failed.map_or(Ok(()), Err)
