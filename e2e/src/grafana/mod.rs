@@ -16,7 +16,9 @@
 //!   `X-Grafana-Org-Id` of an org they do not belong to gets no role there).
 //!
 //! Each handler's doc comment names the source it follows. Behaviour that had to be chosen
-//! without a source saying so is marked "Assumed".
+//! without a source saying so is marked "Assumed". Where Grafana releases differ for the
+//! controllers, [`GrafanaConfig::version`] picks the release acted as ([`GrafanaVersion`]:
+//! 10.4, 11.0-11.2, 12.x); `docs/grafana.md` ("Grafana versions") has the matrix.
 //!
 //! Test hooks, outside Grafana's API under `/__test/` (and as methods on
 //! [`GrafanaServer`]): mutating-call counters by endpoint group, and an availability

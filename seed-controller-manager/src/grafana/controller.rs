@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -31,8 +30,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::client::{Credentials, GrafanaClient, GrafanaError, GrafanaUser, Org, Role};
-use super::{dashboards, datasources, orgs, users};
-use crate::scope::{self, ClusterPause, KKP_MLA_FINALIZER, Serve, UserGroups};
+use super::{dashboards, orgs, users};
+use crate::scope::{ClusterPause, UserGroups};
 use crate::status;
 use mla_common::runtime::relisting_watcher;
 
@@ -88,7 +87,7 @@ impl PassError {
         }
     }
 
-    fn reason(&self) -> &'static str {
+    pub(super) fn reason(&self) -> &'static str {
         match self {
             PassError::Credentials(_) => "GrafanaCredentialsMissing",
             PassError::Grafana(_) => "GrafanaUnavailable",
@@ -98,7 +97,7 @@ impl PassError {
 
 /// A failure of one object's step.
 #[derive(Debug, thiserror::Error)]
-enum StepError {
+pub(super) enum StepError {
     #[error(transparent)]
     Grafana(#[from] GrafanaError),
     #[error(transparent)]
@@ -106,7 +105,7 @@ enum StepError {
 }
 
 impl StepError {
-    fn category(&self) -> &'static str {
+    pub(super) fn category(&self) -> &'static str {
         match self {
             StepError::Grafana(error) => error.category(),
             StepError::Kube(error) => error.category(),
@@ -158,15 +157,15 @@ impl Retry {
 }
 
 pub(super) struct Stores {
-    projects: Store<Project>,
-    users: Store<User>,
+    pub(super) projects: Store<Project>,
+    pub(super) users: Store<User>,
     /// The Users' `spec.groups` (not part of our typed User).
-    user_groups: Store<UserGroups>,
-    bindings: Store<UserProjectBinding>,
-    group_bindings: Store<GroupProjectBinding>,
-    clusters: Store<Cluster>,
+    pub(super) user_groups: Store<UserGroups>,
+    pub(super) bindings: Store<UserProjectBinding>,
+    pub(super) group_bindings: Store<GroupProjectBinding>,
+    pub(super) clusters: Store<Cluster>,
     pub(super) config_maps: Store<ConfigMap>,
-    secrets: Store<Secret>,
+    pub(super) secrets: Store<Secret>,
 }
 
 pub(super) struct Context {
@@ -183,7 +182,7 @@ pub(super) struct Context {
     pub(super) reported: Mutex<HashSet<(String, String, String)>>,
     /// The reason of the outage already reported on the Projects (one Event each per
     /// outage), if any.
-    outage: Mutex<Option<&'static str>>,
+    pub(super) outage: Mutex<Option<&'static str>>,
     /// A pass left a Cluster alone because the pause projection lagged: look again soon.
     pub(super) repass: std::sync::atomic::AtomicBool,
     /// The category of the first object that failed in this pass (the pass itself went
@@ -445,7 +444,7 @@ async fn pass_loop(
                 let delay = pass_backoff.next_delay(&"pass");
                 tracing::warn!(%error, category = error.category(), ?delay, "grafana pass failed");
                 ctx.metrics.observe_category(started.elapsed(), Some(error.category()));
-                report_unavailable(&ctx, &error).await;
+                super::release::report_unavailable(&ctx, &error).await;
                 next = tokio::time::Instant::now() + delay;
             }
         }
@@ -493,7 +492,7 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
     let credentials = credentials(ctx)?;
     let grafana = GrafanaClient::new(ctx.http.clone(), &ctx.settings.url, credentials, ctx.external.clone());
     if !ctx.settings.mla_enabled {
-        return release(ctx, &grafana).await;
+        return super::release::release(ctx, &grafana).await;
     }
     let (me, my_login) = grafana.signed_in_user().await?;
     let mut all_orgs = grafana.orgs().await?;
@@ -510,7 +509,7 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
             }
             continue;
         }
-        match reconcile_project(ctx, &grafana, project, &mut all_orgs).await {
+        match super::member_pass::reconcile_project(ctx, &grafana, project, &mut all_orgs).await {
             Ok(Some(id)) => {
                 ctx.retry.succeeded(&key);
                 project_orgs.insert(project.name_any(), id);
@@ -599,7 +598,9 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
         if !ctx.retry.ready(&key) {
             continue;
         }
-        let result = reconcile_user(ctx, &grafana, user, me, &desired, &known, &memberships, &member_scope).await;
+        let result =
+            super::member_pass::reconcile_user(ctx, &grafana, user, me, &desired, &known, &memberships, &member_scope)
+                .await;
         match result {
             Ok(()) => ctx.retry.succeeded(&key),
             Err(error) if error.is_unavailable() => return Err(unavailable(error)),
@@ -645,144 +646,6 @@ fn unavailable(error: StepError) -> PassError {
     }
 }
 
-/// Applies the Project's organization annotation, unless it already says `id`.
-async fn annotate(ctx: &Context, project: &Project, id: i64) -> Result<(), StepError> {
-    let value = id.to_string();
-    if project.annotations().get(orgs::ORG_ANNOTATION) == Some(&value) {
-        return Ok(());
-    }
-    let name = project.name_any();
-    ctx.applier.ensure_leader("annotate", &name)?;
-    let patch = serde_json::json!({
-        "apiVersion": "kubermatic.k8c.io/v1",
-        "kind": "Project",
-        "metadata": { "name": name, "annotations": { orgs::ORG_ANNOTATION: value } },
-    });
-    let api: Api<Project> = Api::all(ctx.client.clone());
-    api.patch(&name, &PatchParams::apply(ctx.applier.field_manager()).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| mla_common::Error::kube("apply", "Project", name.clone(), source))?;
-    Ok(())
-}
-
-/// Makes sure the Project has its organization; returns its id (None once deleted).
-async fn reconcile_project(
-    ctx: &Context,
-    grafana: &GrafanaClient,
-    project: &Project,
-    all_orgs: &mut Vec<Org>,
-) -> Result<Option<i64>, StepError> {
-    let api: Api<Project> = Api::all(ctx.client.clone());
-    if is_deleting(project) {
-        // KKP's finalizer stands for the same cleanup (the project's organization).
-        let kkp = scope::has_finalizer(project, KKP_MLA_FINALIZER);
-        if has_finalizer(project) || kkp {
-            let ours = match orgs::plan(project, all_orgs) {
-                orgs::OrgPlan::Keep(id) | orgs::OrgPlan::Annotate(id) | orgs::OrgPlan::Rename(id) => Some(id),
-                orgs::OrgPlan::Create => None,
-            };
-            if let Some(id) = ours {
-                grafana.delete_org(id).await?;
-                all_orgs.retain(|o| o.id != id);
-                tracing::info!(project = %project.name_any(), org = id, "deleted the Grafana organization");
-            }
-            ctx.applier.remove_finalizers(&api, project, &[FINALIZER, KKP_MLA_FINALIZER]).await?;
-        }
-        return Ok(None);
-    }
-    ctx.applier.add_finalizer(&api, project, FINALIZER).await?;
-    let name = orgs::org_name(project);
-    let id = match orgs::plan(project, all_orgs) {
-        orgs::OrgPlan::Keep(id) => return Ok(Some(id)),
-        orgs::OrgPlan::Annotate(id) => id,
-        orgs::OrgPlan::Rename(id) => {
-            grafana.rename_org(id, &name).await?;
-            if let Some(org) = all_orgs.iter_mut().find(|o| o.id == id) {
-                org.name = name.clone();
-            }
-            id
-        }
-        orgs::OrgPlan::Create => {
-            let id = grafana.create_org(&name).await?;
-            all_orgs.push(Org { id, name: name.clone() });
-            ctx.events
-                .normal(
-                    &project.object_ref(&()),
-                    "GrafanaOrganizationCreated",
-                    "ReconcileGrafana",
-                    format!("created Grafana organization {name} ({id})"),
-                )
-                .await;
-            id
-        }
-    };
-    annotate(ctx, project, id).await?;
-    Ok(Some(id))
-}
-
-/// Makes the Grafana user of `user` what `desired` says, or deletes it with the User.
-#[allow(clippy::too_many_arguments)]
-async fn reconcile_user(
-    ctx: &Context,
-    grafana: &GrafanaClient,
-    user: &User,
-    me: i64,
-    desired: &BTreeMap<String, users::DesiredUser>,
-    known: &HashMap<String, GrafanaUser>,
-    memberships: &HashMap<String, BTreeMap<i64, Role>>,
-    scope: &BTreeSet<i64>,
-) -> Result<(), StepError> {
-    let api: Api<User> = Api::all(ctx.client.clone());
-    let email = user.spec.email.to_lowercase();
-    if is_deleting(user) {
-        // KKP's finalizer stands for the same cleanup (the Grafana user).
-        if has_finalizer(user) || scope::has_finalizer(user, KKP_MLA_FINALIZER) {
-            let existing = match known.get(&email) {
-                Some(existing) => Some(existing.clone()),
-                None => grafana.lookup_user(&email).await?,
-            };
-            if let Some(existing) = existing.filter(|u| u.id != me) {
-                grafana.delete_user(existing.id).await?;
-                tracing::info!(user = %user.name_any(), "deleted the Grafana user");
-            }
-            ctx.applier.remove_finalizers(&api, user, &[FINALIZER, KKP_MLA_FINALIZER]).await?;
-        }
-        return Ok(());
-    }
-    let Some(want) = desired.get(&email) else { return Ok(()) };
-    ctx.applier.add_finalizer(&api, user, FINALIZER).await?;
-    // A user missing from the listing is looked up once more (it may have signed up since).
-    let existing = match known.get(&email) {
-        Some(existing) => Some(existing.clone()),
-        None => grafana.lookup_user(&email).await?,
-    };
-    let (id, is_admin, current) = match existing {
-        Some(existing) => {
-            (existing.id, existing.is_grafana_admin, memberships.get(&email).cloned().unwrap_or_default())
-        }
-        None => {
-            let id = grafana.create_user(&email, &want.name).await?;
-            // Auto-assignment made it a member of the default org.
-            (id, false, BTreeMap::from([(DEFAULT_ORG, Role::Viewer)]))
-        }
-    };
-    if id == me {
-        // Never change the account this controller signs in with.
-        return Ok(());
-    }
-    if is_admin != want.admin {
-        grafana.set_server_admin(id, want.admin).await?;
-    }
-    for change in users::membership_changes(&want.orgs, &current, scope) {
-        match change {
-            users::MembershipChange::Add(org, role) => grafana.add_org_user(org, &email, role).await?,
-            users::MembershipChange::Update(org, role) => grafana.update_org_user(org, id, role).await?,
-            users::MembershipChange::Remove(org) => grafana.remove_org_user(org, id).await?,
-        }
-    }
-    Ok(())
-}
-
 /// Writes (or, with `None`, removes) this controller's condition, only when it changes.
 pub(super) async fn write_condition(
     ctx: &Context,
@@ -794,91 +657,6 @@ pub(super) async fn write_condition(
     });
     status::apply(&ctx.applier, &ctx.client, cluster, condition, None).await?;
     Ok(())
-}
-
-/// MLA is not offered in this seed: datasources of Clusters that still carry the
-/// finalizer are removed, and every finalizer released. Organizations and users stay.
-async fn release(ctx: &Context, grafana: &GrafanaClient) -> Result<(), PassError> {
-    let projects = ctx.stores.projects.state();
-    let clusters: Vec<Arc<Cluster>> =
-        ctx.stores.clusters.state().into_iter().filter(|c| has_finalizer(c.as_ref())).collect();
-    if !clusters.is_empty() {
-        let all_orgs = grafana.orgs().await?;
-        let superuser =
-            ctx.settings.superuser_org.as_ref().and_then(|n| all_orgs.iter().find(|o| &o.name == n)).map(|o| o.id);
-        let api: Api<Cluster> = Api::all(ctx.client.clone());
-        for cluster in clusters {
-            let project = projects.iter().find(|p| Some(p.name_any().as_str()) == cluster.project_id());
-            let org = project.and_then(|p| orgs::annotated_id(p)).filter(|id| all_orgs.iter().any(|o| o.id == *id));
-            for org in org.into_iter().chain(superuser) {
-                for kind in datasources::KINDS {
-                    grafana.delete_datasource(org, &datasources::uid(kind, &cluster.name_any())).await?;
-                }
-            }
-            if let Err(error) = ctx.applier.remove_finalizer(&api, cluster.as_ref(), FINALIZER).await {
-                tracing::warn!(%error, "removing the Grafana finalizer failed");
-            }
-            if let Err(error) = write_condition(ctx, &cluster, None).await {
-                tracing::warn!(%error, "removing the Grafana condition failed");
-            }
-        }
-    }
-    let project_api: Api<Project> = Api::all(ctx.client.clone());
-    for project in projects.iter().filter(|p| has_finalizer(p.as_ref())) {
-        if let Err(error) = ctx.applier.remove_finalizer(&project_api, project.as_ref(), FINALIZER).await {
-            tracing::warn!(%error, "removing the Grafana finalizer failed");
-        }
-    }
-    let user_api: Api<User> = Api::all(ctx.client.clone());
-    for user in ctx.stores.users.state().iter().filter(|u| has_finalizer(u.as_ref())) {
-        if let Err(error) = ctx.applier.remove_finalizer(&user_api, user.as_ref(), FINALIZER).await {
-            tracing::warn!(%error, "removing the Grafana finalizer failed");
-        }
-    }
-    Ok(())
-}
-
-/// Grafana could not be used at all: every MLA Cluster says so (once), with an Event on
-/// the transition; every Project gets one Event per outage.
-async fn report_unavailable(ctx: &Context, error: &PassError) {
-    if !ctx.applier.is_leader() {
-        return;
-    }
-    let new_outage = {
-        let mut outage = ctx.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let new = *outage != Some(error.reason());
-        *outage = Some(error.reason());
-        new
-    };
-    if new_outage && ctx.settings.mla_enabled {
-        for project in ctx.stores.projects.state().iter().filter(|p| !is_deleting(p.as_ref())) {
-            ctx.events.warning(&project.object_ref(&()), error.reason(), "ReconcileGrafana", error.to_string()).await;
-        }
-    }
-    for cluster in ctx.stores.clusters.state() {
-        if ctx.settings.scope.serves(&cluster) != Serve::Yes {
-            continue;
-        }
-        let has_namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some();
-        if !(ctx.settings.mla_enabled && cluster.mla_enabled() && has_namespace && !is_deleting(cluster.as_ref())) {
-            // A condition from an earlier outage on a cluster that no longer has MLA goes
-            // (no request when there is none).
-            if let Err(write) = write_condition(ctx, &cluster, None).await {
-                tracing::warn!(cluster = %cluster.name_any(), error = %write, "removing the Grafana condition failed");
-            }
-            continue;
-        }
-        let reason = error.reason();
-        let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION)).and_then(|c| c.reason.clone());
-        if existing.as_deref() != Some(reason) {
-            ctx.events.warning(&cluster.object_ref(&()), reason, "ReconcileGrafana", error.to_string()).await;
-        }
-        if let Err(write) =
-            write_condition(ctx, &cluster, Some((ConditionStatus::False, reason, error.to_string()))).await
-        {
-            tracing::warn!(cluster = %cluster.name_any(), error = %write, "writing the Grafana condition failed");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ mod dashboard_pass;
 pub mod dashboards;
 mod datasource_pass;
 pub mod datasources;
+mod member_pass;
 pub mod orgs;
+mod release;
 pub mod users;
 
 use std::future::Future;
