@@ -27,7 +27,14 @@ pub(super) async fn release(ctx: &Context, grafana: &GrafanaClient) -> Result<()
             let org = project.and_then(|p| orgs::annotated_id(p)).filter(|id| all_orgs.iter().any(|o| o.id == *id));
             for org in org.into_iter().chain(superuser) {
                 for kind in datasources::KINDS {
-                    grafana.delete_datasource(org, &datasources::uid(kind, &cluster.name_any())).await?;
+                    let name = cluster.name_any();
+                    let uid = datasources::uid(kind, &name);
+                    grafana.delete_datasource(org, &uid).await?;
+                    // A long name's KKP-style uid, made before Grafana 12 refused it.
+                    let kkp = format!("{kind}-{name}");
+                    if kkp != uid {
+                        grafana.delete_datasource(org, &kkp).await?;
+                    }
                 }
             }
             if let Err(error) = ctx.applier.remove_finalizer(&api, cluster.as_ref(), FINALIZER).await {
