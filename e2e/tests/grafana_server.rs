@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mla_e2e::grafana::{GrafanaServer, group};
+use mla_e2e::grafana::{GrafanaConfig, GrafanaServer, GrafanaVersion, group};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -30,6 +30,14 @@ struct Grafana {
 impl Grafana {
     async fn start() -> Grafana {
         Grafana { server: GrafanaServer::start(ADMIN, PASSWORD).await.unwrap(), http: reqwest::Client::new() }
+    }
+
+    async fn start_with(config: GrafanaConfig) -> Grafana {
+        Grafana { server: GrafanaServer::start_with(config).await.unwrap(), http: reqwest::Client::new() }
+    }
+
+    async fn start_version(version: GrafanaVersion) -> Grafana {
+        Grafana::start_with(GrafanaConfig::new(ADMIN, PASSWORD).with_version(version)).await
     }
 
     async fn raw(
@@ -249,10 +257,20 @@ async fn organizations_create_read_rename_delete() {
     assert_eq!((status, message(&body)), (500, "Failed to update organization"));
 
     g.create_org("project-c").await;
+    // Pages count from 0 (`SearchOrgs` passes `page` on, the store skips perpage x page).
+    let first = json!([{"id": 1, "name": "Main Org."}, {"id": 2, "name": "project-b"}]);
+    let (_, body) = g.get("/api/orgs?perpage=2&page=0").await;
+    assert_eq!(body, first);
+    let (_, body) = g.get("/api/orgs?perpage=2").await;
+    assert_eq!(body, first, "no page is page 0");
     let (_, body) = g.get("/api/orgs?perpage=2&page=1").await;
-    assert_eq!(body, json!([{"id": 1, "name": "Main Org."}, {"id": 2, "name": "project-b"}]));
+    assert_eq!(body, json!([{"id": 3, "name": "project-c"}]), "page 1 is the second page");
     let (_, body) = g.get("/api/orgs?perpage=2&page=2").await;
-    assert_eq!(body, json!([{"id": 3, "name": "project-c"}]));
+    assert_eq!(body, json!([]));
+    let (status, body) = g.get("/api/orgs?perpage=2&page=-1").await;
+    assert_eq!((status, message(&body)), (500, "Failed to search orgs"));
+    let (_, body) = g.get("/api/orgs?query=project").await;
+    assert_eq!(body.as_array().unwrap().len(), 2, "query is a name prefix");
     let (_, body) = g.get("/api/orgs?name=project-c").await;
     assert_eq!(body, json!([{"id": 3, "name": "project-c"}]));
 
@@ -651,15 +669,6 @@ async fn dashboards_save_versions_and_errors() {
     let (status, body) = g.org_post(org, "/api/dashboards/db", json!({"dashboard": model, "overwrite": true})).await;
     assert_eq!((status, body["version"].as_i64()), (200, Some(3)));
 
-    // Another uid with the same title in the same folder.
-    let twin = json!({"uid": "twin", "title": "Cluster Overview"});
-    let (status, body) = g.org_post(org, "/api/dashboards/db", json!({"dashboard": twin, "overwrite": false})).await;
-    assert_eq!(status, 412);
-    assert_eq!(
-        body,
-        json!({"message": "A dashboard with the same name in the folder already exists", "status": "name-exists"})
-    );
-
     let (status, body) = g.org_post(org, "/api/dashboards/db", json!({"dashboard": {"uid": "x"}})).await;
     assert_eq!(status, 400);
     assert_eq!(body, json!({"message": "Dashboard title cannot be empty", "status": "empty-name"}));
@@ -876,4 +885,152 @@ async fn dropping_the_server_stops_it() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     assert!(client.get(&url).send().await.is_err(), "still answering after drop");
+}
+
+#[tokio::test]
+async fn health_reports_the_version_acted_as() {
+    for (version, reported) in
+        [(GrafanaVersion::V10_4, "10.4.0"), (GrafanaVersion::V11_2, "11.2.0"), (GrafanaVersion::V12, "12.0.0")]
+    {
+        let g = Grafana::start_version(version).await;
+        let (_, body) = g.get("/api/health").await;
+        assert_eq!(body["version"], reported);
+    }
+    assert_eq!(Grafana::start().await.server.version(), GrafanaVersion::V12, "the newest by default");
+}
+
+/// Grafana 12 validates datasource uids on create and update (`failWrongDSUID` on by
+/// default, `util.ValidateUID`: at most 40 of `[a-zA-Z0-9_-]`); 10.4 and 11.x do not.
+#[tokio::test]
+async fn datasource_uids_are_validated_from_grafana_12() {
+    let forty_one = format!("alertmanager-{}", "c".repeat(28));
+    let forty = format!("alertmanager-{}", "c".repeat(27));
+    for version in GrafanaVersion::ALL {
+        let g = Grafana::start_version(version).await;
+        let (status, body) = g.org_post(1, "/api/datasources", prometheus(&forty_one, "long")).await;
+        if version >= GrafanaVersion::V12 {
+            assert_eq!(status, 400, "{version:?}: {body}");
+            assert_eq!(
+                body,
+                json!({"message": "Invalid datasource UID.", "messageId": "datasource.uidInvalid", "statusCode": 400, "traceID": ""})
+            );
+            let (status, _) = g.org_post(1, "/api/datasources", prometheus("a.b", "dotted")).await;
+            assert_eq!(status, 400, "characters outside [a-zA-Z0-9_-]");
+        } else {
+            assert_eq!(status, 200, "{version:?}: {body}");
+        }
+        let (status, body) = g.org_post(1, "/api/datasources", prometheus(&forty, "fits")).await;
+        assert_eq!(status, 200, "{version:?}: 40 characters: {body}");
+        let mut renamed = prometheus(&format!("{forty_one}x"), "fits");
+        renamed["url"] = json!("http://elsewhere");
+        let (status, _) = g.org_put(1, &format!("/api/datasources/uid/{forty}"), renamed).await;
+        assert_eq!(status, if version >= GrafanaVersion::V12 { 400 } else { 200 }, "{version:?}: update");
+    }
+}
+
+/// A read-only (provisioned) datasource refuses updates and deletes with 403
+/// (`pkg/api/datasources.go`); the others in the org are served.
+#[tokio::test]
+async fn read_only_datasources_refuse_writes() {
+    let g = Grafana::start().await;
+    g.org_post(1, "/api/datasources", prometheus("provisioned", "Provisioned")).await;
+    g.org_post(1, "/api/datasources", prometheus("free", "Free")).await;
+    assert!(g.server.set_datasource_read_only(1, "provisioned", true));
+    assert!(!g.server.set_datasource_read_only(1, "missing", true));
+    let (status, body) = g.org_put(1, "/api/datasources/uid/provisioned", prometheus("provisioned", "P2")).await;
+    assert_eq!((status, message(&body)), (403, "Cannot update read-only data source"));
+    let (status, body) = g.org_delete(1, "/api/datasources/uid/provisioned").await;
+    assert_eq!((status, message(&body)), (403, "Cannot delete read-only data source"));
+    let (_, list) = g.org_get(1, "/api/datasources").await;
+    assert!(list.as_array().unwrap().iter().any(|d| d["uid"] == "provisioned" && d["readOnly"] == true));
+    let (status, _) = g.org_put(1, "/api/datasources/uid/free", prometheus("free", "Free 2")).await;
+    assert_eq!(status, 200);
+}
+
+/// `getExistingDashboardByTitleAndFolder`: 10.4 finds another dashboard by slug, 11.0-11.2
+/// by title; without `overwrite` that is 412 name-exists, with it the save takes the other
+/// dashboard over (its id and uid; the uid sent is dropped). 12 keeps both.
+#[tokio::test]
+async fn dashboard_names_per_version() {
+    let name_exists =
+        json!({"message": "A dashboard with the same name in the folder already exists", "status": "name-exists"});
+    for version in GrafanaVersion::ALL {
+        let g = Grafana::start_version(version).await;
+        let org = g.create_org("dash").await;
+        let theirs = json!({"uid": "theirs", "title": "Cluster Overview", "panels": [1]});
+        let (status, body) = g.org_post(org, "/api/dashboards/db", json!({"dashboard": theirs})).await;
+        assert_eq!(status, 200, "{body}");
+        let ours = json!({"uid": "ours", "title": "Cluster Overview", "panels": [2]});
+        let (status, body) =
+            g.org_post(org, "/api/dashboards/db", json!({"dashboard": ours, "overwrite": false})).await;
+        let same_case_other_slug = json!({"uid": "other", "title": "cluster overview"});
+        let (other_status, _) =
+            g.org_post(org, "/api/dashboards/db", json!({"dashboard": same_case_other_slug, "overwrite": false})).await;
+        match version {
+            GrafanaVersion::V10_4 | GrafanaVersion::V11_2 => {
+                assert_eq!((status, &body), (412, &name_exists), "{version:?}");
+                // The slug of "cluster overview" is the same; the title differs.
+                let expected = if version == GrafanaVersion::V10_4 { 412 } else { 200 };
+                assert_eq!(other_status, expected, "{version:?}: same slug, other title");
+                let (status, body) =
+                    g.org_post(org, "/api/dashboards/db", json!({"dashboard": ours, "overwrite": true})).await;
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(body["uid"], "theirs", "{version:?}: the other dashboard is taken over");
+                let (_, taken) = g.org_get(org, "/api/dashboards/uid/theirs").await;
+                assert_eq!(taken["dashboard"]["panels"], json!([2]));
+                assert_eq!(taken["dashboard"]["version"], 2);
+                let (status, _) = g.org_get(org, "/api/dashboards/uid/ours").await;
+                assert_eq!(status, 404, "{version:?}: the uid sent is dropped");
+            }
+            GrafanaVersion::V12 => {
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(body["uid"], "ours");
+                assert_eq!(other_status, 200);
+                let (_, theirs) = g.org_get(org, "/api/dashboards/uid/theirs").await;
+                assert_eq!(theirs["dashboard"]["panels"], json!([1]), "untouched");
+            }
+        }
+    }
+}
+
+/// `[auth.basic] password_policy = true`: `ValidatePassword` wants 12 characters with an
+/// upper-case letter, a lower-case letter, a digit and a symbol.
+#[tokio::test]
+async fn the_strong_password_policy_refuses_weak_passwords() {
+    let mut config = GrafanaConfig::new(ADMIN, PASSWORD);
+    config.strong_password_policy = true;
+    let g = Grafana::start_with(config).await;
+    for weak in ["short", "abcdefghijklmnopqrstuvwxyz0123456789", "Abcdefghijkl1", "ABCDEFGHIJK1!"] {
+        let (status, body) =
+            g.post("/api/admin/users", json!({"login": "weak", "email": "weak@example.com", "password": weak})).await;
+        assert_eq!(status, 400, "{weak}: {body}");
+    }
+    let (_, body) = g
+        .post("/api/admin/users", json!({"login": "weak", "email": "weak@example.com", "password": "Abcdefghijk1"}))
+        .await;
+    assert_eq!(body["messageId"], "password.password-policy-infringe");
+    let (status, body) =
+        g.post("/api/admin/users", json!({"login": "ok", "email": "ok@example.com", "password": "Abcdefghij1!"})).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `updateOrgUserHelper`: the org role of an externally synced user cannot be changed
+/// (403 `org.externallySynced`); others' can.
+#[tokio::test]
+async fn externally_synced_users_keep_their_roles() {
+    let g = Grafana::start().await;
+    let id = g.create_user("synced", "Synced-password-1!").await;
+    assert!(g.server.set_user_externally_synced("synced", true));
+    assert!(!g.server.set_user_externally_synced("nobody", true));
+    let (status, body) = g.patch(&format!("/api/orgs/1/users/{id}"), json!({"role": "Editor"})).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body,
+        json!({"message": "cannot change role for externally synced user", "messageId": "org.externallySynced", "statusCode": 403, "traceID": ""})
+    );
+    let (_, users) = g.get("/api/orgs/1/users").await;
+    assert!(users.as_array().unwrap().iter().any(|u| u["login"] == "synced" && u["isExternallySynced"] == true));
+    g.server.set_user_externally_synced("synced", false);
+    let (status, _) = g.patch(&format!("/api/orgs/1/users/{id}"), json!({"role": "Editor"})).await;
+    assert_eq!(status, 200);
 }

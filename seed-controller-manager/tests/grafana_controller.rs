@@ -14,7 +14,7 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use mla_common::api::*;
 use mla_e2e::cortex::CortexServer;
-use mla_e2e::grafana::GrafanaServer;
+use mla_e2e::grafana::{GrafanaConfig, GrafanaServer, GrafanaVersion};
 use mla_e2e::master::ensure_namespace;
 use mla_e2e::{ControlPlane, ManagedProcess, apply_manifest, workspace_root};
 use serde_json::{Value, json};
@@ -39,6 +39,11 @@ struct Seed {
 }
 
 async fn start(name: &str) -> anyhow::Result<Seed> {
+    start_as(name, GrafanaVersion::default()).await
+}
+
+/// A seed whose Grafana acts as `version`.
+async fn start_as(name: &str, version: GrafanaVersion) -> anyhow::Result<Seed> {
     let plane = ControlPlane::start(name).await?;
     plane.install_crds().await?;
     let client = plane.client();
@@ -50,7 +55,7 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     apply_manifest(&client, &manifests.join("rbac-grafana.yaml")).await?;
     // The alerting controllers always run: the binary is ready only with their grants too.
     apply_manifest(&client, &manifests.join("rbac-alerting.yaml")).await?;
-    let grafana = GrafanaServer::start(ADMIN, PASSWORD).await?;
+    let grafana = GrafanaServer::start_with(GrafanaConfig::new(ADMIN, PASSWORD).with_version(version)).await?;
     let secret = Secret {
         metadata: ObjectMeta { name: Some("grafana".into()), ..Default::default() },
         string_data: Some(
@@ -229,9 +234,41 @@ async fn has_event(client: &kube::Client, namespace: &str, reason: &str, object:
     })
 }
 
+// The whole lifecycle against each Grafana release the test server can act as (about 40 s
+// each on the 2-core CI machine; they run in parallel).
 #[tokio::test]
-async fn organizations_users_datasources_and_dashboards() -> anyhow::Result<()> {
-    let seed = start("grafana").await?;
+async fn organizations_users_datasources_and_dashboards_grafana_10_4() -> anyhow::Result<()> {
+    lifecycle("grafana-10-4", GrafanaVersion::V10_4).await
+}
+
+#[tokio::test]
+async fn organizations_users_datasources_and_dashboards_grafana_11_2() -> anyhow::Result<()> {
+    lifecycle("grafana-11-2", GrafanaVersion::V11_2).await
+}
+
+#[tokio::test]
+async fn organizations_users_datasources_and_dashboards_grafana_12() -> anyhow::Result<()> {
+    lifecycle("grafana-12", GrafanaVersion::V12).await
+}
+
+/// A Grafana API call as its admin with a JSON body.
+async fn send(seed: &Seed, method: reqwest::Method, path: &str, org: Option<i64>, body: Value) -> (u16, Value) {
+    let mut request = seed
+        .http
+        .request(method, format!("{}{path}", seed.grafana.url()))
+        .basic_auth(ADMIN, Some(PASSWORD))
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    if let Some(org) = org {
+        request = request.header("X-Grafana-Org-Id", org.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null))
+}
+
+async fn lifecycle(name: &str, version: GrafanaVersion) -> anyhow::Result<()> {
+    let seed = start_as(name, version).await?;
     let client = seed.plane.client();
     let projects: Api<Project> = Api::all(client.clone());
     let users: Api<User> = Api::all(client.clone());
@@ -317,6 +354,12 @@ async fn organizations_users_datasources_and_dashboards() -> anyhow::Result<()> 
             && c1.finalizers().contains(&FINALIZER.to_string())
     });
 
+    // A team's own dashboard titled like one of ours, in the adopted org: never taken over
+    // (Grafana up to 11.2 would hand it to an overwriting save), ours not saved there.
+    let team = json!({"dashboard": {"uid": "team-pods", "title": "Pods", "panels": [{"id": 7}]}});
+    let (status, body) = send(&seed, reqwest::Method::POST, "/api/dashboards/db", Some(adopted), team).await;
+    assert_eq!(status, 200, "{body}");
+
     // Dashboards from ConfigMaps into every managed org; a broken one is reported.
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "mla");
     let dashboards = ConfigMap {
@@ -330,16 +373,29 @@ async fn organizations_users_datasources_and_dashboards() -> anyhow::Result<()> 
     };
     config_maps.create(&pp, &dashboards).await?;
     let both = BTreeSet::from(["nodes".to_string(), "pods".to_string()]);
+    let with_team = BTreeSet::from(["nodes".to_string(), "team-pods".to_string()]);
     until!(seed, "dashboards in every org", {
         seed.dashboards(web).await == both
-            && seed.dashboards(adopted).await == both
+            && seed.dashboards(adopted).await == with_team
             && seed.dashboards(superuser).await == both
     });
-    until!(
-        seed,
-        "an InvalidDashboard Event",
-        has_event(&client, "mla", "InvalidDashboard", "grafana-dashboards-k8s").await
-    );
+    let (_, team) = seed.get("/api/dashboards/uid/team-pods", Some(adopted)).await;
+    assert_eq!(team["dashboard"]["panels"], json!([{"id": 7}]), "the team's dashboard is untouched");
+    assert_eq!(team["dashboard"]["version"], 1);
+    until!(seed, "Events for the broken key and the taken title", {
+        let events: Api<Event> = Api::namespaced(client.clone(), "mla");
+        let notes: Vec<(String, String)> = events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|e| Some((e.reason?, e.note?)))
+            .collect();
+        notes.iter().any(|(r, n)| r == "InvalidDashboard" && n.contains("broken.json"))
+            && notes
+                .iter()
+                .any(|(r, n)| r == "DashboardTitleTaken" && n.contains("pods.json") && n.contains("team-pods"))
+    });
 
     // Steady state: two resync periods without a mutating Grafana call or a write.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -506,5 +562,133 @@ async fn seed_without_mla_releases_everything() -> anyhow::Result<()> {
     assert!(seed.org_id("Web-p1").await.is_some() && seed.user("dave@example.com").await.is_some());
     clusters.delete("c1", &DeleteParams::default()).await?;
     until!(seed, "c1 deleted at once", clusters.get_opt("c1").await?.is_none());
+    Ok(())
+}
+
+/// Grafana 12 refuses datasource uids over 40 characters: a cluster whose name makes
+/// `alertmanager-<name>` longer still gets its datasources (shortened uids), and the
+/// steady state makes no mutating call.
+#[tokio::test]
+async fn long_cluster_names_on_grafana_12() -> anyhow::Result<()> {
+    let seed = start_as("grafana-long", GrafanaVersion::V12).await?;
+    let client = seed.plane.client();
+    let projects: Api<Project> = Api::all(client.clone());
+    let clusters: Api<Cluster> = Api::all(client.clone());
+    projects.create(&PostParams::default(), &project("p1", "Web")).await?;
+    // 50 characters: a DNS label, and `cluster-<name>` still is one.
+    let long = "a-long-cluster-name-for-grafana-twelve-01234567890".to_string();
+    assert_eq!(long.len(), 50);
+    create_cluster(&seed, &cluster(&long, "p1", true, true)).await?;
+    until!(seed, "the long-named cluster Ready", {
+        condition(&clusters.get(&long).await?) == Some((ConditionStatus::True, "DatasourcesReady".into()))
+    });
+    let web = seed.org_id("Web-p1").await.unwrap();
+    let superuser = seed.org_id("mla-superuser").await.unwrap();
+    for org in [web, superuser] {
+        let list = seed.datasources(org).await;
+        assert_eq!(list.len(), 3, "{list:?}");
+        for (uid, ds) in &list {
+            assert!(uid.len() <= 40, "{uid}");
+            assert!(ds["name"].as_str().unwrap().contains(&long), "{ds}");
+        }
+        let am = list.keys().find(|u| u.starts_with("alertmanager-")).unwrap();
+        let prom = list.values().find(|d| d["type"] == "prometheus").unwrap();
+        assert_eq!(&prom["jsonData"]["alertmanagerUid"], am, "the Prometheus datasource names its Alertmanager");
+    }
+    assert!(!seed.datasources(web).await.contains_key(&format!("loki-{long}")), "loki- + 50 = 55 > 40: shortened");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    seed.grafana.reset_mutations();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(seed.grafana.mutations().total(), 0, "{:?}\n{}", seed.grafana.mutations(), seed.log());
+    Ok(())
+}
+
+/// A read-only (provisioned) datasource: Grafana answers 403 to its update; that cluster
+/// reports it (condition, Event, metric) and everything else still converges. The same for
+/// an externally synced user's role.
+#[tokio::test]
+async fn a_read_only_datasource_fails_its_cluster_only() -> anyhow::Result<()> {
+    let seed = start("grafana-read-only").await?;
+    let client = seed.plane.client();
+    let projects: Api<Project> = Api::all(client.clone());
+    let clusters: Api<Cluster> = Api::all(client.clone());
+    let users: Api<User> = Api::all(client.clone());
+    let bindings: Api<UserProjectBinding> = Api::all(client.clone());
+    let pp = PostParams::default();
+    projects.create(&pp, &project("p1", "Web")).await?;
+    create_cluster(&seed, &cluster("c1", "p1", true, false)).await?;
+    until!(seed, "c1 Ready", {
+        condition(&clusters.get("c1").await?) == Some((ConditionStatus::True, "DatasourcesReady".into()))
+    });
+    let web = seed.org_id("Web-p1").await.unwrap();
+    let superuser = seed.org_id("mla-superuser").await.unwrap();
+    assert!(seed.grafana.set_datasource_read_only(web, "prometheus-c1", true));
+
+    // c1's datasources must change (new display name); prometheus-c1 in the project's org
+    // cannot. Meanwhile a new cluster and a new member arrive.
+    let rename = json!({"spec": {"humanReadableName": "renamed"}});
+    clusters.patch("c1", &PatchParams::default(), &Patch::Merge(&rename)).await?;
+    create_cluster(&seed, &cluster("c2", "p1", true, false)).await?;
+    users.create(&pp, &user("erin", "erin@example.com", false)).await?;
+    bindings.create(&pp, &binding("erin-p1", "erin@example.com", "p1", "editors")).await?;
+    until!(seed, "c1 failed on its read-only datasource, everything else done", {
+        let c1 = clusters.get("c1").await?;
+        let failed = c1.status.as_ref().and_then(|s| s.conditions.get(CONDITION)).is_some_and(|c| {
+            c.status == ConditionStatus::False
+                && c.reason.as_deref() == Some("DatasourcesFailed")
+                && c.message.as_deref().is_some_and(|m| m.contains("403") && m.contains("read-only"))
+        });
+        let in_web = seed.datasources(web).await;
+        let in_superuser = seed.datasources(superuser).await;
+        failed
+            && condition(&clusters.get("c2").await?) == Some((ConditionStatus::True, "DatasourcesReady".into()))
+            && in_web.contains_key("prometheus-c2")
+            && in_web["alertmanager-c1"]["name"] == "Alertmanager renamed (c1)"
+            && in_web["prometheus-c1"]["name"] == "Prometheus c1 shop (c1)"
+            && in_superuser["prometheus-c1"]["name"] == "Prometheus renamed (c1)"
+            && seed.roles("erin@example.com").await == BTreeMap::from([(web, "Editor".to_string())])
+    });
+    until!(seed, "a GrafanaDatasourcesFailed Event on c1", {
+        has_event(&client, "default", "GrafanaDatasourcesFailed", "c1").await
+    });
+    // c1 retries with backoff; a pass whose first failure is another object's (a transient
+    // conflict under load) counts under that category, so wait for one counted as forbidden.
+    until!(seed, "a pass counted as forbidden", {
+        let metrics = reqwest::get(format!("{}/metrics", seed.admin)).await?.text().await?;
+        metrics.contains(r#"mla_reconcile_errors_total{controller="grafana",category="forbidden"}"#)
+    });
+    let metrics = reqwest::get(format!("{}/metrics", seed.admin)).await?.text().await?;
+    assert!(
+        !metrics.contains(r#"mla_reconcile_errors_total{controller="grafana",category="auth"}"#),
+        "a 403 on one object is no outage: {metrics}"
+    );
+    assert!(!has_event(&client, "default", "GrafanaUnavailable", "c2").await);
+
+    // An externally synced user (roles from LDAP/OAuth): its role change is refused with a
+    // 403 and reported on the User; another user's change still goes through.
+    users.create(&pp, &user("fred", "fred@example.com", false)).await?;
+    bindings.create(&pp, &binding("fred-p1", "fred@example.com", "p1", "viewers")).await?;
+    until!(
+        seed,
+        "fred a Viewer",
+        seed.roles("fred@example.com").await == BTreeMap::from([(web, "Viewer".to_string())])
+    );
+    assert!(seed.grafana.set_user_externally_synced("fred@example.com", true));
+    let to_editor = json!({"spec": {"group": "editors-p1"}});
+    bindings.patch("fred-p1", &PatchParams::default(), &Patch::Merge(&to_editor)).await?;
+    let to_viewer = json!({"spec": {"group": "viewers-p1"}});
+    bindings.patch("erin-p1", &PatchParams::default(), &Patch::Merge(&to_viewer)).await?;
+    until!(seed, "erin a Viewer, fred refused and reported", {
+        seed.roles("erin@example.com").await == BTreeMap::from([(web, "Viewer".to_string())])
+            && has_event(&client, "default", "GrafanaUserFailed", "fred").await
+    });
+    assert_eq!(seed.roles("fred@example.com").await, BTreeMap::from([(web, "Viewer".to_string())]));
+
+    // Made writable again: c1 converges.
+    seed.grafana.set_datasource_read_only(web, "prometheus-c1", false);
+    until!(seed, "c1 Ready again", {
+        condition(&clusters.get("c1").await?) == Some((ConditionStatus::True, "DatasourcesReady".into()))
+            && seed.datasources(web).await["prometheus-c1"]["name"] == "Prometheus renamed (c1)"
+    });
     Ok(())
 }

@@ -16,13 +16,17 @@
 //!   `X-Grafana-Org-Id` of an org they do not belong to gets no role there).
 //!
 //! Each handler's doc comment names the source it follows. Behaviour that had to be chosen
-//! without a source saying so is marked "Assumed".
+//! without a source saying so is marked "Assumed". Where Grafana releases differ for the
+//! controllers, [`GrafanaConfig::version`] picks the release acted as ([`GrafanaVersion`]:
+//! 10.4, 11.0-11.2, 12.x); `docs/grafana.md` ("Grafana versions") has the matrix.
 //!
 //! Test hooks, outside Grafana's API under `/__test/` (and as methods on
 //! [`GrafanaServer`]): mutating-call counters by endpoint group, and an availability
 //! switch that makes every Grafana route answer 503.
 
 mod api;
+mod dashboards;
+mod datasources;
 mod state;
 mod util;
 
@@ -44,8 +48,62 @@ use state::Db;
 pub use state::Role;
 use util::{ApiError, json_response};
 
-/// The version `GET /api/health` reports.
-pub const GRAFANA_VERSION: &str = "10.4.0";
+/// The Grafana release the server acts as, where releases differ in what the MLA
+/// controllers see. Releases read: v10.4.x, v11.0.x-v11.2.x, v12.x of `grafana/grafana`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum GrafanaVersion {
+    /// 10.4: datasource uids are not validated; a dashboard saved with `overwrite` takes
+    /// over another dashboard of the same **slug** in its folder
+    /// (`pkg/services/dashboards/database/database.go` `getExistingDashboardByTitleAndFolder`
+    /// queries `slug=?`).
+    V10_4,
+    /// 11.0 to 11.2: datasource uids are checked only with the feature `failWrongDSUID`
+    /// (added in 11.2, off by default; 11.1 logs a warning); a dashboard saved with
+    /// `overwrite` takes over another dashboard of the same **title** in its folder.
+    V11_2,
+    /// 12.x (the default): `failWrongDSUID` is on by default, so a datasource create or
+    /// update with a uid `util.ValidateUID` refuses (over 40 characters, or outside
+    /// `[a-zA-Z0-9_-]`) is 400 (`pkg/services/datasources/service/store.go`
+    /// `AddDataSource`/`UpdateDataSource`, `datasources.ErrDataSourceUIDInvalid`); titles are
+    /// not matched on save.
+    #[default]
+    V12,
+}
+
+impl GrafanaVersion {
+    /// Every version, oldest first.
+    pub const ALL: [GrafanaVersion; 3] = [GrafanaVersion::V10_4, GrafanaVersion::V11_2, GrafanaVersion::V12];
+
+    /// What `GET /api/health` reports.
+    pub fn reported(self) -> &'static str {
+        match self {
+            GrafanaVersion::V10_4 => "10.4.0",
+            GrafanaVersion::V11_2 => "11.2.0",
+            GrafanaVersion::V12 => "12.0.0",
+        }
+    }
+
+    /// Datasource uids are validated on create and update (`failWrongDSUID`).
+    pub fn validates_datasource_uids(self) -> bool {
+        self >= GrafanaVersion::V12
+    }
+
+    /// How a dashboard save finds another dashboard that holds its name in the folder.
+    pub(crate) fn dashboard_name_match(self) -> Option<NameMatch> {
+        match self {
+            GrafanaVersion::V10_4 => Some(NameMatch::Slug),
+            GrafanaVersion::V11_2 => Some(NameMatch::Title),
+            GrafanaVersion::V12 => None,
+        }
+    }
+}
+
+/// What makes two dashboards of a folder "the same name".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameMatch {
+    Slug,
+    Title,
+}
 
 /// Endpoint groups for the mutating-call counters.
 pub mod group {
@@ -81,6 +139,10 @@ pub struct GrafanaConfig {
     pub auto_assign_org_role: Role,
     /// `[users] allow_org_create` (Grafana's default: false; server admins may always).
     pub allow_org_create: bool,
+    /// `[auth.basic] password_policy` (Grafana's default: false).
+    pub strong_password_policy: bool,
+    /// The release to act as.
+    pub version: GrafanaVersion,
 }
 
 impl GrafanaConfig {
@@ -95,7 +157,15 @@ impl GrafanaConfig {
             auto_assign_org_id: 1,
             auto_assign_org_role: Role::Viewer,
             allow_org_create: false,
+            strong_password_policy: false,
+            version: GrafanaVersion::default(),
         }
+    }
+
+    /// The same, acting as `version`.
+    pub fn with_version(mut self, version: GrafanaVersion) -> GrafanaConfig {
+        self.version = version;
+        self
     }
 }
 
@@ -210,6 +280,37 @@ impl GrafanaServer {
         self.shared.available.store(available, Ordering::SeqCst);
     }
 
+    /// The release the server acts as.
+    pub fn version(&self) -> GrafanaVersion {
+        self.shared.config.version
+    }
+
+    /// Marks the datasource `uid` of `org` read-only, as Grafana's file provisioning makes
+    /// its datasources (`editable: false`): updates and deletes through the API are then
+    /// 403 (`pkg/api/datasources.go`). Returns whether the datasource exists.
+    pub fn set_datasource_read_only(&self, org: i64, uid: &str, read_only: bool) -> bool {
+        let mut db = self.shared.db();
+        match db.datasources.values_mut().find(|d| d.org_id == org && d.uid == uid) {
+            Some(ds) => {
+                ds.read_only = read_only;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks the user with this login or email as externally synced (its org roles come
+    /// from LDAP, OAuth or SAML): role updates through the API are then 403
+    /// (`pkg/api/org_users.go` `updateOrgUserHelper`). Returns whether the user exists.
+    pub fn set_user_externally_synced(&self, login_or_email: &str, synced: bool) -> bool {
+        let mut db = self.shared.db();
+        let Some(id) = db.user_by_login_or_email(login_or_email).map(|u| u.id) else { return false };
+        if let Some(user) = db.users.get_mut(&id) {
+            user.externally_synced = synced;
+        }
+        true
+    }
+
     /// Whether the server currently answers Grafana routes.
     pub fn is_available(&self) -> bool {
         self.shared.available.load(Ordering::SeqCst)
@@ -244,15 +345,15 @@ fn router(shared: App) -> Router {
         .route("/api/admin/users/{id}", delete(api::admin_delete_user))
         .route("/api/admin/users/{id}/permissions", put(api::admin_update_permissions))
         // Datasources: data_source.md.
-        .route("/api/datasources", get(api::list_datasources).post(api::create_datasource))
+        .route("/api/datasources", get(datasources::list_datasources).post(datasources::create_datasource))
         .route(
             "/api/datasources/uid/{uid}",
-            get(api::get_datasource).put(api::update_datasource).delete(api::delete_datasource),
+            get(datasources::get_datasource).put(datasources::update_datasource).delete(datasources::delete_datasource),
         )
         // Dashboards: dashboard.md and folder_dashboard_search.md.
-        .route("/api/dashboards/db", post(api::save_dashboard))
-        .route("/api/dashboards/uid/{uid}", get(api::get_dashboard).delete(api::delete_dashboard))
-        .route("/api/search", get(api::search))
+        .route("/api/dashboards/db", post(dashboards::save_dashboard))
+        .route("/api/dashboards/uid/{uid}", get(dashboards::get_dashboard).delete(dashboards::delete_dashboard))
+        .route("/api/search", get(dashboards::search))
         // Test hooks.
         .route("/__test/mutations", get(hook_mutations).delete(hook_reset_mutations))
         .route("/__test/available", get(hook_get_available).put(hook_set_available))

@@ -60,6 +60,9 @@ pub(crate) struct User {
     /// The user's current organization (`user.org_id` in Grafana).
     pub org_id: i64,
     pub is_external: bool,
+    /// Signed in through an auth module whose org roles Grafana syncs (LDAP, OAuth, SAML
+    /// without `skip_org_role_sync`): its org roles cannot be changed through the API.
+    pub externally_synced: bool,
     pub created: String,
     pub updated: String,
 }
@@ -245,6 +248,7 @@ impl Db {
                 is_admin: true,
                 org_id,
                 is_external: false,
+                externally_synced: false,
                 created: now.clone(),
                 updated: now,
             },
@@ -280,6 +284,7 @@ impl Db {
                 is_admin: false,
                 org_id: new.org_id,
                 is_external: new.is_external,
+                externally_synced: false,
                 created: now.clone(),
                 updated: now,
             },

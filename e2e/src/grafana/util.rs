@@ -32,6 +32,20 @@ impl ApiError {
         ApiError { status, body: json!({ "message": message, "status": grafana_status }) }
     }
 
+    /// An `errutil` error as `response.Err` renders it: `{"message", "messageId",
+    /// "statusCode", "traceID"}` (`pkg/apimachinery/errutil`, `Error.Public`).
+    pub fn errutil(status: StatusCode, message: &str, message_id: &str) -> ApiError {
+        ApiError {
+            status,
+            body: json!({
+                "message": message,
+                "messageId": message_id,
+                "statusCode": status.as_u16(),
+                "traceID": "",
+            }),
+        }
+    }
+
     /// `web.Bind` failed: Grafana answers 400 "bad request data".
     pub fn bad_request_data() -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad request data")
@@ -194,4 +208,21 @@ pub(crate) fn avatar_url(email: &str) -> String {
         hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
     }
     format!("/avatar/{hash:032x}")
+}
+
+/// `pkg/services/user/password.go` `ValidatePassword` with the strong policy on: at least
+/// 12 characters (bytes, Go's `len`) with an upper-case letter, a lower-case letter, a
+/// number and a symbol (neither letter nor number), by Unicode class.
+pub(crate) fn strong_password(password: &str) -> bool {
+    password.len() >= 12
+        && password.chars().any(char::is_uppercase)
+        && password.chars().any(char::is_lowercase)
+        && password.chars().any(char::is_numeric)
+        && password.chars().any(|c| !c.is_alphabetic() && !c.is_numeric())
+}
+
+/// Grafana's `util.ValidateUID` (`pkg/util/shortid_generator.go`): at most 40 characters,
+/// all of `[a-zA-Z0-9_-]` (the empty uid passes; callers generate one).
+pub(crate) fn valid_uid(uid: &str) -> bool {
+    uid.len() <= 40 && is_valid_short_uid(uid)
 }

@@ -14,6 +14,14 @@ use serde_json::{Value, json};
 const API: &str = "grafana";
 /// Page size of organization and user listings.
 const ORG_PAGE: usize = 1000;
+/// The first page of `GET /api/orgs`: Grafana's `SearchOrgs` handler (`pkg/api/org.go`)
+/// passes `page` through unchanged (default 0) and the store
+/// (`pkg/services/org/orgimpl/store.go` `Search`) skips `perpage x page` rows, so the first
+/// page is 0.
+const FIRST_ORG_PAGE: usize = 0;
+/// The first page of `GET /api/users`: `pkg/services/searchusers/searchusers.go`
+/// `SearchUser` raises a page below 1 to 1 and the user store skips `perpage x (page - 1)`.
+const FIRST_USER_PAGE: usize = 1;
 
 /// Grafana's admin credentials (Secret `<mla namespace>/grafana`).
 #[derive(Clone, PartialEq, Eq)]
@@ -117,7 +125,10 @@ impl GrafanaError {
         match self {
             GrafanaError::Unreachable { .. } => "unreachable",
             GrafanaError::Timeout { .. } => "timeout",
-            GrafanaError::Status { status: 401 | 403, .. } => "auth",
+            GrafanaError::Status { status: 401, .. } => "auth",
+            // Grafana refuses one object (a read-only datasource, an externally synced
+            // user) or, when every call gets it, the account lacks the permissions.
+            GrafanaError::Status { status: 403, .. } => "forbidden",
             GrafanaError::Status { status: 409 | 412, .. } => "conflict",
             GrafanaError::Status { status: 404, .. } => "not_found",
             // Grafana behind its Service or a proxy that has no ready backend.
@@ -131,9 +142,24 @@ impl GrafanaError {
         matches!(self, GrafanaError::Status { status: 404, .. })
     }
 
-    /// Whether Grafana itself is not answering (as opposed to refusing one request).
+    /// Whether Grafana itself is not answering or does not accept the credentials (as
+    /// opposed to refusing one request). A 403 is not: Grafana answers it for single
+    /// objects (`pkg/api/datasources.go`: "Cannot update read-only data source"), so it
+    /// fails that object only; a 403 on the listings every pass starts with still fails
+    /// the pass.
     pub fn is_unavailable(&self) -> bool {
         matches!(self.category(), "unreachable" | "timeout" | "auth")
+    }
+
+    /// Whether Grafana refused this one request (403).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, GrafanaError::Status { status: 403, .. })
+    }
+
+    /// Whether Grafana refused the request because a precondition failed (412: another
+    /// dashboard holds the title, or the dashboard changed since it was read).
+    pub fn is_precondition_failed(&self) -> bool {
+        matches!(self, GrafanaError::Status { status: 412, .. })
     }
 }
 
@@ -172,6 +198,22 @@ pub struct GrafanaUser {
     pub is_grafana_admin: bool,
 }
 
+/// Most dashboards `GET /api/search` returns in one page (Grafana's maximum `limit`).
+const SEARCH_LIMIT: usize = 5000;
+
+/// A dashboard as `GET /api/search` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DashboardHit {
+    /// Its uid.
+    pub uid: String,
+    /// Its title.
+    pub title: String,
+    /// Its folder's uid; empty in the General folder.
+    pub folder_uid: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+}
+
 /// A client of one Grafana with one set of credentials.
 #[derive(Clone, Debug)]
 pub struct GrafanaClient {
@@ -184,6 +226,32 @@ pub struct GrafanaClient {
 /// An HTTP client for Grafana with `timeout` per request.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build()
+}
+
+/// Length of the generated passwords.
+const PASSWORD_LENGTH: usize = 32;
+
+/// A random password that Grafana's strong password policy accepts
+/// (`[auth.basic] password_policy = true`; `pkg/services/user/password.go`
+/// `ValidatePassword`: at least 12 characters with an upper-case letter, a lower-case
+/// letter, a digit and a symbol), so user creation works whether or not the policy is on.
+/// The users sign in through the auth proxy and never use it.
+pub fn random_password() -> String {
+    use rand::Rng;
+    use rand::seq::SliceRandom;
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+    const DIGITS: &[u8] = b"0123456789";
+    const SYMBOLS: &[u8] = b"!#%+-.:=?@^_~";
+    let mut rng = rand::rng();
+    let mut pick = |set: &[u8]| char::from(set[rng.random_range(0..set.len())]);
+    let mut chars: Vec<char> = vec![pick(UPPER), pick(LOWER), pick(DIGITS), pick(SYMBOLS)];
+    let all: Vec<u8> = [UPPER, LOWER, DIGITS, SYMBOLS].concat();
+    while chars.len() < PASSWORD_LENGTH {
+        chars.push(pick(&all));
+    }
+    chars.shuffle(&mut rng);
+    chars.into_iter().collect()
 }
 
 fn path_segment(value: &str) -> String {
@@ -284,16 +352,18 @@ impl GrafanaClient {
         Ok((id, login))
     }
 
-    /// Every organization.
+    /// Every organization, page by page from page 0 (see [`FIRST_ORG_PAGE`]). An org seen
+    /// on two pages (one created or deleted meanwhile shifts the pages) is listed once.
     pub async fn orgs(&self) -> Result<Vec<Org>, GrafanaError> {
-        let mut all = Vec::new();
-        for page in 1.. {
+        let mut all: Vec<Org> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for page in FIRST_ORG_PAGE.. {
             let path = format!("/api/orgs?perpage={ORG_PAGE}&page={page}");
             let body = self.call(Method::GET, "orgs", &path, None, None).await?;
             let orgs: Vec<Org> =
                 serde_json::from_value(body).map_err(|e| Self::invalid("orgs", "GET", &e.to_string()))?;
             let last = orgs.len() < ORG_PAGE;
-            all.extend(orgs);
+            all.extend(orgs.into_iter().filter(|o| seen.insert(o.id)));
             if last {
                 break;
             }
@@ -377,12 +447,13 @@ impl GrafanaClient {
 
     /// Every user, with the server-admin flag (`GET /api/users`, page by page).
     pub async fn users(&self) -> Result<Vec<GrafanaUser>, GrafanaError> {
-        let mut all = Vec::new();
-        for page in 1.. {
+        let mut all: Vec<GrafanaUser> = Vec::new();
+        for page in FIRST_USER_PAGE.. {
             let path = format!("/api/users?perpage={ORG_PAGE}&page={page}&sort=login-asc,email-asc");
             let body = self.call(Method::GET, "users", &path, None, None).await?;
             let list = body.as_array().ok_or_else(|| Self::invalid("users", "GET", "not a list"))?;
             let last = list.len() < ORG_PAGE;
+            let known: std::collections::HashSet<i64> = all.iter().map(|u| u.id).collect();
             all.extend(list.iter().filter_map(|u| {
                 Some(GrafanaUser {
                     id: u.get("id")?.as_i64()?,
@@ -390,6 +461,7 @@ impl GrafanaClient {
                     login: u.get("login").and_then(Value::as_str).unwrap_or_default().to_string(),
                     is_grafana_admin: u.get("isAdmin").and_then(Value::as_bool).unwrap_or(false),
                 })
+                .filter(|user| !known.contains(&user.id))
             }));
             if last {
                 break;
@@ -401,11 +473,7 @@ impl GrafanaClient {
     /// Creates a user (login = email) who signs in through the auth proxy; the password is
     /// random and never used.
     pub async fn create_user(&self, email: &str, name: &str) -> Result<i64, GrafanaError> {
-        let password: String = {
-            use rand::Rng;
-            let mut rng = rand::rng();
-            (0..32).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
-        };
+        let password = random_password();
         let body = json!({ "name": name, "email": email, "login": email, "password": password });
         let answer = self.call(Method::POST, "users", "/api/admin/users", None, Some(&body)).await?;
         answer.get("id").and_then(Value::as_i64).ok_or_else(|| Self::invalid("users", "POST", "no id"))
@@ -457,15 +525,30 @@ impl GrafanaClient {
         }
     }
 
-    /// The uids of an organization's dashboards carrying `tag`.
-    pub async fn dashboards_tagged(&self, org: i64, tag: &str) -> Result<Vec<String>, GrafanaError> {
-        let path = format!("/api/search?type=dash-db&limit=5000&tag={}", path_segment(tag));
+    /// Every dashboard of an organization (search hits, folders excluded).
+    pub async fn dashboard_hits(&self, org: i64) -> Result<Vec<DashboardHit>, GrafanaError> {
+        let path = format!("/api/search?type=dash-db&limit={SEARCH_LIMIT}");
         let body = self.call(Method::GET, "search", &path, Some(org), None).await?;
         let list = body.as_array().ok_or_else(|| Self::invalid("search", "GET", "not a list"))?;
-        Ok(list.iter().filter_map(|d| d.get("uid").and_then(Value::as_str).map(str::to_string)).collect())
+        Ok(list
+            .iter()
+            .filter_map(|d| {
+                let text = |key: &str| d.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+                Some(DashboardHit {
+                    uid: d.get("uid")?.as_str()?.to_string(),
+                    title: text("title"),
+                    folder_uid: text("folderUid"),
+                    tags: d
+                        .get("tags")
+                        .and_then(Value::as_array)
+                        .map(|t| t.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect())
     }
 
-    /// A dashboard's model, if it exists.
+    /// A dashboard's model (with Grafana's `version` in it), if it exists.
     pub async fn dashboard(&self, org: i64, uid: &str) -> Result<Option<Value>, GrafanaError> {
         let path = format!("/api/dashboards/uid/{}", path_segment(uid));
         match self.call(Method::GET, "dashboards", &path, Some(org), None).await {
@@ -475,9 +558,17 @@ impl GrafanaClient {
         }
     }
 
-    /// Saves a dashboard model (by its uid), overwriting what is there.
-    pub async fn save_dashboard(&self, org: i64, model: &Value) -> Result<(), GrafanaError> {
-        let body = json!({ "dashboard": model, "overwrite": true, "message": "seed-controller-manager" });
+    /// Saves a dashboard model by its uid: a new one (`version` None) or over the version
+    /// read just before. Never with `overwrite`: Grafana up to 11.2 then takes over another
+    /// dashboard of the same title in the folder (its id and uid;
+    /// `pkg/services/dashboards/database/database.go` `getExistingDashboardByTitleAndFolder`)
+    /// instead of answering 412.
+    pub async fn save_dashboard(&self, org: i64, model: &Value, version: Option<i64>) -> Result<(), GrafanaError> {
+        let mut model = model.clone();
+        if let (Some(version), Value::Object(map)) = (version, &mut model) {
+            map.insert("version".into(), json!(version));
+        }
+        let body = json!({ "dashboard": model, "overwrite": false, "message": "seed-controller-manager" });
         self.call(Method::POST, "dashboards", "/api/dashboards/db", Some(org), Some(&body)).await?;
         Ok(())
     }
@@ -506,11 +597,52 @@ mod tests {
     fn categories() {
         let status = |status| GrafanaError::Status { endpoint: "orgs", method: "GET", status, message: String::new() };
         assert_eq!(status(401).category(), "auth");
+        assert_eq!(status(412).category(), "conflict");
         assert_eq!(status(409).category(), "conflict");
         assert_eq!(status(404).category(), "not_found");
         assert_eq!(status(503).category(), "unreachable");
         assert_eq!(status(500).category(), "invalid_response");
         assert_eq!(GrafanaError::Timeout { endpoint: "orgs", method: "GET" }.category(), "timeout");
+    }
+
+    #[test]
+    fn passwords_pass_the_strong_policy() {
+        for _ in 0..200 {
+            let password = random_password();
+            assert_eq!(password.len(), PASSWORD_LENGTH);
+            assert!(password.chars().any(|c| c.is_ascii_uppercase()), "{password}");
+            assert!(password.chars().any(|c| c.is_ascii_lowercase()), "{password}");
+            assert!(password.chars().any(|c| c.is_ascii_digit()), "{password}");
+            assert!(password.chars().any(|c| !c.is_alphanumeric()), "{password}");
+        }
+        assert_ne!(random_password(), random_password());
+    }
+
+    #[test]
+    fn a_403_fails_one_object_not_the_pass() {
+        let status = |status| GrafanaError::Status { endpoint: "orgs", method: "GET", status, message: String::new() };
+        assert_eq!(status(403).category(), "forbidden");
+        assert!(!status(403).is_unavailable() && status(403).is_forbidden());
+        assert!(status(401).is_unavailable());
+    }
+
+    /// More than a page of orgs and users, against the Grafana test server (which pages
+    /// `/api/orgs` from 0 and `/api/users` from 1, as Grafana does).
+    #[tokio::test]
+    async fn orgs_and_users_are_read_across_pages() {
+        let server = mla_e2e::grafana::GrafanaServer::start("admin", "pw").await.expect("server");
+        let metrics = ExternalApiMetrics::register(&mla_common::metrics::Metrics::new("test"));
+        let credentials = Credentials { user: "admin".into(), password: "pw".into() };
+        let client = GrafanaClient::new(reqwest::Client::new(), server.url(), credentials, metrics);
+        for n in 0..ORG_PAGE {
+            client.create_org(&format!("org-{n:04}")).await.expect("org");
+            client.create_user(&format!("u{n:04}@example.com"), "u").await.expect("user");
+        }
+        let orgs = client.orgs().await.expect("orgs");
+        assert_eq!(orgs.len(), ORG_PAGE + 1, "Main Org. and every org, once");
+        assert!(orgs.iter().any(|o| o.name == "Main Org.") && orgs.iter().any(|o| o.name == "org-0999"));
+        let users = client.users().await.expect("users");
+        assert_eq!(users.len(), ORG_PAGE + 1, "the admin and every user, once");
     }
 
     #[test]

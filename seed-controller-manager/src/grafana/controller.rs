@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -31,8 +30,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::client::{Credentials, GrafanaClient, GrafanaError, GrafanaUser, Org, Role};
-use super::{dashboards, datasources, orgs, users};
-use crate::scope::{self, ClusterPause, KKP_MLA_FINALIZER, Serve, UserGroups};
+use super::{dashboards, orgs, users};
+use crate::scope::{ClusterPause, UserGroups};
 use crate::status;
 use mla_common::runtime::relisting_watcher;
 
@@ -73,7 +72,7 @@ pub struct Settings {
 
 /// Why a pass could not run at all.
 #[derive(Debug, thiserror::Error)]
-enum PassError {
+pub(super) enum PassError {
     #[error("Secret {0} with keys admin-user and admin-password is missing or incomplete")]
     Credentials(String),
     #[error(transparent)]
@@ -88,7 +87,7 @@ impl PassError {
         }
     }
 
-    fn reason(&self) -> &'static str {
+    pub(super) fn reason(&self) -> &'static str {
         match self {
             PassError::Credentials(_) => "GrafanaCredentialsMissing",
             PassError::Grafana(_) => "GrafanaUnavailable",
@@ -98,7 +97,7 @@ impl PassError {
 
 /// A failure of one object's step.
 #[derive(Debug, thiserror::Error)]
-enum StepError {
+pub(super) enum StepError {
     #[error(transparent)]
     Grafana(#[from] GrafanaError),
     #[error(transparent)]
@@ -106,7 +105,7 @@ enum StepError {
 }
 
 impl StepError {
-    fn category(&self) -> &'static str {
+    pub(super) fn category(&self) -> &'static str {
         match self {
             StepError::Grafana(error) => error.category(),
             StepError::Kube(error) => error.category(),
@@ -121,7 +120,7 @@ impl StepError {
 
 /// Per-object retry times with exponential backoff.
 #[derive(Debug)]
-struct Retry {
+pub(super) struct Retry {
     backoff: Backoff<String>,
     due: Mutex<HashMap<String, Instant>>,
 }
@@ -136,17 +135,17 @@ impl Retry {
     }
 
     /// Whether `key` may be tried now.
-    fn ready(&self, key: &str) -> bool {
+    pub(super) fn ready(&self, key: &str) -> bool {
         self.due().get(key).is_none_or(|due| Instant::now() >= *due)
     }
 
     /// Records a failure; returns whether it is the first of a series (worth an Event).
-    fn failed(&self, key: &str) -> bool {
+    pub(super) fn failed(&self, key: &str) -> bool {
         let delay = self.backoff.next_delay(&key.to_string());
         self.due().insert(key.to_string(), Instant::now() + delay).is_none()
     }
 
-    fn succeeded(&self, key: &str) {
+    pub(super) fn succeeded(&self, key: &str) {
         if self.due().remove(key).is_some() {
             self.backoff.reset(&key.to_string());
         }
@@ -157,35 +156,45 @@ impl Retry {
     }
 }
 
-struct Stores {
-    projects: Store<Project>,
-    users: Store<User>,
+pub(super) struct Stores {
+    pub(super) projects: Store<Project>,
+    pub(super) users: Store<User>,
     /// The Users' `spec.groups` (not part of our typed User).
-    user_groups: Store<UserGroups>,
-    bindings: Store<UserProjectBinding>,
-    group_bindings: Store<GroupProjectBinding>,
-    clusters: Store<Cluster>,
-    config_maps: Store<ConfigMap>,
-    secrets: Store<Secret>,
+    pub(super) user_groups: Store<UserGroups>,
+    pub(super) bindings: Store<UserProjectBinding>,
+    pub(super) group_bindings: Store<GroupProjectBinding>,
+    pub(super) clusters: Store<Cluster>,
+    pub(super) config_maps: Store<ConfigMap>,
+    pub(super) secrets: Store<Secret>,
 }
 
-struct Context {
-    client: kube::Client,
-    applier: Applier,
-    events: EventPublisher,
+pub(super) struct Context {
+    pub(super) client: kube::Client,
+    pub(super) applier: Applier,
+    pub(super) events: EventPublisher,
     metrics: ControllerMetrics,
     external: ExternalApiMetrics,
     http: reqwest::Client,
-    settings: Settings,
-    stores: Stores,
-    retry: Retry,
+    pub(super) settings: Settings,
+    pub(super) stores: Stores,
+    pub(super) retry: Retry,
     /// Dashboard problems already reported by Event, so each is reported once.
-    reported: Mutex<HashSet<(String, String, String)>>,
+    pub(super) reported: Mutex<HashSet<(String, String, String)>>,
     /// The reason of the outage already reported on the Projects (one Event each per
     /// outage), if any.
-    outage: Mutex<Option<&'static str>>,
+    pub(super) outage: Mutex<Option<&'static str>>,
     /// A pass left a Cluster alone because the pause projection lagged: look again soon.
-    repass: std::sync::atomic::AtomicBool,
+    pub(super) repass: std::sync::atomic::AtomicBool,
+    /// The category of the first object that failed in this pass (the pass itself went
+    /// on), for the reconcile metrics.
+    failure: Mutex<Option<&'static str>>,
+}
+
+impl Context {
+    /// Records that one object's step failed with `category` (the pass goes on).
+    pub(super) fn note_failure(&self, category: &'static str) {
+        self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(category);
+    }
 }
 
 /// A reflector whose first list opens `gate` and whose relevant changes wake the pass
@@ -379,6 +388,7 @@ pub fn run(
         reported: Mutex::default(),
         outage: Mutex::default(),
         repass: std::sync::atomic::AtomicBool::new(false),
+        failure: Mutex::default(),
     });
     let leader = runtime.leader.clone();
     let shutdown = runtime.shutdown.clone();
@@ -422,14 +432,19 @@ async fn pass_loop(
         match pass(&ctx).await {
             Ok(()) => {
                 pass_backoff.reset(&"pass");
-                ctx.metrics.observe_category(started.elapsed(), None);
+                // A pass that served everything but some objects counts as failed with
+                // the first of their categories (e.g. `forbidden` for a read-only
+                // datasource); those objects back off on their own.
+                let failure = ctx.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                ctx.metrics.observe_category(started.elapsed(), failure);
                 *ctx.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             }
             Err(error) => {
+                ctx.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
                 let delay = pass_backoff.next_delay(&"pass");
                 tracing::warn!(%error, category = error.category(), ?delay, "grafana pass failed");
                 ctx.metrics.observe_category(started.elapsed(), Some(error.category()));
-                report_unavailable(&ctx, &error).await;
+                super::release::report_unavailable(&ctx, &error).await;
                 next = tokio::time::Instant::now() + delay;
             }
         }
@@ -464,11 +479,11 @@ fn credentials(ctx: &Context) -> Result<Credentials, PassError> {
     }
 }
 
-fn has_finalizer<K: Resource>(object: &K) -> bool {
+pub(super) fn has_finalizer<K: Resource>(object: &K) -> bool {
     object.meta().finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == FINALIZER))
 }
 
-fn is_deleting<K: Resource>(object: &K) -> bool {
+pub(super) fn is_deleting<K: Resource>(object: &K) -> bool {
     object.meta().deletion_timestamp.is_some()
 }
 
@@ -477,7 +492,7 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
     let credentials = credentials(ctx)?;
     let grafana = GrafanaClient::new(ctx.http.clone(), &ctx.settings.url, credentials, ctx.external.clone());
     if !ctx.settings.mla_enabled {
-        return release(ctx, &grafana).await;
+        return super::release::release(ctx, &grafana).await;
     }
     let (me, my_login) = grafana.signed_in_user().await?;
     let mut all_orgs = grafana.orgs().await?;
@@ -494,7 +509,7 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
             }
             continue;
         }
-        match reconcile_project(ctx, &grafana, project, &mut all_orgs).await {
+        match super::member_pass::reconcile_project(ctx, &grafana, project, &mut all_orgs).await {
             Ok(Some(id)) => {
                 ctx.retry.succeeded(&key);
                 project_orgs.insert(project.name_any(), id);
@@ -503,6 +518,7 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
             Err(error) if error.is_unavailable() => return Err(unavailable(error)),
             Err(error) => {
                 tracing::warn!(project = %project.name_any(), %error, category = error.category(), "grafana organization failed");
+                ctx.note_failure(error.category());
                 if ctx.retry.failed(&key) {
                     ctx.events
                         .warning(
@@ -582,12 +598,15 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
         if !ctx.retry.ready(&key) {
             continue;
         }
-        let result = reconcile_user(ctx, &grafana, user, me, &desired, &known, &memberships, &member_scope).await;
+        let result =
+            super::member_pass::reconcile_user(ctx, &grafana, user, me, &desired, &known, &memberships, &member_scope)
+                .await;
         match result {
             Ok(()) => ctx.retry.succeeded(&key),
             Err(error) if error.is_unavailable() => return Err(unavailable(error)),
             Err(error) => {
                 tracing::warn!(user = %user.name_any(), %error, category = error.category(), "grafana user failed");
+                ctx.note_failure(error.category());
                 if ctx.retry.failed(&key) {
                     ctx.events
                         .warning(&user.object_ref(&()), "GrafanaUserFailed", "ReconcileGrafana", error.to_string())
@@ -599,10 +618,19 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
 
     // Datasources.
     let clusters = ctx.stores.clusters.state();
-    reconcile_datasources(ctx, &grafana, &clusters, &projects, &project_orgs, superuser_org, &managed).await?;
+    super::datasource_pass::reconcile_datasources(
+        ctx,
+        &grafana,
+        &clusters,
+        &projects,
+        &project_orgs,
+        superuser_org,
+        &managed,
+    )
+    .await?;
 
     // Dashboards.
-    reconcile_dashboards(ctx, &grafana, &managed).await?;
+    super::dashboard_pass::reconcile_dashboards(ctx, &grafana, &managed).await?;
     Ok(())
 }
 
@@ -618,308 +646,8 @@ fn unavailable(error: StepError) -> PassError {
     }
 }
 
-/// Applies the Project's organization annotation, unless it already says `id`.
-async fn annotate(ctx: &Context, project: &Project, id: i64) -> Result<(), StepError> {
-    let value = id.to_string();
-    if project.annotations().get(orgs::ORG_ANNOTATION) == Some(&value) {
-        return Ok(());
-    }
-    let name = project.name_any();
-    ctx.applier.ensure_leader("annotate", &name)?;
-    let patch = serde_json::json!({
-        "apiVersion": "kubermatic.k8c.io/v1",
-        "kind": "Project",
-        "metadata": { "name": name, "annotations": { orgs::ORG_ANNOTATION: value } },
-    });
-    let api: Api<Project> = Api::all(ctx.client.clone());
-    api.patch(&name, &PatchParams::apply(ctx.applier.field_manager()).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| mla_common::Error::kube("apply", "Project", name.clone(), source))?;
-    Ok(())
-}
-
-/// Makes sure the Project has its organization; returns its id (None once deleted).
-async fn reconcile_project(
-    ctx: &Context,
-    grafana: &GrafanaClient,
-    project: &Project,
-    all_orgs: &mut Vec<Org>,
-) -> Result<Option<i64>, StepError> {
-    let api: Api<Project> = Api::all(ctx.client.clone());
-    if is_deleting(project) {
-        // KKP's finalizer stands for the same cleanup (the project's organization).
-        let kkp = scope::has_finalizer(project, KKP_MLA_FINALIZER);
-        if has_finalizer(project) || kkp {
-            let ours = match orgs::plan(project, all_orgs) {
-                orgs::OrgPlan::Keep(id) | orgs::OrgPlan::Annotate(id) | orgs::OrgPlan::Rename(id) => Some(id),
-                orgs::OrgPlan::Create => None,
-            };
-            if let Some(id) = ours {
-                grafana.delete_org(id).await?;
-                all_orgs.retain(|o| o.id != id);
-                tracing::info!(project = %project.name_any(), org = id, "deleted the Grafana organization");
-            }
-            ctx.applier.remove_finalizers(&api, project, &[FINALIZER, KKP_MLA_FINALIZER]).await?;
-        }
-        return Ok(None);
-    }
-    ctx.applier.add_finalizer(&api, project, FINALIZER).await?;
-    let name = orgs::org_name(project);
-    let id = match orgs::plan(project, all_orgs) {
-        orgs::OrgPlan::Keep(id) => return Ok(Some(id)),
-        orgs::OrgPlan::Annotate(id) => id,
-        orgs::OrgPlan::Rename(id) => {
-            grafana.rename_org(id, &name).await?;
-            if let Some(org) = all_orgs.iter_mut().find(|o| o.id == id) {
-                org.name = name.clone();
-            }
-            id
-        }
-        orgs::OrgPlan::Create => {
-            let id = grafana.create_org(&name).await?;
-            all_orgs.push(Org { id, name: name.clone() });
-            ctx.events
-                .normal(
-                    &project.object_ref(&()),
-                    "GrafanaOrganizationCreated",
-                    "ReconcileGrafana",
-                    format!("created Grafana organization {name} ({id})"),
-                )
-                .await;
-            id
-        }
-    };
-    annotate(ctx, project, id).await?;
-    Ok(Some(id))
-}
-
-/// Makes the Grafana user of `user` what `desired` says, or deletes it with the User.
-#[allow(clippy::too_many_arguments)]
-async fn reconcile_user(
-    ctx: &Context,
-    grafana: &GrafanaClient,
-    user: &User,
-    me: i64,
-    desired: &BTreeMap<String, users::DesiredUser>,
-    known: &HashMap<String, GrafanaUser>,
-    memberships: &HashMap<String, BTreeMap<i64, Role>>,
-    scope: &BTreeSet<i64>,
-) -> Result<(), StepError> {
-    let api: Api<User> = Api::all(ctx.client.clone());
-    let email = user.spec.email.to_lowercase();
-    if is_deleting(user) {
-        // KKP's finalizer stands for the same cleanup (the Grafana user).
-        if has_finalizer(user) || scope::has_finalizer(user, KKP_MLA_FINALIZER) {
-            let existing = match known.get(&email) {
-                Some(existing) => Some(existing.clone()),
-                None => grafana.lookup_user(&email).await?,
-            };
-            if let Some(existing) = existing.filter(|u| u.id != me) {
-                grafana.delete_user(existing.id).await?;
-                tracing::info!(user = %user.name_any(), "deleted the Grafana user");
-            }
-            ctx.applier.remove_finalizers(&api, user, &[FINALIZER, KKP_MLA_FINALIZER]).await?;
-        }
-        return Ok(());
-    }
-    let Some(want) = desired.get(&email) else { return Ok(()) };
-    ctx.applier.add_finalizer(&api, user, FINALIZER).await?;
-    // A user missing from the listing is looked up once more (it may have signed up since).
-    let existing = match known.get(&email) {
-        Some(existing) => Some(existing.clone()),
-        None => grafana.lookup_user(&email).await?,
-    };
-    let (id, is_admin, current) = match existing {
-        Some(existing) => {
-            (existing.id, existing.is_grafana_admin, memberships.get(&email).cloned().unwrap_or_default())
-        }
-        None => {
-            let id = grafana.create_user(&email, &want.name).await?;
-            // Auto-assignment made it a member of the default org.
-            (id, false, BTreeMap::from([(DEFAULT_ORG, Role::Viewer)]))
-        }
-    };
-    if id == me {
-        // Never change the account this controller signs in with.
-        return Ok(());
-    }
-    if is_admin != want.admin {
-        grafana.set_server_admin(id, want.admin).await?;
-    }
-    for change in users::membership_changes(&want.orgs, &current, scope) {
-        match change {
-            users::MembershipChange::Add(org, role) => grafana.add_org_user(org, &email, role).await?,
-            users::MembershipChange::Update(org, role) => grafana.update_org_user(org, id, role).await?,
-            users::MembershipChange::Remove(org) => grafana.remove_org_user(org, id).await?,
-        }
-    }
-    Ok(())
-}
-
-/// The cluster a managed datasource uid belongs to.
-fn cluster_of(uid: &str) -> Option<&str> {
-    datasources::KINDS.iter().find_map(|kind| uid.strip_prefix(kind)?.strip_prefix('-'))
-}
-
-/// Stands in for the error of a cluster whose datasource changes wait for their retry.
-const WAITING: &str = "waiting to retry";
-
-/// Brings every managed org's datasources in line with the Clusters, then the Clusters'
-/// finalizers and conditions.
-#[allow(clippy::too_many_arguments)]
-async fn reconcile_datasources(
-    ctx: &Context,
-    grafana: &GrafanaClient,
-    clusters: &[Arc<Cluster>],
-    projects: &[Arc<Project>],
-    project_orgs: &BTreeMap<String, i64>,
-    superuser_org: Option<i64>,
-    managed: &BTreeSet<i64>,
-) -> Result<(), PassError> {
-    let api: Api<Cluster> = Api::all(ctx.client.clone());
-    let mut desired: BTreeMap<i64, Vec<datasources::DesiredDatasource>> = BTreeMap::new();
-    let mut errors: BTreeMap<String, String> = BTreeMap::new();
-    let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
-    // Paused Clusters and other workers' are left alone: their datasources, finalizers and
-    // conditions stay as they are (KKP's rules).
-    let mut left_alone: BTreeSet<String> = BTreeSet::new();
-    for cluster in clusters {
-        match ctx.settings.scope.serves(cluster) {
-            Serve::Yes => {}
-            Serve::No => {
-                left_alone.insert(cluster.name_any());
-            }
-            Serve::NotYetKnown => {
-                left_alone.insert(cluster.name_any());
-                ctx.repass.store(true, Ordering::SeqCst);
-            }
-        }
-    }
-    let clusters: Vec<&Arc<Cluster>> = clusters.iter().filter(|c| !left_alone.contains(&c.name_any())).collect();
-    for cluster in clusters.iter().copied() {
-        let name = cluster.name_any();
-        let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.clone()).filter(|n| !n.is_empty());
-        let org = cluster.project_id().and_then(|p| project_orgs.get(p)).copied();
-        let (Some(namespace), Some(org), false, true) =
-            (namespace, org, is_deleting(cluster.as_ref()), cluster.mla_enabled())
-        else {
-            continue;
-        };
-        if !has_finalizer(cluster.as_ref())
-            && let Err(error) = ctx.applier.add_finalizer(&api, cluster.as_ref(), FINALIZER).await
-        {
-            errors.insert(name.clone(), error.to_string());
-            continue;
-        }
-        let list = datasources::cluster_datasources(cluster, &crate::gateway_read_url(&namespace));
-        desired.entry(org).or_default().extend(list.iter().cloned());
-        if let Some(superuser) = superuser_org {
-            desired.entry(superuser).or_default().extend(list);
-        }
-        wanted.insert(name, org);
-    }
-    for org in managed {
-        let want = desired.remove(org).unwrap_or_default();
-        let current = grafana.datasources(*org).await?;
-        for change in datasources::changes(&want, &current) {
-            let uid = match &change {
-                datasources::DatasourceChange::Create(ds) | datasources::DatasourceChange::Update(ds) => ds.uid.clone(),
-                datasources::DatasourceChange::Delete(uid) => uid.clone(),
-            };
-            let cluster = cluster_of(&uid).unwrap_or_default().to_string();
-            if left_alone.contains(&cluster) {
-                continue;
-            }
-            let key = format!("cluster/{cluster}");
-            if !ctx.retry.ready(&key) {
-                errors.entry(cluster).or_insert_with(|| WAITING.into());
-                continue;
-            }
-            let result = match &change {
-                datasources::DatasourceChange::Create(ds) => grafana.create_datasource(*org, &ds.body()).await,
-                datasources::DatasourceChange::Update(ds) => grafana.update_datasource(*org, &ds.uid, &ds.body()).await,
-                datasources::DatasourceChange::Delete(uid) => grafana.delete_datasource(*org, uid).await,
-            };
-            match result {
-                Ok(()) => {}
-                Err(error) if error.is_unavailable() => return Err(error.into()),
-                Err(error) => {
-                    tracing::warn!(%cluster, org, %error, "grafana datasource failed");
-                    errors.insert(cluster, error.to_string());
-                }
-            }
-        }
-    }
-    for cluster in clusters.iter().copied() {
-        let name = cluster.name_any();
-        let key = format!("cluster/{name}");
-        let error = errors.get(&name);
-        match error {
-            Some(error) if error != WAITING => {
-                if ctx.retry.failed(&key) {
-                    ctx.events
-                        .warning(
-                            &cluster.object_ref(&()),
-                            "GrafanaDatasourcesFailed",
-                            "ReconcileGrafana",
-                            error.clone(),
-                        )
-                        .await;
-                }
-            }
-            Some(_) => {}
-            None => ctx.retry.succeeded(&key),
-        }
-        if error.is_some_and(|e| e == WAITING) {
-            // Backing off: the condition keeps the error that started it.
-            continue;
-        }
-        let outcome = if let Some(org) = wanted.get(&name) {
-            match error {
-                None => Some((
-                    ConditionStatus::True,
-                    "DatasourcesReady",
-                    format!("the cluster's datasources are in Grafana organization {org}"),
-                )),
-                Some(error) => Some((ConditionStatus::False, "DatasourcesFailed", error.clone())),
-            }
-        } else if cluster.mla_enabled()
-            && !is_deleting(cluster.as_ref())
-            && cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some()
-        {
-            let project = cluster.project_id().unwrap_or_default();
-            let message = if projects.iter().any(|p| p.name_any() == project) {
-                format!("waiting for the Grafana organization of project {project}")
-            } else {
-                format!("project {project:?} (label project-id) does not exist")
-            };
-            Some((ConditionStatus::False, "OrganizationNotReady", message))
-        } else {
-            None
-        };
-        if let Err(error) = write_condition(ctx, cluster, outcome).await {
-            tracing::warn!(cluster = %name, %error, "writing the Grafana condition failed");
-        }
-        // Datasources gone (or never made): release the Cluster. KKP's finalizer stands for
-        // the same datasources (and the gateway, which the garbage collector or the
-        // namespace's deletion removes): released with ours when the Cluster is deleted.
-        let kkp = is_deleting(cluster.as_ref()) && scope::has_finalizer(cluster.as_ref(), KKP_MLA_FINALIZER);
-        if !wanted.contains_key(&name) && error.is_none() && (has_finalizer(cluster.as_ref()) || kkp) {
-            let project_known = cluster.project_id().is_some_and(|p| project_orgs.contains_key(p));
-            let project_exists = cluster.project_id().is_some_and(|p| projects.iter().any(|x| x.name_any() == p));
-            let release: &[&str] = if kkp { &[FINALIZER, KKP_MLA_FINALIZER] } else { &[FINALIZER] };
-            if (project_known || !project_exists)
-                && let Err(error) = ctx.applier.remove_finalizers(&api, cluster.as_ref(), release).await
-            {
-                tracing::warn!(cluster = %name, %error, "removing the Grafana finalizer failed");
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Writes (or, with `None`, removes) this controller's condition, only when it changes.
-async fn write_condition(
+pub(super) async fn write_condition(
     ctx: &Context,
     cluster: &Cluster,
     outcome: Option<(ConditionStatus, &'static str, String)>,
@@ -931,180 +659,9 @@ async fn write_condition(
     Ok(())
 }
 
-/// Puts the dashboards into every managed org and takes out the ones no longer wanted.
-async fn reconcile_dashboards(
-    ctx: &Context,
-    grafana: &GrafanaClient,
-    managed: &BTreeSet<i64>,
-) -> Result<(), PassError> {
-    let config_maps = ctx.stores.config_maps.state();
-    // A ConfigMap being deleted (held by KKP's finalizer) no longer provides dashboards.
-    let (refs, leaving): (Vec<&ConfigMap>, Vec<&ConfigMap>) =
-        config_maps.iter().map(|c| c.as_ref()).partition(|c| !is_deleting(*c));
-    let (desired, problems) = dashboards::desired_dashboards(&refs);
-    // Its dashboards go by uid, also ones KKP saved without our tag.
-    let (leaving_dashboards, _) = dashboards::desired_dashboards(&leaving);
-    let leaving_uids: Vec<String> =
-        leaving_dashboards.into_iter().map(|d| d.uid).filter(|uid| !desired.iter().any(|d| &d.uid == uid)).collect();
-    let mut all_done = true;
-    for problem in &problems {
-        let id = (problem.config_map.clone(), problem.key.clone(), problem.reason.clone());
-        let new = ctx.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id);
-        if new && let Some(cm) = config_maps.iter().find(|c| c.name_any() == problem.config_map) {
-            ctx.events
-                .warning(
-                    &cm.object_ref(&()),
-                    "InvalidDashboard",
-                    "ReconcileGrafana",
-                    format!("key {}: {}; the other dashboards are served", problem.key, problem.reason),
-                )
-                .await;
-        }
-    }
-    for org in managed {
-        let key = format!("dashboards/{org}");
-        if !ctx.retry.ready(&key) {
-            all_done = false;
-            continue;
-        }
-        let result: Result<(), GrafanaError> = async {
-            for dashboard in &desired {
-                let current = grafana.dashboard(*org, &dashboard.uid).await?;
-                if !current.as_ref().is_some_and(|c| dashboards::matches(c, dashboard)) {
-                    grafana.save_dashboard(*org, &dashboard.model).await?;
-                }
-            }
-            for uid in grafana.dashboards_tagged(*org, dashboards::MANAGED_TAG).await? {
-                if !desired.iter().any(|d| d.uid == uid) {
-                    grafana.delete_dashboard(*org, &uid).await?;
-                }
-            }
-            for uid in &leaving_uids {
-                if grafana.dashboard(*org, uid).await?.is_some() {
-                    grafana.delete_dashboard(*org, uid).await?;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => ctx.retry.succeeded(&key),
-            Err(error) if error.is_unavailable() => return Err(error.into()),
-            Err(error) => {
-                tracing::warn!(org, %error, "grafana dashboards failed");
-                ctx.retry.failed(&key);
-                all_done = false;
-            }
-        }
-    }
-    // KKP's finalizer on a dashboard ConfigMap stands for its dashboards in every org:
-    // released once they are gone from every org we manage.
-    if all_done {
-        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.settings.mla_namespace);
-        for config_map in leaving.iter().filter(|c| scope::has_finalizer(**c, KKP_MLA_FINALIZER)) {
-            if let Err(error) = ctx.applier.remove_finalizer(&api, *config_map, KKP_MLA_FINALIZER).await {
-                tracing::warn!(config_map = %config_map.name_any(), %error, "releasing KKP's finalizer failed");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// MLA is not offered in this seed: datasources of Clusters that still carry the
-/// finalizer are removed, and every finalizer released. Organizations and users stay.
-async fn release(ctx: &Context, grafana: &GrafanaClient) -> Result<(), PassError> {
-    let projects = ctx.stores.projects.state();
-    let clusters: Vec<Arc<Cluster>> =
-        ctx.stores.clusters.state().into_iter().filter(|c| has_finalizer(c.as_ref())).collect();
-    if !clusters.is_empty() {
-        let all_orgs = grafana.orgs().await?;
-        let superuser =
-            ctx.settings.superuser_org.as_ref().and_then(|n| all_orgs.iter().find(|o| &o.name == n)).map(|o| o.id);
-        let api: Api<Cluster> = Api::all(ctx.client.clone());
-        for cluster in clusters {
-            let project = projects.iter().find(|p| Some(p.name_any().as_str()) == cluster.project_id());
-            let org = project.and_then(|p| orgs::annotated_id(p)).filter(|id| all_orgs.iter().any(|o| o.id == *id));
-            for org in org.into_iter().chain(superuser) {
-                for kind in datasources::KINDS {
-                    grafana.delete_datasource(org, &datasources::uid(kind, &cluster.name_any())).await?;
-                }
-            }
-            if let Err(error) = ctx.applier.remove_finalizer(&api, cluster.as_ref(), FINALIZER).await {
-                tracing::warn!(%error, "removing the Grafana finalizer failed");
-            }
-            if let Err(error) = write_condition(ctx, &cluster, None).await {
-                tracing::warn!(%error, "removing the Grafana condition failed");
-            }
-        }
-    }
-    let project_api: Api<Project> = Api::all(ctx.client.clone());
-    for project in projects.iter().filter(|p| has_finalizer(p.as_ref())) {
-        if let Err(error) = ctx.applier.remove_finalizer(&project_api, project.as_ref(), FINALIZER).await {
-            tracing::warn!(%error, "removing the Grafana finalizer failed");
-        }
-    }
-    let user_api: Api<User> = Api::all(ctx.client.clone());
-    for user in ctx.stores.users.state().iter().filter(|u| has_finalizer(u.as_ref())) {
-        if let Err(error) = ctx.applier.remove_finalizer(&user_api, user.as_ref(), FINALIZER).await {
-            tracing::warn!(%error, "removing the Grafana finalizer failed");
-        }
-    }
-    Ok(())
-}
-
-/// Grafana could not be used at all: every MLA Cluster says so (once), with an Event on
-/// the transition; every Project gets one Event per outage.
-async fn report_unavailable(ctx: &Context, error: &PassError) {
-    if !ctx.applier.is_leader() {
-        return;
-    }
-    let new_outage = {
-        let mut outage = ctx.outage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let new = *outage != Some(error.reason());
-        *outage = Some(error.reason());
-        new
-    };
-    if new_outage && ctx.settings.mla_enabled {
-        for project in ctx.stores.projects.state().iter().filter(|p| !is_deleting(p.as_ref())) {
-            ctx.events.warning(&project.object_ref(&()), error.reason(), "ReconcileGrafana", error.to_string()).await;
-        }
-    }
-    for cluster in ctx.stores.clusters.state() {
-        if ctx.settings.scope.serves(&cluster) != Serve::Yes {
-            continue;
-        }
-        let has_namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some();
-        if !(ctx.settings.mla_enabled && cluster.mla_enabled() && has_namespace && !is_deleting(cluster.as_ref())) {
-            // A condition from an earlier outage on a cluster that no longer has MLA goes
-            // (no request when there is none).
-            if let Err(write) = write_condition(ctx, &cluster, None).await {
-                tracing::warn!(cluster = %cluster.name_any(), error = %write, "removing the Grafana condition failed");
-            }
-            continue;
-        }
-        let reason = error.reason();
-        let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION)).and_then(|c| c.reason.clone());
-        if existing.as_deref() != Some(reason) {
-            ctx.events.warning(&cluster.object_ref(&()), reason, "ReconcileGrafana", error.to_string()).await;
-        }
-        if let Err(write) =
-            write_condition(ctx, &cluster, Some((ConditionStatus::False, reason, error.to_string()))).await
-        {
-            tracing::warn!(cluster = %cluster.name_any(), error = %write, "writing the Grafana condition failed");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn datasource_uids_name_their_cluster() {
-        assert_eq!(cluster_of("prometheus-c1"), Some("c1"));
-        assert_eq!(cluster_of("alertmanager-a-b"), Some("a-b"));
-        assert_eq!(cluster_of("other"), None);
-    }
 
     #[test]
     fn retry_backs_off_per_key() {

@@ -8,6 +8,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use serde_json::Value;
 
+use super::client::DashboardHit;
+
 /// Prefix of the ConfigMaps holding dashboards.
 pub const CONFIG_MAP_PREFIX: &str = "grafana-dashboards";
 /// Tag on every dashboard this controller manages.
@@ -18,6 +20,10 @@ pub const MANAGED_TAG: &str = "mla-managed";
 pub struct DesiredDashboard {
     /// Its uid.
     pub uid: String,
+    /// The ConfigMap it comes from.
+    pub config_map: String,
+    /// Its key there.
+    pub key: String,
     /// The model to save: the ConfigMap's JSON with the uid set, the managed tag added,
     /// and no `id` or `version` (Grafana's own).
     pub model: Value,
@@ -57,6 +63,16 @@ fn comparable(model: &Value) -> Value {
 /// Whether a dashboard Grafana returned already is `desired`.
 pub fn matches(current: &Value, desired: &DesiredDashboard) -> bool {
     comparable(current) == desired.model
+}
+
+/// Another dashboard of the org's General folder with `desired`'s title (ignoring case),
+/// if any. Grafana up to 10.4 keeps slugs of titles unique per folder, 11.0 to 11.2 the
+/// titles (`pkg/services/dashboards/database/database.go`
+/// `getExistingDashboardByTitleAndFolder`); comparing titles without case covers both for
+/// the titles people write.
+pub fn title_holder<'a>(desired: &DesiredDashboard, hits: &'a [DashboardHit]) -> Option<&'a DashboardHit> {
+    let title = desired.model.get("title").and_then(Value::as_str).unwrap_or_default().trim().to_lowercase();
+    hits.iter().find(|h| h.uid != desired.uid && h.folder_uid.is_empty() && h.title.trim().to_lowercase() == title)
 }
 
 /// The dashboards of the `grafana-dashboards*` ConfigMaps among `config_maps`, and the
@@ -109,7 +125,10 @@ pub fn desired_dashboards(config_maps: &[&ConfigMap]) -> (Vec<DesiredDashboard>,
                 tags.push(Value::String(MANAGED_TAG.into()));
             }
             model.insert("tags".into(), Value::Array(tags));
-            dashboards.insert(uid.clone(), DesiredDashboard { uid, model: Value::Object(model) });
+            dashboards.insert(
+                uid.clone(),
+                DesiredDashboard { uid, config_map: cm_name.clone(), key: key.clone(), model: Value::Object(model) },
+            );
         }
     }
     (dashboards.into_values().collect(), problems)
@@ -161,5 +180,22 @@ mod tests {
         assert!(matches(&saved, &dashboards[0]));
         let edited = json!({"uid": "a", "title": "A (edited)", "tags": [MANAGED_TAG], "id": 12, "version": 5});
         assert!(!matches(&edited, &dashboards[0]));
+    }
+
+    #[test]
+    fn a_title_held_by_another_dashboard_is_found() {
+        let cm = config_map("grafana-dashboards", &[("a.json", r#"{"uid": "a", "title": "Nodes"}"#)]);
+        let (dashboards, _) = desired_dashboards(&[&cm]);
+        let hit = |uid: &str, title: &str, folder: &str| DashboardHit {
+            uid: uid.into(),
+            title: title.into(),
+            folder_uid: folder.into(),
+            tags: Vec::new(),
+        };
+        assert_eq!(title_holder(&dashboards[0], &[hit("a", "Nodes", "")]), None, "itself");
+        assert_eq!(title_holder(&dashboards[0], &[hit("b", "Nodes", "f1")]), None, "another folder");
+        assert_eq!(title_holder(&dashboards[0], &[hit("b", "Pods", "")]), None);
+        let holder = hit("b", "nodes", "");
+        assert_eq!(title_holder(&dashboards[0], std::slice::from_ref(&holder)), Some(&holder));
     }
 }

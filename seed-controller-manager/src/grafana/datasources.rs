@@ -23,9 +23,26 @@ pub struct DesiredDatasource {
     pub json_data: Value,
 }
 
-/// `<kind>-<cluster>`, as KKP names them.
+/// Grafana's longest datasource uid (`pkg/util/shortid_generator.go` `ValidateUID`: 1 to 40
+/// of `[a-zA-Z0-9_-]`), enforced on create and update since Grafana 12
+/// (`pkg/services/datasources/service/store.go`, feature `failWrongDSUID` on by default).
+pub const MAX_UID: usize = 40;
+/// Hex digits of the cluster-name hash in a shortened uid.
+const HASH_DIGITS: usize = 10;
+
+/// `<kind>-<cluster>` as KKP names them, when that fits in [`MAX_UID`] characters (so
+/// datasources KKP made are adopted); else `<kind>-<start of cluster>-<hash>`: the cluster
+/// name cut so that the whole is exactly 40 characters, and 10 hex digits of a hash of the
+/// full name. Cluster names are DNS labels, so every character is one Grafana allows.
 pub fn uid(kind: &str, cluster: &str) -> String {
-    format!("{kind}-{cluster}")
+    let full = format!("{kind}-{cluster}");
+    if full.len() <= MAX_UID {
+        return full;
+    }
+    let hash = mla_common::validation::config_hash(cluster);
+    let keep = MAX_UID.saturating_sub(kind.len() + 2 + HASH_DIGITS);
+    let start: String = cluster.chars().take(keep).collect();
+    format!("{kind}-{start}-{}", &hash[..HASH_DIGITS.min(hash.len())])
 }
 
 /// Whether `uid` is one this controller makes (for any cluster).
@@ -33,6 +50,24 @@ pub fn is_managed_uid(uid: &str) -> bool {
     KINDS
         .iter()
         .any(|kind| uid.strip_prefix(kind).and_then(|rest| rest.strip_prefix('-')).is_some_and(|c| !c.is_empty()))
+}
+
+/// The cluster a managed datasource uid belongs to, among `clusters` (by their uids);
+/// for a uid of no known cluster, what follows the kind (the cluster name, or its
+/// shortened form).
+pub fn owner<'a>(uid: &'a str, clusters: &'a std::collections::HashMap<String, String>) -> Option<&'a str> {
+    if let Some(cluster) = clusters.get(uid) {
+        return Some(cluster.as_str());
+    }
+    KINDS.iter().find_map(|kind| uid.strip_prefix(kind)?.strip_prefix('-')).filter(|c| !c.is_empty())
+}
+
+/// Every uid of the given clusters, mapped to its cluster.
+pub fn uids_of<'a>(clusters: impl IntoIterator<Item = &'a str>) -> std::collections::HashMap<String, String> {
+    clusters
+        .into_iter()
+        .flat_map(|cluster| KINDS.iter().map(move |kind| (uid(kind, cluster), cluster.to_string())))
+        .collect()
 }
 
 /// The datasources of `cluster` whose gateway read path is `gateway_url`; none when MLA is
@@ -119,21 +154,24 @@ pub enum DatasourceChange {
 }
 
 /// The changes that make an org's datasources (`current`, Grafana's list) hold exactly
-/// `desired` among the ones this controller manages; others are left alone.
+/// `desired` among the ones this controller manages; others are left alone. Deletions come
+/// first: a datasource replaced under a new uid (a long cluster name's KKP uid made before
+/// Grafana 12) frees its name, which Grafana keeps unique per org, before the new one is
+/// created.
 pub fn changes(desired: &[DesiredDatasource], current: &[Value]) -> Vec<DatasourceChange> {
     let uid_of = |ds: &Value| ds.get("uid").and_then(Value::as_str).unwrap_or_default().to_string();
     let mut out = Vec::new();
+    for have in current {
+        let uid = uid_of(have);
+        if is_managed_uid(&uid) && !desired.iter().any(|d| d.uid == uid) {
+            out.push(DatasourceChange::Delete(uid));
+        }
+    }
     for want in desired {
         match current.iter().find(|ds| uid_of(ds) == want.uid) {
             None => out.push(DatasourceChange::Create(want.clone())),
             Some(have) if !want.matches(have) => out.push(DatasourceChange::Update(want.clone())),
             Some(_) => {}
-        }
-    }
-    for have in current {
-        let uid = uid_of(have);
-        if is_managed_uid(&uid) && !desired.iter().any(|d| d.uid == uid) {
-            out.push(DatasourceChange::Delete(uid));
         }
     }
     out
@@ -192,12 +230,47 @@ mod tests {
         assert_eq!(
             changes,
             vec![
-                DatasourceChange::Create(desired[0].clone()),
-                DatasourceChange::Update(desired[1].clone()),
                 DatasourceChange::Delete("loki-c1".into()),
                 DatasourceChange::Delete("prometheus-gone".into()),
+                DatasourceChange::Create(desired[0].clone()),
+                DatasourceChange::Update(desired[1].clone()),
             ]
         );
         assert!(is_managed_uid("loki-c1") && !is_managed_uid("loki-") && !is_managed_uid("lokic1"));
+    }
+
+    fn grafana_accepts(uid: &str) -> bool {
+        !uid.is_empty()
+            && uid.len() <= MAX_UID
+            && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
+
+    #[test]
+    fn uids_keep_kkp_names_while_they_fit_and_shorten_deterministically() {
+        // alertmanager- is 13 characters: 27 of cluster name fit, 28 do not.
+        let fits = "a".repeat(27);
+        assert_eq!(uid("alertmanager", &fits), format!("alertmanager-{fits}"));
+        assert_eq!(uid("alertmanager", &fits).len(), MAX_UID);
+        let long = "b".repeat(28);
+        let short = uid("alertmanager", &long);
+        assert_eq!(short.len(), MAX_UID, "{short}");
+        assert!(short.starts_with("alertmanager-bbbbbbbbbbbbbbbb-"), "{short}");
+        assert_eq!(short, uid("alertmanager", &long), "deterministic");
+        // prometheus- (11) and loki- (5) keep longer names whole.
+        assert_eq!(uid("prometheus", &"c".repeat(29)), format!("prometheus-{}", "c".repeat(29)));
+        assert_eq!(uid("loki", &"c".repeat(35)), format!("loki-{}", "c".repeat(35)));
+        assert_eq!(uid("loki", &"c".repeat(36)).len(), MAX_UID);
+        // Names sharing the kept start still differ; every form is one Grafana 12 accepts.
+        let (x, y) = (format!("{}-x", "shop".repeat(10)), format!("{}-y", "shop".repeat(10)));
+        for kind in KINDS {
+            assert_ne!(uid(kind, &x), uid(kind, &y));
+            for cluster in [x.as_str(), y.as_str(), "c1", &"d".repeat(63)] {
+                let made = uid(kind, cluster);
+                assert!(grafana_accepts(&made) && is_managed_uid(&made), "{made}");
+                let known = uids_of([cluster]);
+                assert_eq!(owner(&made, &known), Some(cluster));
+            }
+        }
+        assert_eq!(owner("prometheus-gone", &uids_of(["c1"])), Some("gone"));
     }
 }

@@ -4,9 +4,13 @@
 
 pub mod client;
 pub mod controller;
+mod dashboard_pass;
 pub mod dashboards;
+mod datasource_pass;
 pub mod datasources;
+mod member_pass;
 pub mod orgs;
+mod release;
 pub mod users;
 
 use std::future::Future;

@@ -1,0 +1,176 @@
+//! The datasource step of a pass: every managed org's datasources in line with the
+//! Clusters, then the Clusters' finalizers and conditions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use kube::{Api, Resource, ResourceExt};
+use mla_common::api::{Cluster, ConditionStatus, Project};
+
+use super::client::GrafanaClient;
+use super::controller::{Context, FINALIZER, PassError, has_finalizer, is_deleting, write_condition};
+use super::datasources;
+use crate::scope::{self, KKP_MLA_FINALIZER, Serve};
+
+/// Stands in for the error of a cluster whose datasource changes wait for their retry.
+const WAITING: &str = "waiting to retry";
+
+/// Brings every managed org's datasources in line with the Clusters, then the Clusters'
+/// finalizers and conditions.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn reconcile_datasources(
+    ctx: &Context,
+    grafana: &GrafanaClient,
+    clusters: &[Arc<Cluster>],
+    projects: &[Arc<Project>],
+    project_orgs: &BTreeMap<String, i64>,
+    superuser_org: Option<i64>,
+    managed: &BTreeSet<i64>,
+) -> Result<(), PassError> {
+    let api: Api<Cluster> = Api::all(ctx.client.clone());
+    let mut desired: BTreeMap<i64, Vec<datasources::DesiredDatasource>> = BTreeMap::new();
+    let mut errors: BTreeMap<String, String> = BTreeMap::new();
+    let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
+    // Paused Clusters and other workers' are left alone: their datasources, finalizers and
+    // conditions stay as they are (KKP's rules).
+    let mut left_alone: BTreeSet<String> = BTreeSet::new();
+    for cluster in clusters {
+        match ctx.settings.scope.serves(cluster) {
+            Serve::Yes => {}
+            Serve::No => {
+                left_alone.insert(cluster.name_any());
+            }
+            Serve::NotYetKnown => {
+                left_alone.insert(cluster.name_any());
+                ctx.repass.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    // Every known cluster's uids (shortened ones cannot be read back into a name).
+    let owners = datasources::uids_of(clusters.iter().map(|c| c.metadata.name.as_deref().unwrap_or_default()));
+    let clusters: Vec<&Arc<Cluster>> = clusters.iter().filter(|c| !left_alone.contains(&c.name_any())).collect();
+    for cluster in clusters.iter().copied() {
+        let name = cluster.name_any();
+        let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.clone()).filter(|n| !n.is_empty());
+        let org = cluster.project_id().and_then(|p| project_orgs.get(p)).copied();
+        let (Some(namespace), Some(org), false, true) =
+            (namespace, org, is_deleting(cluster.as_ref()), cluster.mla_enabled())
+        else {
+            continue;
+        };
+        if !has_finalizer(cluster.as_ref())
+            && let Err(error) = ctx.applier.add_finalizer(&api, cluster.as_ref(), FINALIZER).await
+        {
+            errors.insert(name.clone(), error.to_string());
+            continue;
+        }
+        let list = datasources::cluster_datasources(cluster, &crate::gateway_read_url(&namespace));
+        desired.entry(org).or_default().extend(list.iter().cloned());
+        if let Some(superuser) = superuser_org {
+            desired.entry(superuser).or_default().extend(list);
+        }
+        wanted.insert(name, org);
+    }
+    for org in managed {
+        let want = desired.remove(org).unwrap_or_default();
+        let current = grafana.datasources(*org).await?;
+        for change in datasources::changes(&want, &current) {
+            let uid = match &change {
+                datasources::DatasourceChange::Create(ds) | datasources::DatasourceChange::Update(ds) => ds.uid.clone(),
+                datasources::DatasourceChange::Delete(uid) => uid.clone(),
+            };
+            let cluster = datasources::owner(&uid, &owners).unwrap_or_default().to_string();
+            if left_alone.contains(&cluster) {
+                continue;
+            }
+            let key = format!("cluster/{cluster}");
+            if !ctx.retry.ready(&key) {
+                errors.entry(cluster).or_insert_with(|| WAITING.into());
+                continue;
+            }
+            let result = match &change {
+                datasources::DatasourceChange::Create(ds) => grafana.create_datasource(*org, &ds.body()).await,
+                datasources::DatasourceChange::Update(ds) => grafana.update_datasource(*org, &ds.uid, &ds.body()).await,
+                datasources::DatasourceChange::Delete(uid) => grafana.delete_datasource(*org, uid).await,
+            };
+            match result {
+                Ok(()) => {}
+                Err(error) if error.is_unavailable() => return Err(error.into()),
+                Err(error) => {
+                    // One refused datasource (a 403 for a read-only, provisioned one) fails
+                    // its cluster only; the others are still served.
+                    tracing::warn!(%cluster, org, %error, category = error.category(), "grafana datasource failed");
+                    ctx.note_failure(error.category());
+                    errors.insert(cluster, error.to_string());
+                }
+            }
+        }
+    }
+    for cluster in clusters.iter().copied() {
+        let name = cluster.name_any();
+        let key = format!("cluster/{name}");
+        let error = errors.get(&name);
+        match error {
+            Some(error) if error != WAITING => {
+                if ctx.retry.failed(&key) {
+                    ctx.events
+                        .warning(
+                            &cluster.object_ref(&()),
+                            "GrafanaDatasourcesFailed",
+                            "ReconcileGrafana",
+                            error.clone(),
+                        )
+                        .await;
+                }
+            }
+            Some(_) => {}
+            None => ctx.retry.succeeded(&key),
+        }
+        if error.is_some_and(|e| e == WAITING) {
+            // Backing off: the condition keeps the error that started it.
+            continue;
+        }
+        let outcome = if let Some(org) = wanted.get(&name) {
+            match error {
+                None => Some((
+                    ConditionStatus::True,
+                    "DatasourcesReady",
+                    format!("the cluster's datasources are in Grafana organization {org}"),
+                )),
+                Some(error) => Some((ConditionStatus::False, "DatasourcesFailed", error.clone())),
+            }
+        } else if cluster.mla_enabled()
+            && !is_deleting(cluster.as_ref())
+            && cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some()
+        {
+            let project = cluster.project_id().unwrap_or_default();
+            let message = if projects.iter().any(|p| p.name_any() == project) {
+                format!("waiting for the Grafana organization of project {project}")
+            } else {
+                format!("project {project:?} (label project-id) does not exist")
+            };
+            Some((ConditionStatus::False, "OrganizationNotReady", message))
+        } else {
+            None
+        };
+        if let Err(error) = write_condition(ctx, cluster, outcome).await {
+            tracing::warn!(cluster = %name, %error, "writing the Grafana condition failed");
+        }
+        // Datasources gone (or never made): release the Cluster. KKP's finalizer stands for
+        // the same datasources (and the gateway, which the garbage collector or the
+        // namespace's deletion removes): released with ours when the Cluster is deleted.
+        let kkp = is_deleting(cluster.as_ref()) && scope::has_finalizer(cluster.as_ref(), KKP_MLA_FINALIZER);
+        if !wanted.contains_key(&name) && error.is_none() && (has_finalizer(cluster.as_ref()) || kkp) {
+            let project_known = cluster.project_id().is_some_and(|p| project_orgs.contains_key(p));
+            let project_exists = cluster.project_id().is_some_and(|p| projects.iter().any(|x| x.name_any() == p));
+            let release: &[&str] = if kkp { &[FINALIZER, KKP_MLA_FINALIZER] } else { &[FINALIZER] };
+            if (project_known || !project_exists)
+                && let Err(error) = ctx.applier.remove_finalizers(&api, cluster.as_ref(), release).await
+            {
+                tracing::warn!(cluster = %name, %error, "removing the Grafana finalizer failed");
+            }
+        }
+    }
+    Ok(())
+}
