@@ -77,8 +77,9 @@ prometheus() {
     local src; src="$(module_copy github.com/prometheus/prometheus "$PROMETHEUS_VERSION")"
     # Agent mode needs no UI assets (no builtinassets tag); of the service discoveries,
     # the agents use Kubernetes only.
-    local version="3.${PROMETHEUS_VERSION#v0.}"
-    version="${version%.*}.${PROMETHEUS_VERSION##*.}"
+    # Module v0.3MM.P is Prometheus 3.MM.P.
+    local minor="${PROMETHEUS_VERSION#v0.3}"; minor="${minor%%.*}"
+    local version="3.$((10#$minor)).${PROMETHEUS_VERSION##*.}"
     local ldflags="-s -w -X github.com/prometheus/common/version.Version=$version"
     (cd "$src" && build "$bin_dir" prometheus ./cmd/prometheus -tags netgo,remove_all_sd,enable_kubernetes_sd -ldflags "$ldflags" &&
       build "$bin_dir" promtool ./cmd/promtool -tags netgo,remove_all_sd,enable_kubernetes_sd -ldflags "$ldflags")

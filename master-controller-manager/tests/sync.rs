@@ -556,32 +556,6 @@ async fn preserve_unknown_fields(plane: &ControlPlane, plural: &str) -> anyhow::
     Ok(())
 }
 
-/// A GroupProjectBinding CRD (KKP EE's kind; absent from our own CRDs), schemaless spec.
-async fn install_group_project_bindings(plane: &ControlPlane) -> anyhow::Result<()> {
-    let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "groupprojectbindings.kubermatic.k8c.io"},
-        "spec": {"group": "kubermatic.k8c.io", "scope": "Cluster",
-                 "names": {"kind": "GroupProjectBinding", "listKind": "GroupProjectBindingList",
-                           "plural": "groupprojectbindings", "singular": "groupprojectbinding"},
-                 "versions": [{"name": "v1", "served": true, "storage": true,
-                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                                   "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
-    }))?;
-    let crds: Api<CustomResourceDefinition> = Api::all(plane.client());
-    crds.create(&PostParams::default(), &crd).await?;
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("kubermatic.k8c.io", "v1", "GroupProjectBinding"),
-        "groupprojectbindings",
-    );
-    let api: Api<DynamicObject> = Api::all_with(plane.client(), &resource);
-    eventually("GroupProjectBindings served", WAIT, || {
-        let api = api.clone();
-        async move { Ok(api.list(&Default::default()).await.ok().map(|_| ())) }
-    })
-    .await
-}
-
 fn dynamic_api(plane: &ControlPlane, kind: &str, plural: &str) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubermatic.k8c.io", "v1", kind), plural);
     Api::all_with(plane.client(), &resource)
@@ -613,8 +587,8 @@ async fn wait_raw_copy(api: &Api<DynamicObject>, name: &str, want: serde_json::V
 async fn kkp_shaped_objects_arrive_identical_beside_kkp_synchronizers() -> anyhow::Result<()> {
     let mut setup = Setup::new("kkp", 1).await?;
     for plane in std::iter::once(&setup.master).chain(&setup.seeds) {
+        // GroupProjectBindings come with our CRDs (manifests/crds).
         preserve_unknown_fields(plane, "users").await?;
-        install_group_project_bindings(plane).await?;
     }
     let users = dynamic_api(&setup.master, "User", "users");
     let user: DynamicObject = serde_json::from_value(serde_json::json!({
