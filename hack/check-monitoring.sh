@@ -3,7 +3,8 @@
 # tests with `promtool test rules`) and the Grafana dashboard (valid JSON, unique panel
 # ids, every query valid PromQL, and every metric the dashboard, the rules and the rule
 # tests name exposed by a binary according to metrics.txt, which e2e/tests/manifests.rs
-# checks against the running binaries). Needs promtool (Debian package prometheus) and jq.
+# checks against the running binaries). Needs jq, and Prometheus 3's promtool: $PROMTOOL,
+# else the one hack/build-real-parts.sh builds (the agents' Prometheus version).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,9 +17,14 @@ metrics="$dir/metrics.txt"
 log() { printf '[check-monitoring] %s\n' "$*" >&2; }
 fail() { printf '[check-monitoring] FAIL: %s\n' "$*" >&2; exit 1; }
 
-for tool in promtool jq; do
-  command -v "$tool" >/dev/null 2>&1 || fail "$tool not found (hack/install-test-deps.sh installs it)"
-done
+command -v jq >/dev/null 2>&1 || fail "jq not found (hack/install-test-deps.sh installs it)"
+if [[ -z "${PROMTOOL:-}" ]]; then
+  bin_dir="$("$root/hack/build-real-parts.sh" prometheus | sed -n 's/^prometheus //p')"
+  PROMTOOL="$bin_dir/promtool"
+fi
+[[ -x "$PROMTOOL" ]] || fail "promtool not found at $PROMTOOL (hack/build-real-parts.sh prometheus builds it)"
+promtool() { "$PROMTOOL" "$@"; }
+log "$("$PROMTOOL" --version 2>&1 | head -1)"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

@@ -2,6 +2,7 @@
 //! kube-apiserver built by `hack/build-control-plane.sh`) on loopback, as many as a test
 //! needs, and helpers to run the binaries under restricted identities.
 
+pub mod agent;
 pub mod backend;
 pub mod control_plane;
 pub mod cortex;

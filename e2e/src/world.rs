@@ -139,9 +139,11 @@ impl Drop for Gateway {
 /// The agent of one cluster: Prometheus in agent mode.
 #[derive(Debug)]
 pub struct Agent {
-    /// Port of its web listener.
+    /// Port of its web listener (on `address`).
     pub port: u16,
-    _process: ManagedProcess,
+    /// Its own loopback address (see `crate::agent`).
+    pub address: std::net::Ipv4Addr,
+    _agent: crate::agent::RunningAgent,
 }
 
 /// Everything running.
@@ -507,40 +509,28 @@ impl World {
         Ok(gateway)
     }
 
-    /// Runs a Prometheus agent with the configuration and client certificate the
-    /// user-cluster manager wrote into the user cluster for `cluster`, pushing to the
-    /// cluster's gateway on loopback.
+    /// Runs the Prometheus 3 agent of `cluster` as its pod runs it (`crate::agent`): the
+    /// `prometheus` Deployment's arguments, the generated `prometheus.yaml` unmodified, the
+    /// certificates Secret and a token of its ServiceAccount at the pod's paths, and the
+    /// user cluster's API server as its in-cluster API (Kubernetes service discovery
+    /// included). The gateway's host name leads to the cluster's gateway on loopback.
     pub async fn run_agent(&self, cluster: &str) -> anyhow::Result<()> {
         let gateway =
             self.gateways.lock().await.get(cluster).cloned().context("run the cluster's gateway before its agent")?;
         let dir = self.dir.join(format!("agent-{cluster}"));
-        std::fs::create_dir_all(dir.join("certs"))?;
-        let config_maps: Api<ConfigMap> = Api::namespaced(self.user.client(), &self.agents_namespace);
-        let secrets: Api<Secret> = Api::namespaced(self.user.client(), &self.agents_namespace);
-        let (config, secret) = eventually("the agent's ConfigMap and certificates", Duration::from_secs(60), || {
-            let (config_maps, secrets) = (config_maps.clone(), secrets.clone());
-            async move {
-                let config = config_maps.get_opt("prometheus").await?;
-                let secret = secrets.get_opt("prometheus-certificates").await?;
-                Ok(config.zip(secret))
-            }
+        std::fs::create_dir_all(&dir)?;
+        let pod_name = format!("prometheus-{cluster}-0");
+        let write_port = gateway.write_port;
+        let pod = eventually("the agent's Deployment, ConfigMap and certificates", Duration::from_secs(60), || {
+            let pod_name = pod_name.clone();
+            async move { crate::agent::read_pod(&self.user, &self.agents_namespace, &pod_name, write_port).await }
         })
         .await?;
-        for key in ["client.crt", "client.key", "ca.crt"] {
-            std::fs::write(dir.join("certs").join(key), secret_text(&secret, key).context(key)?)?;
-        }
-        let yaml = config.data.and_then(|d| d.get("prometheus.yaml").cloned()).context("prometheus.yaml")?;
-        let port = free_port()?;
-        let adapted = adapt_agent_config(&yaml, &dir.join("certs"), gateway.write_port, port)?;
-        std::fs::write(dir.join("prometheus.yml"), adapted)?;
-        let mut command = Command::new("prometheus");
-        command
-            .arg("--enable-feature=agent")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.agent.path={}", dir.join("wal").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
-        let process = ManagedProcess::spawn(&format!("agent-{cluster}"), command, &dir.join("agent.log"))?;
-        self.agents.lock().await.insert(cluster.to_string(), Agent { port, _process: process });
+        let agent = crate::agent::run(&format!("agent-{cluster}"), &pod, &dir).await?;
+        self.agents
+            .lock()
+            .await
+            .insert(cluster.to_string(), Agent { port: 9090, address: agent.address, _agent: agent });
         Ok(())
     }
 
@@ -701,31 +691,6 @@ pub fn adapt_nginx_conf(conf: &str, dir: &Path, write_port: u16, read_port: u16)
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
-}
-
-/// The user-cluster manager's prometheus.yaml with the certificate paths in `certs`, the
-/// remote-write target on the loopback gateway (the server name stays the gateway's, so
-/// its certificate is verified as in the cluster), the web port on loopback, and the
-/// Kubernetes service discovery jobs dropped (Debian's Prometheus lacks that SD).
-pub fn adapt_agent_config(yaml: &str, certs: &Path, gateway_port: u16, web_port: u16) -> anyhow::Result<String> {
-    let mut config: serde_yaml::Value = serde_yaml::from_str(yaml)?;
-    if let Some(jobs) = config.get_mut("scrape_configs").and_then(|j| j.as_sequence_mut()) {
-        jobs.retain(|job| job.get("kubernetes_sd_configs").is_none());
-    }
-    let writes = config.get_mut("remote_write").and_then(|w| w.as_sequence_mut()).context("remote_write")?;
-    for write in writes.iter_mut() {
-        let url = write.get("url").and_then(|u| u.as_str()).context("remote_write url")?.to_string();
-        let rest = url.strip_prefix("https://").context("remote_write over https")?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_string();
-        write["url"] = format!("https://127.0.0.1:{gateway_port}/{path}").into();
-        let tls = write.get_mut("tls_config").context("remote_write tls_config")?;
-        tls["server_name"] = host.into();
-        tls["ca_file"] = certs.join("ca.crt").to_string_lossy().into_owned().into();
-        tls["cert_file"] = certs.join("client.crt").to_string_lossy().into_owned().into();
-        tls["key_file"] = certs.join("client.key").to_string_lossy().into_owned().into();
-    }
-    Ok(serde_yaml::to_string(&config)?.replace("localhost:9090", &format!("127.0.0.1:{web_port}")))
 }
 
 fn rand_suffix() -> u32 {

@@ -1,30 +1,40 @@
-//! The generated `prometheus.yaml`, run by a real Prometheus in agent mode with a client
-//! certificate from the cluster CA, pushes through a real gateway (nginx with the seed
-//! manager's rendered config) into a real Prometheus remote-write receiver: the samples
-//! arrive labelled `cluster=<name>`, under the cluster's tenant. With two replicas, each
-//! agent's samples carry its own `__replica__` (the pod name, expanded from `POD_NAME`),
-//! which is what Cortex's HA tracker deduplicates by.
-//!
-//! Only listen addresses and file paths are adapted, plus one thing Debian's Prometheus
-//! 2.42 cannot run: the Kubernetes service discovery jobs (it is built without that SD),
-//! which are dropped here; they are checked by `agents_config.rs`.
+//! The generated `prometheus.yaml`, run unmodified by a real Prometheus 3 agent (built by
+//! `hack/build-real-parts.sh`) as its pod runs it (`mla_e2e::agent`: the Deployment's
+//! arguments, the ConfigMap, the certificates Secret and a ServiceAccount token at the
+//! pod's paths, the cluster's API server as the in-cluster API), pushes through a real
+//! gateway (nginx with the seed manager's rendered config) into a real Prometheus 3
+//! remote-write receiver: the samples arrive labelled `cluster=<name>`, under the
+//! cluster's tenant, including those of a target found by the Kubernetes service discovery
+//! (an annotated Pod, listed and watched with the ServiceAccount's token under the agent's
+//! ClusterRole). With two
+//! replicas, each agent's samples carry its own `__replica__` (the pod name, expanded from
+//! `POD_NAME`), which is what Cortex's HA tracker deduplicates by.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may panic
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
 use mla_common::pki::{self, CaState};
-use mla_e2e::{ManagedProcess, eventually, free_port};
+use mla_e2e::{ControlPlane, ManagedProcess, eventually, free_port};
 use seed_controller_manager::gateway::nginx::{self, GatewayPaths, GatewayServer, Upstreams};
-use user_cluster_controller_manager::agents::common::TlsPaths;
-use user_cluster_controller_manager::agents::prometheus::{PrometheusConfigInput, prometheus_config};
+use user_cluster_controller_manager::agents::common::NAMESPACE;
+use user_cluster_controller_manager::agents::prometheus::{
+    PrometheusConfigInput, PrometheusDeploymentSettings, objects, prometheus_config,
+};
 
 const CLUSTER: &str = "push-c1";
+/// The gateway's external name and port as the agent is given them (resolved and
+/// forwarded to the loopback gateway by `mla_e2e::agent`).
+const GATEWAY_HOST: &str = "mla-gateway.push-c1.seed.example.com";
+const GATEWAY_PORT: u16 = 30443;
 
 #[derive(Clone)]
 struct Forwarder {
@@ -56,48 +66,58 @@ fn path(dir: &Path, rel: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_agent_config_pushes_through_the_gateway_under_the_clusters_tenant() {
     let results = push(&["single"], "single").await;
-    assert_eq!(results.len(), 1);
-    assert_eq!(results[0]["metric"]["cluster"], CLUSTER);
-    assert_eq!(results[0]["metric"]["job"], "prometheus");
-    assert!(results[0]["metric"].get("__replica__").is_none(), "one replica: no replica label");
+    let own: Vec<_> = results.iter().filter(|r| r["metric"]["job"] == "prometheus").collect();
+    assert_eq!(own.len(), 1, "{results:?}");
+    assert_eq!(own[0]["value"][1], "1", "the self-scrape target localhost:9090 is up: {results:?}");
+    assert!(own[0]["metric"].get("__replica__").is_none(), "one replica: no replica label");
+    // The Kubernetes service discovery (in-cluster credentials, the agent's ClusterRole)
+    // found the annotated Pod, and the agent scraped it.
+    let pods: Vec<_> = results.iter().filter(|r| r["metric"]["job"] == "kubernetes-pods").collect();
+    assert_eq!(pods.len(), 1, "{results:?}");
+    assert_eq!(pods[0]["value"][1], "1", "{results:?}");
+    assert_eq!(pods[0]["metric"]["kubernetes_pod_name"], "exporter", "{results:?}");
+    assert_eq!(pods[0]["metric"]["kubernetes_namespace"], "default", "{results:?}");
+    assert!(results.iter().all(|r| r["metric"]["cluster"] == CLUSTER));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_push_samples_labelled_by_replica() {
     let results = push(&["prometheus-7d9f-a", "prometheus-7d9f-b"], "replicas").await;
-    let mut replicas: Vec<String> =
-        results.iter().map(|r| r["metric"]["__replica__"].as_str().unwrap_or_default().to_string()).collect();
+    let mut replicas: Vec<String> = results
+        .iter()
+        .filter(|r| r["metric"]["job"] == "prometheus")
+        .map(|r| r["metric"]["__replica__"].as_str().unwrap_or_default().to_string())
+        .collect();
     replicas.sort();
     assert_eq!(replicas, ["prometheus-7d9f-a", "prometheus-7d9f-b"], "{results:?}");
     assert!(results.iter().all(|r| r["metric"]["cluster"] == CLUSTER));
 }
 
-/// Runs one agent per entry of `pods` (its `POD_NAME`) with the generated configuration
-/// (replicas = `pods.len()`) through the gateway into the receiver; returns the receiver's
-/// `up{cluster=...}` series once there is one per agent.
+/// Runs one agent per entry of `pods` (its pod name) with the generated configuration
+/// (replicas = `pods.len()`) and objects in a real API server, through the gateway into
+/// the receiver; returns the receiver's `up{cluster=...}` series of the `prometheus` and
+/// `kubernetes-pods` jobs once both are there for every agent.
 async fn push(pods: &[&str], test: &str) -> Vec<serde_json::Value> {
     let dir: PathBuf = std::env::temp_dir().join(format!("mla-agent-push-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["gateway", "run", "agent/certs", "receiver"] {
+    for sub in ["gateway", "run", "receiver"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     let now = SystemTime::now();
     let ca = pki::create_ca(CLUSTER, now).unwrap();
     let state =
         CaState { cert_pem: Some(ca.cert_pem.clone()), key_pem: Some(ca.key_pem.clone()), ..Default::default() };
-    let gateway = pki::issue_gateway_certificate(&ca, "localhost", Some("127.0.0.1"), now).unwrap();
+    let gateway = pki::issue_gateway_certificate(&ca, "push-c1.seed.example.com", None, now).unwrap();
     let bundle = pki::trust_bundle(&state, now).unwrap();
     std::fs::write(dir.join("gateway/gateway.crt"), &gateway.cert_pem).unwrap();
     std::fs::write(dir.join("gateway/gateway.key"), &gateway.key_pem).unwrap();
     std::fs::write(dir.join("gateway/ca-bundle.crt"), &bundle).unwrap();
     let client = pki::issue_client_certificate(&ca, "prometheus", now).unwrap();
-    std::fs::write(dir.join("agent/certs/ca.crt"), &bundle).unwrap();
-    std::fs::write(dir.join("agent/certs/client.crt"), &client.cert_pem).unwrap();
-    std::fs::write(dir.join("agent/certs/client.key"), &client.key_pem).unwrap();
 
-    // The receiver: a real Prometheus with the remote-write receiver on.
+    // The receiver: a real Prometheus 3 with the remote-write receiver on.
+    let prometheus = mla_e2e::real_parts::binary("prometheus", "prometheus").unwrap();
     let receiver_port = free_port().unwrap();
-    let mut receiver = Command::new("prometheus");
+    let mut receiver = Command::new(&prometheus);
     receiver
         .arg("--web.enable-remote-write-receiver")
         .arg(format!("--config.file={}", path(&dir, "receiver/prometheus.yml")))
@@ -131,50 +151,74 @@ async fn push(pods: &[&str], test: &str) -> Vec<serde_json::Value> {
     let config = nginx::render(CLUSTER, None, &Upstreams::all(&backend), &server).unwrap();
     let _nginx = mla_e2e::nginx::Nginx::start("nginx", &dir, &config).unwrap();
 
-    // The agents, with the generated configuration.
-    let mut input = PrometheusConfigInput::new(CLUSTER, &format!("https://localhost:{}", server.write_port));
+    // The user cluster with the agent's objects as the controller makes them, with the
+    // production configuration (paths of the pod; a 1s interval to be quick).
+    let plane = ControlPlane::start(&format!("agent-push-{test}")).await.unwrap();
+    let kube = plane.client();
+    let namespace =
+        Namespace { metadata: ObjectMeta { name: Some(NAMESPACE.into()), ..Default::default() }, ..Default::default() };
+    Api::<Namespace>::all(kube.clone()).create(&PostParams::default(), &namespace).await.unwrap();
+    let mut input = PrometheusConfigInput::new(CLUSTER, &format!("https://{GATEWAY_HOST}:{GATEWAY_PORT}"));
     input.scrape_interval = Duration::from_secs(1);
-    input.client_tls = TlsPaths::in_dir(&path(&dir, "agent/certs"));
     input.replicas = pods.len() as i32;
     let generated = prometheus_config(&input).unwrap().yaml;
+    let settings = PrometheusDeploymentSettings { replicas: pods.len() as i32, ..Default::default() };
+    let made = objects(&settings, &generated);
+    let pp = PostParams::default();
+    Api::namespaced(kube.clone(), NAMESPACE).create(&pp, &made.config_map).await.unwrap();
+    Api::namespaced(kube.clone(), NAMESPACE).create(&pp, &made.service_account).await.unwrap();
+    Api::all(kube.clone()).create(&pp, &made.cluster_role).await.unwrap();
+    Api::all(kube.clone()).create(&pp, &made.cluster_role_binding).await.unwrap();
+    Api::namespaced(kube.clone(), NAMESPACE).create(&pp, &made.deployment).await.unwrap();
+    let certificates = Secret {
+        metadata: ObjectMeta { name: Some("prometheus-certificates".into()), ..Default::default() },
+        string_data: Some(
+            [("client.crt", &client.cert_pem), ("client.key", &client.key_pem), ("ca.crt", &bundle)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(kube.clone(), NAMESPACE).create(&pp, &certificates).await.unwrap();
+
+    // The agents, as their pods run them.
+    let started = Instant::now();
     let mut agents = Vec::new();
     for (i, pod) in pods.iter().enumerate() {
-        let agent_port = free_port().unwrap();
-        let mut config: serde_yaml::Value = serde_yaml::from_str(&generated).unwrap();
-        let jobs = config["scrape_configs"].as_sequence_mut().unwrap();
-        jobs.retain(|job| job.get("kubernetes_sd_configs").is_none());
-        assert_eq!(jobs.len(), 1, "only the self-scrape job has no Kubernetes SD");
-        let adapted =
-            serde_yaml::to_string(&config).unwrap().replace("localhost:9090", &format!("127.0.0.1:{agent_port}"));
-        std::fs::write(dir.join(format!("agent/prometheus-{i}.yml")), adapted).unwrap();
-        std::fs::create_dir_all(dir.join(format!("agent/wal-{i}"))).unwrap();
-        let mut agent = Command::new("prometheus");
-        // Prometheus 2 expands environment variables in external labels only with this
-        // feature; Prometheus 3 (the Deployment's image) always does.
-        agent
-            .arg("--enable-feature=agent,expand-external-labels")
-            .arg(format!("--config.file={}", path(&dir, &format!("agent/prometheus-{i}.yml"))))
-            .arg(format!("--storage.agent.path={}", path(&dir, &format!("agent/wal-{i}"))))
-            .arg(format!("--web.listen-address=127.0.0.1:{agent_port}"))
-            .env("POD_NAME", pod);
-        agents.push(ManagedProcess::spawn("agent", agent, &dir.join(format!("agent/log-{i}"))).unwrap());
+        let spec = mla_e2e::agent::read_pod(&plane, NAMESPACE, pod, server.write_port).await.unwrap().expect("pod");
+        assert_eq!(spec.config["prometheus.yaml"], generated, "the ConfigMap's file runs as generated");
+        agents.push(mla_e2e::agent::run(&format!("agent-{i}"), &spec, &dir.join(format!("agent-{i}"))).await.unwrap());
     }
 
-    // The agents' own samples arrive in the receiver with the cluster label...
-    let query = format!("{receiver_url}/api/v1/query?query=up%7Bcluster%3D%22{CLUSTER}%22%7D");
-    let results =
-        eventually("samples of every agent with the cluster label in the receiver", Duration::from_secs(60), || {
-            let query = query.clone();
-            async move {
-                let body = reqwest::get(&query).await?.text().await?;
-                let json: serde_json::Value = serde_json::from_str(&body)?;
-                Ok(json["data"]["result"].as_array().filter(|r| r.len() == pods.len()).cloned())
-            }
-        })
-        .await
-        .unwrap_or_else(|e| {
-            panic!("{e:#}\nagent log:\n{}", std::fs::read_to_string(dir.join("agent/log-0")).unwrap_or_default())
-        });
+    // A Pod annotated for scraping, whose IP is the first agent's address (its own
+    // /metrics stands in for an exporter): found by every agent's `kubernetes-pods` job.
+    mla_e2e::agent::publish_scrape_target_pod(&plane, "default", "exporter", agents[0].address, 9090).await.unwrap();
+
+    // The agents' samples arrive in the receiver with the cluster label...
+    let query = format!(
+        "{receiver_url}/api/v1/query?query=up%7Bcluster%3D%22{CLUSTER}%22%2Cjob%3D~%22prometheus%7Ckubernetes-pods%22%7D"
+    );
+    let results = eventually("samples of every agent and job with the cluster label", Duration::from_secs(60), || {
+        let query = query.clone();
+        async move {
+            let body = reqwest::get(&query).await?.text().await?;
+            let json: serde_json::Value = serde_json::from_str(&body)?;
+            Ok(json["data"]["result"].as_array().filter(|r| r.len() == 2 * pods.len()).cloned())
+        }
+    })
+    .await;
+    let results = match results {
+        Ok(results) => results,
+        Err(e) => {
+            let all = format!("{receiver_url}/api/v1/query?query=up");
+            let seen = reqwest::get(&all).await.unwrap().text().await.unwrap();
+            let targets = format!("{}/api/v1/targets", agents[0].url());
+            let targets = reqwest::get(&targets).await.unwrap().text().await.unwrap();
+            panic!("{e:#}\nup in the receiver: {seen}\nagent targets: {targets}\nagent log:\n{}", agents[0].log_text())
+        }
+    };
+    eprintln!("every agent's first samples in the receiver {} ms after start", started.elapsed().as_millis());
     // ... and every push carried exactly the cluster's tenant.
     let seen = tenants.lock().unwrap().clone();
     assert!(!seen.is_empty());

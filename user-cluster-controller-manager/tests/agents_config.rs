@@ -1,7 +1,8 @@
 //! The agents' configuration files: golden files of `prometheus.yaml` and `promtail.yaml`,
 //! every rendered Prometheus configuration accepted by the real `promtool check config`
-//! (Debian's Prometheus 2.42; a missing promtool fails the tests), and hostile extra scrape
-//! configs, which are skipped with a reason while the rest still renders and passes.
+//! of Prometheus 3 (the agent's version, built by `hack/build-real-parts.sh`; Kubernetes
+//! service discovery included; a missing promtool fails the tests), and hostile extra
+//! scrape configs, which are skipped with a reason while the rest still renders and passes.
 //!
 //! `UPDATE_GOLDEN=1 cargo test -p user-cluster-controller-manager --test agents_config`
 //! rewrites the golden files in `testdata/`.
@@ -91,8 +92,8 @@ fn prometheus_variants() -> Vec<Variant> {
             replicas: 1,
         },
         // KKP >= 2.22's custom scrape config ConfigMaps, and two replicas: each labels its
-        // samples `__replica__: ${POD_NAME}` (promtool 2.42 does not expand it; a valid
-        // label value either way).
+        // samples `__replica__: ${POD_NAME}` (Prometheus 3 expands it; promtool runs with
+        // `POD_NAME` set, as the pod has it).
         Variant {
             name: "prometheus-replicas-monitoring-scraping",
             extra: vec![source("monitoring-scraping-static/exporters.yaml", EXTERNAL_EXPORTERS)],
@@ -223,26 +224,19 @@ impl PromtoolDir {
             .replace(&format!("{SERVICE_ACCOUNT_DIR}/"), &format!("{}/", self.dir.str("sa")))
     }
 
-    /// `promtool check config` on `yaml`, in normal and in agent mode.
-    ///
-    /// Debian builds Prometheus without Kubernetes service discovery, so its promtool refuses
-    /// `kubernetes_sd_configs`. Those blocks are therefore checked here (the roles
-    /// Prometheus knows, nothing else but the fields the renderer accepts) and then removed
-    /// before promtool checks everything else: relabelling, TLS and authorization files,
-    /// intervals, remote write and every other field.
+    /// `promtool check config` on `yaml`, in normal and in agent mode, with Prometheus 3's
+    /// promtool: every field, the Kubernetes service discovery blocks included, and the
+    /// TLS and authorization files must exist.
     fn check(&self, yaml: &str) -> Result<(), String> {
         let path = self.dir.path.join("prometheus.yaml");
-        std::fs::write(&path, without_kubernetes_sd(yaml)).expect("write prometheus.yaml");
+        std::fs::write(&path, yaml).expect("write prometheus.yaml");
         for agent in [false, true] {
-            let mut command = Command::new("promtool");
-            command.args(["check", "config"]);
+            let mut command = Command::new(promtool());
+            command.args(["check", "config"]).env("POD_NAME", "prometheus-7d9f-a");
             if agent {
                 command.arg("--agent");
             }
-            let output = command
-                .arg(&path)
-                .output()
-                .unwrap_or_else(|err| panic!("promtool is required (Debian package prometheus): cannot run it: {err}"));
+            let output = command.arg(&path).output().unwrap_or_else(|err| panic!("cannot run promtool: {err}"));
             if !output.status.success() {
                 return Err(format!(
                     "promtool check config{} failed:\n{}{}",
@@ -256,21 +250,9 @@ impl PromtoolDir {
     }
 }
 
-/// `yaml` without its `kubernetes_sd_configs`, after checking them (see
-/// [`PromtoolDir::check`]).
-fn without_kubernetes_sd(yaml: &str) -> String {
-    const ROLES: &[&str] = &["node", "service", "pod", "endpoints", "endpointslice", "ingress"];
-    let mut value: Value = serde_yaml::from_str(yaml).expect("rendered YAML parses");
-    for job in value["scrape_configs"].as_sequence_mut().expect("scrape_configs") {
-        let job = job.as_mapping_mut().expect("scrape config mapping");
-        if let Some(sd) = job.remove("kubernetes_sd_configs") {
-            for config in sd.as_sequence().expect("kubernetes_sd_configs list") {
-                let role = config["role"].as_str().expect("role");
-                assert!(ROLES.contains(&role), "role {role}");
-            }
-        }
-    }
-    serde_yaml::to_string(&value).expect("to YAML")
+/// Prometheus 3's promtool (`hack/build-real-parts.sh prometheus`); missing, it fails.
+fn promtool() -> PathBuf {
+    mla_e2e::real_parts::binary("prometheus", "promtool").unwrap_or_else(|err| panic!("promtool is required: {err:#}"))
 }
 
 #[test]
@@ -297,11 +279,13 @@ fn rendered_with_local_paths_passes_promtool() {
 }
 
 /// A promtool that is not there fails, it does not skip: the check must not silently stop
-/// running (the same spawn error `check` turns into a panic).
+/// running. And it is Prometheus 3's.
 #[test]
 fn promtool_is_installed() {
-    let output = Command::new("promtool").arg("--version").output().expect("promtool is required");
+    let output = Command::new(promtool()).arg("--version").output().expect("promtool is required");
     assert!(output.status.success());
+    let version = String::from_utf8_lossy(&output.stdout);
+    assert!(version.starts_with("promtool, version 3."), "{version}");
 }
 
 fn parsed(yaml: &str) -> Value {
