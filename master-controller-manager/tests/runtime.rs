@@ -88,13 +88,13 @@ async fn readiness_waits_for_the_watch_and_sigterm_exits_cleanly() -> anyhow::Re
 /// exposition.
 fn assert_metrics_parse(metrics: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut promtool = Command::new("promtool")
+    let mut promtool = Command::new(mla_e2e::real_parts::binary("prometheus", "promtool")?)
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| anyhow::anyhow!("promtool (hack/install-test-deps.sh installs it): {e}"))?;
+        .map_err(|e| anyhow::anyhow!("promtool (hack/build-real-parts.sh builds it): {e}"))?;
     promtool.stdin.take().map(|mut stdin| stdin.write_all(metrics.as_bytes())).transpose()?;
     let output = promtool.wait_with_output()?;
     anyhow::ensure!(

@@ -1,4 +1,4 @@
-//! Prometheus in agent mode (Debian's prometheus, `--enable-feature=agent`) pushes through
+//! Prometheus 3 in agent mode (`--agent`, hack/build-real-parts.sh) pushes through
 //! the real gateway with a client certificate from the cluster's CA, while the gateway's
 //! certificate is renewed and the CA rotated the staged way (successor trusted first, then
 //! issuing, then the old CA dropped). The agent's own metrics must show no failed sample.
@@ -52,14 +52,15 @@ remote_write:
         );
         std::fs::write(dir.join("agent/prometheus.yml"), config).unwrap();
         let log = dir.join("agent/prometheus.log");
-        let mut command = Command::new("prometheus");
+        let prometheus = mla_e2e::real_parts::binary("prometheus", "prometheus").expect("Prometheus 3");
+        let mut command = Command::new(prometheus);
         command
-            .arg("--enable-feature=agent")
+            .arg("--agent")
             .arg(format!("--config.file={}", dir.str("agent/prometheus.yml")))
             .arg(format!("--storage.agent.path={}", dir.str("agent/wal")))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"));
         let process = mla_e2e::ManagedProcess::spawn("agent", command, &log)
-            .expect("prometheus (hack/install-test-deps.sh installs it)");
+            .expect("prometheus (hack/build-real-parts.sh builds it)");
         Self { _process: process, port, log }
     }
 
