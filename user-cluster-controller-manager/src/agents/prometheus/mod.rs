@@ -27,8 +27,9 @@
 //! HA tracker deduplicates by default (docs/user-cluster-controller-manager.md). A single
 //! replica carries no such label, so its series never change when it is the only one.
 //!
-//! The output is valid for Prometheus 3 (`--agent`) and for Prometheus 2.42's
-//! `promtool check config --agent`, which the tests run on every rendered variant.
+//! The output is valid for Prometheus 3 (`--agent`): the tests run its `promtool check
+//! config` (with and without `--agent`) on every rendered variant, Kubernetes discovery
+//! included, and run the agent on it unmodified (`e2e/src/agent.rs`).
 //!
 //! Layout: this module renders the file; [`scrape_configs`] checks the users' extra
 //! scrape configs; [`objects`] builds the Kubernetes objects that run the agent.

@@ -451,7 +451,8 @@ fn check_list(key: &str, value: &Value, check: fn(&Mapping) -> Result<(), String
 }
 
 /// Kubernetes discovery is checked more closely than other discovery mechanisms: it is the
-/// one this system is about, and Debian's promtool (used by the tests) is built without it.
+/// one this system is about (the agents are built with it; other mechanisms may be
+/// missing from an agent's build).
 fn check_kubernetes_sd_config(config: &Mapping) -> Result<(), String> {
     const KEYS: &[&str] = &[
         "role",
