@@ -32,6 +32,9 @@
 //! Test hooks (methods of [`CortexServer`]): mutating calls per tenant, the stored state,
 //! and an availability switch that makes every route answer 503.
 
+mod process;
+pub use process::{Calls, Cortex, TENANT_HEADER, is_config_route, listeners, parse_mutating_calls, query};
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
