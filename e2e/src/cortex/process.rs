@@ -215,6 +215,18 @@ impl Cortex {
         Ok(value.get("alertmanager_config").and_then(Value::as_str).map(str::to_string))
     }
 
+    /// The configuration the tenant's Alertmanager runs (`config.original` of
+    /// `/alertmanager/api/v2/status`), `None` while it runs none: unlike
+    /// [`Cortex::alertmanager_config`] (storage), this is what is in force.
+    pub async fn alertmanager_running_config(&self, tenant: &str) -> anyhow::Result<Option<String>> {
+        let response = self.get("/alertmanager/api/v2/status", Some(tenant)).send().await?;
+        if !response.status().is_success() {
+            return Ok(None);
+        }
+        let body: serde_json::Value = serde_json::from_str(&response.text().await?)?;
+        Ok(body["config"]["original"].as_str().map(str::to_string))
+    }
+
     /// One rule group of the tenant as the ruler serves it, `None` on 404.
     pub async fn rule_group(&self, tenant: &str, namespace: &str, group: &str) -> anyhow::Result<Option<Value>> {
         let response = self.get(&format!("/api/v1/rules/{namespace}/{group}"), Some(tenant)).send().await?;
