@@ -136,3 +136,60 @@ async fn cortex_runs_on_loopback_with_tenants_apart() {
     assert!(cortex.alertmanager_config("a").await.unwrap().is_some_and(|c| c.contains("receiver: team")));
     assert!(cortex.rule_group("a", "default", "g1").await.unwrap().is_some());
 }
+
+/// Samples pushed under a tenant are found under that tenant only; an ingestion-rate
+/// override refuses that tenant's excess pushes (429) and no other tenant's.
+#[tokio::test]
+async fn samples_per_tenant_and_ingestion_limits() {
+    use mla_e2e::cortex::remote_write::Series;
+    let cortex = Cortex::start(&scratch("samples")).await.unwrap();
+    let (status, body) = cortex.push("a", &[Series::now("e2e_marker", &[("job", "t")], 7.0)]).await.unwrap();
+    assert!((200..300).contains(&status), "{status}: {body}");
+    let found = eventually("the sample under tenant a", Duration::from_secs(20), || {
+        let cortex = &cortex;
+        async move {
+            let result = cortex.query("a", "e2e_marker").await?;
+            Ok((!result.is_empty()).then_some(result))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(found[0]["value"][1], "7");
+    assert!(cortex.query("b", "e2e_marker").await.unwrap().is_empty(), "another tenant sees nothing");
+    let (status, _) = mla_e2e::cortex::push(
+        &reqwest::Client::new(),
+        &format!("{}/api/v1/push", cortex.url()),
+        None,
+        &[Series::now("e2e_marker", &[], 1.0)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 401, "no tenant, no push");
+
+    // 1 sample/s with a burst of 5 for tenant a only.
+    cortex.write_runtime_config("overrides:\n  a:\n    ingestion_rate: 1\n    ingestion_burst_size: 5\n").unwrap();
+    eventually("the limit in force", Duration::from_secs(10), || {
+        let cortex = &cortex;
+        async move { Ok((cortex.overrides_in_force().await?["a"]["ingestion_rate"] == 1).then_some(())) }
+    })
+    .await
+    .unwrap();
+    let burst: Vec<Series> = (0..20).map(|i| Series::now("e2e_burst", &[("i", &i.to_string())], 1.0)).collect();
+    // The distributor re-reads a tenant's limits every 10 s (`limiter.RateLimiter`'s
+    // recheck period): the first refusal may take that long.
+    let limited = std::time::Instant::now();
+    let (status, body) = eventually("tenant a's excess refused", Duration::from_secs(20), || {
+        let (cortex, burst) = (&cortex, &burst);
+        async move {
+            let (status, body) = cortex.push("a", burst).await?;
+            Ok((status != 200).then_some((status, body)))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 429, "{body}");
+    eprintln!("measured: the ingestion limit refused tenant a's pushes {:?} after it was in force", limited.elapsed());
+    eprintln!("observed: tenant a over its ingestion rate: HTTP {status}: {}", body.trim());
+    let (status, body) = cortex.push("b", &burst).await.unwrap();
+    assert!((200..300).contains(&status), "tenant b has no limit: {status}: {body}");
+}

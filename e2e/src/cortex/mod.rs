@@ -33,7 +33,8 @@
 //! and an availability switch that makes every route answer 503.
 
 mod process;
-pub use process::{Calls, Cortex, TENANT_HEADER, is_config_route, listeners, parse_mutating_calls, query};
+pub mod remote_write;
+pub use process::{Calls, Cortex, TENANT_HEADER, is_config_route, listeners, parse_mutating_calls, push, query};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_yaml::Value;
 
+use super::remote_write;
 use crate::{ManagedProcess, free_port};
 
 /// The tenant header.
@@ -197,6 +198,12 @@ impl Cortex {
         Ok(self.mutating_calls().await?.iter().filter(|((_, route), _)| is_config_route(route)).map(|(_, n)| n).sum())
     }
 
+    /// Pushes `series` under `tenant` to the distributor (`/api/v1/push`); the status
+    /// and body of the answer.
+    pub async fn push(&self, tenant: &str, series: &[remote_write::Series]) -> anyhow::Result<(u16, String)> {
+        push(&self.http, &format!("{}/api/v1/push", self.url), Some(tenant), series).await
+    }
+
     /// An instant PromQL query under `tenant` through the query frontend; the result
     /// vector (each element `{metric, value}`).
     pub async fn query(&self, tenant: &str, promql: &str) -> anyhow::Result<Vec<serde_json::Value>> {
@@ -293,6 +300,26 @@ pub async fn query(
     anyhow::ensure!(status.is_success(), "query {promql:?} as {tenant}: HTTP {status}: {body}");
     let value: serde_json::Value = serde_json::from_str(&body)?;
     Ok(value["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+/// Sends a remote-write request of `series` to `url`, with `tenant` in `X-Scope-OrgID`
+/// when given; the status and body of the answer.
+pub async fn push(
+    http: &reqwest::Client,
+    url: &str,
+    tenant: Option<&str>,
+    series: &[remote_write::Series],
+) -> anyhow::Result<(u16, String)> {
+    let mut request = http.post(url).body(remote_write::body(series));
+    for (name, value) in remote_write::HEADERS {
+        request = request.header(name, value);
+    }
+    if let Some(tenant) = tenant {
+        request = request.header(TENANT_HEADER, tenant);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
 }
 
 /// Mutating requests per `(method, route)` from Cortex's metrics text
