@@ -1,18 +1,15 @@
-//! A recording multi-tenant backend standing in for the Cortex and Loki distributors and
-//! query frontends (neither can be built here): every request is recorded with the tenant
-//! nginx pinned (`X-Scope-OrgID`), and metrics pushes are passed on to a real Prometheus
-//! remote-write receiver so that the samples can be queried.
+//! A recording stand-in for Loki's distributor and query frontend (Loki is AGPL and may
+//! not be built here; Cortex runs for real, see [`crate::cortex::Cortex`]): every request is
+//! recorded with the tenant nginx pinned (`X-Scope-OrgID`) and answered 204, as Loki's
+//! push API answers a good push (`pkg/distributor/http.go` `PushHandler` at grafana/loki
+//! v3.5.0 writes `http.StatusNoContent`). It checks nothing of the body.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-
-use crate::{ManagedProcess, free_port};
 
 /// One request the backend received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,16 +25,13 @@ pub struct Received {
 #[derive(Clone)]
 struct Shared {
     received: Arc<Mutex<Vec<Received>>>,
-    receiver: String,
-    client: reqwest::Client,
 }
 
-/// The recording backend and the Prometheus receiver behind it; both stop on drop.
+/// The recording stand-in; stops when [`RecordingBackend::stop`] is called or the runtime
+/// ends.
 pub struct RecordingBackend {
     url: String,
-    receiver_url: String,
     received: Arc<Mutex<Vec<Received>>>,
-    _receiver: ManagedProcess,
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -48,22 +42,10 @@ impl std::fmt::Debug for RecordingBackend {
 }
 
 impl RecordingBackend {
-    /// Starts a Prometheus remote-write receiver (data in `dir`) and the recorder.
-    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let port = free_port()?;
-        std::fs::write(dir.join("prometheus.yml"), "global: {}\n")?;
-        let mut command = Command::new("prometheus");
-        command
-            .arg("--web.enable-remote-write-receiver")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
-        let receiver = ManagedProcess::spawn("receiver", command, &dir.join("receiver.log"))?;
-        let receiver_url = format!("http://127.0.0.1:{port}");
+    /// Starts the stand-in on a free loopback port.
+    pub async fn start() -> anyhow::Result<Self> {
         let received = Arc::new(Mutex::new(Vec::new()));
-        let shared =
-            Shared { received: received.clone(), receiver: receiver_url.clone(), client: reqwest::Client::new() };
+        let shared = Shared { received: received.clone() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let router =
@@ -76,17 +58,12 @@ impl RecordingBackend {
                 })
                 .await;
         });
-        Ok(Self { url, receiver_url, received, _receiver: receiver, stop })
+        Ok(Self { url, received, stop })
     }
 
-    /// Base URL of the recorder (every upstream of the gateway points here).
+    /// Base URL (the gateway's Loki distributor and query frontend point here).
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    /// Base URL of the Prometheus that holds the pushed samples.
-    pub fn receiver_url(&self) -> &str {
-        &self.receiver_url
     }
 
     /// Everything received so far.
@@ -134,22 +111,5 @@ async fn record(State(shared): State<Shared>, request: Request) -> axum::respons
         path: path.clone(),
         marker: marker.clone(),
     });
-    if path != "/api/v1/push" || marker.is_some() {
-        return StatusCode::NO_CONTENT.into_response();
-    }
-    let Ok(body) = axum::body::to_bytes(request.into_body(), 64 << 20).await else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let mut outgoing = shared.client.post(format!("{}/api/v1/write", shared.receiver)).body(body);
-    for name in ["content-type", "content-encoding", "x-prometheus-remote-write-version"] {
-        if let Some(value) = headers.get(name) {
-            outgoing = outgoing.header(name, value.as_bytes());
-        }
-    }
-    match outgoing.send().await {
-        Ok(response) => {
-            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY).into_response()
-        }
-        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
-    }
+    StatusCode::NO_CONTENT.into_response()
 }

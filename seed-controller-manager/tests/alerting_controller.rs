@@ -53,31 +53,12 @@ async fn start(name: &str) -> anyhow::Result<Seed> {
     let dir = std::env::temp_dir().join(format!("mla-alerting-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cortex = Cortex::start(&dir.join("cortex")).await?;
-    let kubelet = tokio::spawn(mount_runtime_config(client.clone(), cortex.runtime_config_path()));
+    // As a kubelet mounts the ConfigMap into Cortex's pod.
+    let kubelet = cortex.mount_config_map(client.clone(), "mla", RUNTIME_CONFIG, RUNTIME_KEY);
     let loki = CortexServer::start().await?;
 
     let (binary, admin) = spawn_binary(&plane, &cortex, &loki, true).await?;
     Ok(Seed { plane, cortex, loki, binary, admin, _kubelet: kubelet })
-}
-
-/// What a kubelet does for a Pod mounting the runtime-config ConfigMap: keeps Cortex's
-/// runtime configuration file equal to the ConfigMap's key (checked every 200 ms; a kubelet
-/// takes up to a minute, which would only slow the test down).
-async fn mount_runtime_config(client: kube::Client, path: std::path::PathBuf) {
-    let maps = Api::<ConfigMap>::namespaced(client, "mla");
-    let mut written = String::new();
-    loop {
-        if let Ok(Some(map)) = maps.get_opt(RUNTIME_CONFIG).await {
-            let text = map.data.unwrap_or_default().remove(RUNTIME_KEY).unwrap_or_default();
-            if text != written {
-                let staged = path.with_extension("new");
-                if std::fs::write(&staged, &text).and_then(|()| std::fs::rename(&staged, &path)).is_ok() {
-                    written = text;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Runs the binary as its ServiceAccount, with MLA offered or not, until it is ready.

@@ -129,10 +129,34 @@ impl Cortex {
     /// Replaces the runtime configuration file the way a kubelet updates a mounted
     /// ConfigMap: written beside it, then renamed over it.
     pub fn write_runtime_config(&self, text: &str) -> anyhow::Result<()> {
-        let staged = self.dir.join(".runtime-config.yaml.new");
-        std::fs::write(&staged, text)?;
-        std::fs::rename(&staged, self.runtime_config_path())?;
-        Ok(())
+        Ok(write_atomically(&self.dir, text)?)
+    }
+
+    /// Keeps the runtime configuration file equal to key `key` of ConfigMap
+    /// `namespace/name`, as a kubelet does for a Pod that mounts it (checked every 200 ms;
+    /// a kubelet takes up to a minute, which would only slow tests down). Runs until the
+    /// returned task is aborted.
+    pub fn mount_config_map(
+        &self,
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> tokio::task::JoinHandle<()> {
+        let maps = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, namespace);
+        let (name, key, dir) = (name.to_string(), key.to_string(), self.dir.clone());
+        tokio::spawn(async move {
+            let mut written = None;
+            loop {
+                if let Ok(Some(map)) = maps.get_opt(&name).await {
+                    let text = map.data.unwrap_or_default().remove(&key).unwrap_or_default();
+                    if written.as_ref() != Some(&text) && write_atomically(&dir, &text).is_ok() {
+                        written = Some(text);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
     }
 
     /// How long the last start took until `/ready` answered 200.
@@ -279,6 +303,14 @@ impl Cortex {
         let value: Value = serde_yaml::from_str(&body)?;
         Ok(value.get("overrides").cloned().unwrap_or(Value::Null))
     }
+}
+
+/// Replaces `runtime-config.yaml` in `dir`: written beside it, then renamed over it, so
+/// Cortex never reads half a file.
+fn write_atomically(dir: &Path, text: &str) -> std::io::Result<()> {
+    let staged = dir.join(".runtime-config.yaml.new");
+    std::fs::write(&staged, text)?;
+    std::fs::rename(&staged, dir.join("runtime-config.yaml"))
 }
 
 /// An instant PromQL query under `tenant` against a Prometheus-compatible API at `base`
