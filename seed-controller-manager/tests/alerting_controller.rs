@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use mla_common::api::*;
+use mla_e2e::cortex::remote_write::Series;
 use mla_e2e::cortex::{Cortex, CortexServer, Ruler};
 use mla_e2e::master::ensure_namespace;
 use mla_e2e::{ControlPlane, ManagedProcess, apply_manifest, eventually, workspace_root};
@@ -352,6 +353,7 @@ async fn alerting_lifecycle() -> anyhow::Result<()> {
             cluster_name: "c1".into(),
             monitoring_rate_limits: Some(MonitoringRateLimitSettings {
                 ingestion_rate: Some(50),
+                ingestion_burst_size: Some(100),
                 max_series_total: Some(1000),
                 ..Default::default()
             }),
@@ -376,6 +378,16 @@ async fn alerting_lifecycle() -> anyhow::Result<()> {
     .await?;
     assert_eq!(overrides["c1"]["max_series_per_user"], serde_yaml::Value::from(1000), "{overrides:?}");
     assert_eq!(overrides["other"]["ingestion_rate"], serde_yaml::Value::from(5), "{overrides:?}");
+    // The limit refuses c1's excess pushes, and only c1's: 200 samples at once are over
+    // its burst of 100, and within another tenant's default limits.
+    let burst: Vec<Series> = (0..200).map(|i| Series::now("e2e_burst", &[("i", &i.to_string())], 1.0)).collect();
+    let (status, body) = cortex.push("c1", &burst).await?;
+    assert_eq!(status, 429, "c1 over its limit: {body}");
+    assert!(body.contains("ingestion rate limit (50) exceeded"), "{body}");
+    let (status, body) = cortex.push("c2", &burst).await?;
+    assert!((200..300).contains(&status), "c2 has no limit: {status} {body}");
+    let (status, body) = cortex.push("c1", &burst[..10]).await?;
+    assert!((200..300).contains(&status), "c1 within its limit: {status} {body}");
 
     // Steady state: two resync periods with no write to Kubernetes and no mutating call to
     // Cortex (counted by Cortex itself) or the Loki ruler.
