@@ -51,6 +51,8 @@ impl Cortex {
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let dir = std::fs::canonicalize(dir)?;
+        // The ruler's scratch directory: Cortex logs an error at start when it is missing.
+        std::fs::create_dir_all(dir.join("ruler-tmp"))?;
         let runtime_config = dir.join("runtime-config.yaml");
         if !runtime_config.exists() {
             std::fs::write(&runtime_config, "overrides: {}\n")?;
