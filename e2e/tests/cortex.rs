@@ -131,6 +131,30 @@ async fn cortex_runs_on_loopback_with_tenants_apart() {
     .unwrap();
     assert!(overrides.get("b").is_none());
 
+    // An always-firing rule of tenant a reaches a's Alertmanager, and not b's.
+    let always = "name: always\ninterval: 1s\nrules:\n  - alert: AlwaysFiring\n    expr: vector(1)\n";
+    assert_eq!(
+        call(&cortex, Method::POST, "/api/v1/rules/default", Some("a"), Some(always)).await.0,
+        StatusCode::ACCEPTED
+    );
+    let fired = std::time::Instant::now();
+    eventually("the alert in tenant a's Alertmanager", Duration::from_secs(30), || {
+        let cortex = &cortex;
+        async move {
+            let alerts = cortex.alertmanager_alerts("a").await?;
+            Ok(alerts.iter().any(|a| a["labels"]["alertname"] == "AlwaysFiring").then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "measured: an always-firing rule's alert in the tenant's Alertmanager {:?} after the rule was posted",
+        fired.elapsed()
+    );
+    assert_eq!(call(&cortex, Method::POST, "/api/v1/alerts", Some("b"), Some(config)).await.0, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cortex.alertmanager_alerts("b").await.unwrap().is_empty(), "tenant b got a's alert");
+
     // A restart (after a crash) serves what was stored.
     cortex.restart().await.unwrap();
     assert!(cortex.alertmanager_config("a").await.unwrap().is_some_and(|c| c.contains("receiver: team")));

@@ -517,6 +517,14 @@ async fn seed_without_mla_cleans_every_tenant() -> anyhow::Result<()> {
             && loki.rule_group(Ruler::Loki, "c3", "default", "errors").is_some())
     })
     .await?;
+    // The RuleGroup is evaluated by Cortex's ruler and its alert reaches the tenant's own
+    // Alertmanager (running the configuration the controller pushed).
+    let alerts = eventually("c3's always-firing alert in c3's Alertmanager", WAIT, || async {
+        let alerts = cortex.alertmanager_alerts("c3").await?;
+        Ok(alerts.iter().any(|a| a["labels"]["alertname"] == "Always").then_some(alerts))
+    })
+    .await?;
+    assert!(alerts.iter().all(|a| a["labels"]["alertname"] == "Always"), "{alerts:?}");
     eventually("c3's limits in force in Cortex", WAIT, || async {
         Ok((cortex.overrides_in_force().await?["c3"]["ingestion_rate"] == 9).then_some(()))
     })
