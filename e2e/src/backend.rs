@@ -1,8 +1,11 @@
 //! A recording stand-in for Loki's distributor and query frontend (Loki is AGPL and may
 //! not be built here; Cortex runs for real, see [`crate::cortex::Cortex`]): every request is
 //! recorded with the tenant nginx pinned (`X-Scope-OrgID`) and answered 204, as Loki's
-//! push API answers a good push (`pkg/distributor/http.go` `PushHandler` at grafana/loki
-//! v3.5.0 writes `http.StatusNoContent`). It checks nothing of the body.
+//! push API answers a good push (grafana/loki `pkg/distributor/http.go`,
+//! `Distributor.pushHandler`, read at commit 01b5e3466b4b: `w.WriteHeader(http.
+//! StatusNoContent)`). It does not parse the body: Loki answers 400 to a body that is
+//! neither JSON nor snappy-compressed protobuf (`push.ParseRequest`), this stand-in does
+//! not, so no test may rely on it to refuse a malformed push.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
