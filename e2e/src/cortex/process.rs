@@ -67,11 +67,11 @@ impl Cortex {
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
         };
         cortex.url = format!("http://127.0.0.1:{}", cortex.http_port);
-        cortex.spawn().await?;
+        cortex.launch().await?;
         Ok(cortex)
     }
 
-    async fn spawn(&mut self) -> anyhow::Result<()> {
+    async fn launch(&mut self) -> anyhow::Result<()> {
         let binary = crate::real_parts::binary("cortex", "cortex")?;
         let config = CONFIG_TEMPLATE
             .replace("{DIR}", &self.dir.display().to_string())
@@ -194,7 +194,7 @@ impl Cortex {
     /// Starts Cortex again on the same ports and data, waiting until it is ready.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
-        self.spawn().await
+        self.launch().await
     }
 
     fn get(&self, path: &str, tenant: Option<&str>) -> reqwest::RequestBuilder {
