@@ -155,6 +155,13 @@ async fn cortex_runs_on_loopback_with_tenants_apart() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(cortex.alertmanager_alerts("b").await.unwrap().is_empty(), "tenant b got a's alert");
 
+    // The Alertmanager is served where KKP's gateway sends its read path's Alertmanager
+    // routes, and nowhere else.
+    let (status, _) = call(&cortex, Method::GET, "/api/prom/alertmanager/api/v2/status", Some("a"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&cortex, Method::GET, "/alertmanager/api/v2/status", Some("a"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
     // A restart (after a crash) serves what was stored.
     cortex.restart().await.unwrap();
     assert!(cortex.alertmanager_config("a").await.unwrap().is_some_and(|c| c.contains("receiver: team")));

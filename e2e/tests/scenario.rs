@@ -171,6 +171,20 @@ async fn the_whole_system_end_to_end() {
             mla_enabled.elapsed().as_secs_f64()
         );
         anyhow::ensure!(read(c2_read, "up").await?.is_empty(), "c2's read path sees samples");
+        // The read path's Alertmanager routes reach the tenant's Alertmanager in Cortex.
+        let status: serde_json::Value = serde_json::from_str(
+            &http
+                .get(format!("http://127.0.0.1:{c1_read}/api/prom/alertmanager/api/v2/status"))
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await?,
+        )?;
+        anyhow::ensure!(
+            status["config"]["original"].as_str().is_some_and(|c| c.contains("null")),
+            "c1's Alertmanager through the read path: {status}"
+        );
         anyhow::ensure!(world.cortex.query("c2", "up").await?.is_empty(), "samples under tenant c2");
         anyhow::ensure!(world.cortex.query("cluster-c1", "up").await?.is_empty(), "samples under tenant cluster-c1");
         anyhow::ensure!(!world.cortex.query("c1", "up{cluster=\"c1\"}").await?.is_empty(), "not under c1 in Cortex");

@@ -108,7 +108,7 @@ impl Cortex {
 
     /// The base URL (`http://127.0.0.1:<port>`): distributor (`/api/v1/push`), query
     /// frontend (`/prometheus/...`, `/api/prom/...`), ruler (`/api/v1/rules`) and
-    /// Alertmanager (`/api/v1/alerts`, `/alertmanager/...`) alike.
+    /// Alertmanager (`/api/v1/alerts`, `/api/prom/alertmanager/...`) alike.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -249,10 +249,10 @@ impl Cortex {
     }
 
     /// The configuration the tenant's Alertmanager runs (`config.original` of
-    /// `/alertmanager/api/v2/status`), `None` while it runs none: unlike
+    /// `/api/prom/alertmanager/api/v2/status`), `None` while it runs none: unlike
     /// [`Cortex::alertmanager_config`] (storage), this is what is in force.
     pub async fn alertmanager_running_config(&self, tenant: &str) -> anyhow::Result<Option<String>> {
-        let response = self.get("/alertmanager/api/v2/status", Some(tenant)).send().await?;
+        let response = self.get("/api/prom/alertmanager/api/v2/status", Some(tenant)).send().await?;
         if !response.status().is_success() {
             return Ok(None);
         }
@@ -292,9 +292,10 @@ impl Cortex {
         Ok(body["data"]["groups"].as_array().cloned().unwrap_or_default())
     }
 
-    /// The alerts the tenant's Alertmanager holds (`/alertmanager/api/v2/alerts`).
+    /// The alerts the tenant's Alertmanager holds (`/api/prom/alertmanager/api/v2/alerts`).
     pub async fn alertmanager_alerts(&self, tenant: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-        let response = self.get("/alertmanager/api/v2/alerts", Some(tenant)).send().await?.error_for_status()?;
+        let response =
+            self.get("/api/prom/alertmanager/api/v2/alerts", Some(tenant)).send().await?.error_for_status()?;
         Ok(serde_json::from_str(&response.text().await?)?)
     }
 
