@@ -1,7 +1,10 @@
 //! The whole system on loopback, as the end-to-end suite and `make demo` run it: master,
 //! seed and user-cluster control planes; the three binaries as processes with the
-//! ServiceAccounts and RBAC of `manifests/`; the Grafana API test server; a recording
-//! backend; and, per cluster, real nginx running exactly the gateway configuration and
+//! ServiceAccounts and RBAC of `manifests/`; real Cortex (one process: distributor, query
+//! frontend, ruler, Alertmanager) with its runtime configuration mounted from the seed's
+//! ConfigMap; the Grafana API test server; stand-ins for Loki (AGPL: may not be built
+//! here) for logs (a recording distributor and query frontend, the ruler of the
+//! configuration test server); and, per cluster, real nginx running exactly the gateway configuration and
 //! certificates the seed manager wrote, and a real Prometheus agent running exactly the
 //! configuration and client certificate the user-cluster manager wrote. Only listen
 //! addresses, file paths and what a loopback machine lacks (cluster DNS, Kubernetes
@@ -26,7 +29,7 @@ use mla_common::api::{
 use tokio::sync::Mutex;
 
 use crate::backend::RecordingBackend;
-use crate::cortex::CortexServer;
+use crate::cortex::{Cortex, CortexServer};
 use crate::grafana::GrafanaServer;
 use crate::{ControlPlane, Identity, ManagedProcess, apply_manifest, eventually, free_port, master, workspace_root};
 
@@ -41,6 +44,12 @@ pub const NAMESPACE: &str = "kubermatic";
 /// The identity the user-cluster manager has in the user cluster
 /// (`manifests/user-cluster-controller-manager/user-cluster-rbac.yaml`).
 pub const USER_CLUSTER_IDENTITY: &str = "mla-user-cluster-controller-manager";
+
+/// Cortex's runtime configuration ConfigMap in the MLA namespace, and its key (the seed
+/// manager's defaults, KKP's names).
+pub const RUNTIME_CONFIG_MAP: &str = "cortex-runtime-config";
+/// See [`RUNTIME_CONFIG_MAP`].
+pub const RUNTIME_CONFIG_KEY: &str = "runtime_config.yaml";
 
 /// How the world is started.
 #[derive(Clone, Debug)]
@@ -156,10 +165,14 @@ pub struct World {
     pub user: ControlPlane,
     /// Grafana.
     pub grafana: GrafanaServer,
-    /// Cortex and Loki stand-in for the data path (distributors, query frontends).
-    pub backend: RecordingBackend,
-    /// Cortex's and Loki's per-tenant configuration APIs (Alertmanager, rulers).
-    pub cortex: CortexServer,
+    /// Real Cortex: distributor, query frontend, ruler and Alertmanager of every tenant.
+    pub cortex: Cortex,
+    /// Loki stand-in for logs: distributor and query frontend (recording).
+    pub loki: RecordingBackend,
+    /// Loki stand-in for logs: the ruler (the configuration test server's Loki routes).
+    pub loki_ruler: CortexServer,
+    /// Keeps Cortex's runtime configuration file equal to the seed's ConfigMap.
+    runtime_config_mount: tokio::task::JoinHandle<()>,
     /// master-controller-manager.
     pub master_manager: Binary,
     /// seed-controller-manager replicas.
@@ -176,6 +189,12 @@ pub struct World {
     pub kkp: bool,
     /// The user cluster's namespace for the agents.
     pub agents_namespace: String,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.runtime_config_mount.abort();
+    }
 }
 
 impl std::fmt::Debug for World {
@@ -243,10 +262,28 @@ impl World {
         )
         .await?;
 
-        say("starting the Grafana API test server and the recording backend");
+        say("starting Cortex, the Grafana API test server and the Loki stand-ins");
         let grafana = GrafanaServer::start(GRAFANA_ADMIN.0, GRAFANA_ADMIN.1).await?;
-        let backend = RecordingBackend::start(&dir.join("backend")).await?;
-        let cortex = CortexServer::start().await?;
+        let cortex = Cortex::start(&dir.join("cortex")).await?;
+        say(&format!(
+            "cortex ready {:.2} s after start, RSS {} MiB",
+            cortex.started_in().as_secs_f64(),
+            cortex.rss_kib().unwrap_or_default() / 1024
+        ));
+        let loki = RecordingBackend::start().await?;
+        let loki_ruler = CortexServer::start().await?;
+        // Cortex's runtime configuration, as the MLA stack installs it (empty), mounted
+        // into Cortex as a kubelet would; the seed manager writes the tenants' limits.
+        let runtime_config = ConfigMap {
+            metadata: ObjectMeta { name: Some(RUNTIME_CONFIG_MAP.into()), ..Default::default() },
+            data: Some(BTreeMap::from([(RUNTIME_CONFIG_KEY.to_string(), "overrides: {}\n".to_string())])),
+            ..Default::default()
+        };
+        Api::<ConfigMap>::namespaced(seed.client(), MLA_NAMESPACE)
+            .patch(RUNTIME_CONFIG_MAP, &apply_params(), &Patch::Apply(runtime_config))
+            .await?;
+        let runtime_config_mount =
+            cortex.mount_config_map(seed.client(), MLA_NAMESPACE, RUNTIME_CONFIG_MAP, RUNTIME_CONFIG_KEY);
         let grafana_secret = Secret {
             metadata: ObjectMeta { name: Some("grafana".into()), ..Default::default() },
             string_data: Some(BTreeMap::from([
@@ -294,7 +331,7 @@ impl World {
                 "seed-controller-manager",
                 &seed_identity_kubeconfig,
                 &[
-                    seed_manager_args(&backend, &cortex, &grafana, &resync, options.seed_replicas),
+                    seed_manager_args(&cortex, &loki, &loki_ruler, &grafana, &resync, options.seed_replicas),
                     options.seed_args.clone(),
                     vec![format!("--user-cluster-agents-namespace={}", options.agents_namespace)],
                 ]
@@ -306,8 +343,10 @@ impl World {
             seed,
             user,
             grafana,
-            backend,
             cortex,
+            loki,
+            loki_ruler,
+            runtime_config_mount,
             master_manager,
             seed_managers,
             user_managers: Mutex::new(BTreeMap::new()),
@@ -546,25 +585,29 @@ impl World {
 }
 
 fn seed_manager_args(
-    backend: &RecordingBackend,
-    cortex: &CortexServer,
+    cortex: &Cortex,
+    loki: &RecordingBackend,
+    loki_ruler: &CortexServer,
     grafana: &GrafanaServer,
     resync: &str,
     replicas: usize,
 ) -> Vec<String> {
+    // One Cortex process serves every Cortex role.
     let cortex = cortex.url();
     let mut args = vec![
         "--enable-user-cluster-mla=true".to_string(),
         format!("--mla-namespace={MLA_NAMESPACE}"),
         format!("--grafana-url={}", grafana.url()),
         format!("--leader-election-namespace={NAMESPACE}"),
-        format!("--cortex-distributor-url={}", backend.url()),
-        format!("--loki-distributor-url={}", backend.url()),
-        format!("--cortex-query-frontend-url={}", backend.url()),
-        format!("--loki-query-frontend-url={}", backend.url()),
+        format!("--cortex-distributor-url={cortex}"),
+        format!("--loki-distributor-url={}", loki.url()),
+        format!("--cortex-query-frontend-url={cortex}"),
+        format!("--loki-query-frontend-url={}", loki.url()),
         format!("--cortex-alertmanager-url={cortex}"),
         format!("--cortex-ruler-url={cortex}"),
-        format!("--loki-ruler-url={cortex}"),
+        format!("--loki-ruler-url={}", loki_ruler.url()),
+        format!("--cortex-runtime-config-map={RUNTIME_CONFIG_MAP}"),
+        format!("--cortex-runtime-config-key={RUNTIME_CONFIG_KEY}"),
         "--iap-oidc-issuer-url=https://dex.e2e.localhost/dex".to_string(),
         "--iap-domain=e2e.localhost".to_string(),
         resync.to_string(),

@@ -175,8 +175,8 @@ async fn the_system_on_kkps_crds_beside_kkps_controllers() {
     .await;
 
     step("3", "the Alertmanager config reaches Cortex and its status reads as KKP writes it", async {
-        eventually("c1's Alertmanager config in Cortex", TIMEOUT, || async {
-            Ok(world.cortex.alertmanager_config("c1").map(|_| ()))
+        eventually("c1's Alertmanager config running in Cortex", TIMEOUT, || async {
+            Ok(world.cortex.alertmanager_running_config("c1").await?.map(|_| ()))
         })
         .await?;
         eventually("Alertmanager configStatus.status \"True\"", TIMEOUT, || async {
@@ -223,20 +223,18 @@ async fn the_system_on_kkps_crds_beside_kkps_controllers() {
     })
     .await;
 
-    step("6", "metrics arrive under the cluster's tenant only", async {
-        world.run_gateway("c1").await?;
+    step("6", "metrics arrive in Cortex under the cluster's tenant only", async {
+        let gateway = world.run_gateway("c1").await?;
         world.run_agent("c1").await?;
-        let query = format!("{}/api/v1/query?query=up%7Bcluster%3D%22c1%22%7D", world.backend.receiver_url());
-        eventually("up{cluster=\"c1\"} in the backend", TIMEOUT, || {
-            let query = query.clone();
-            async move {
-                let json: Value = serde_json::from_str(&reqwest::get(&query).await?.text().await?)?;
-                Ok(json["data"]["result"].as_array().filter(|r| !r.is_empty()).map(|_| ()))
-            }
+        // Through the gateway's read path, which pins the tenant.
+        let read_path = format!("http://127.0.0.1:{}/api/prom", gateway.read_port);
+        let http = reqwest::Client::new();
+        eventually("up{cluster=\"c1\"} through c1's read path", TIMEOUT, || async {
+            let result = mla_e2e::cortex::query(&http, &read_path, "c1", "up{cluster=\"c1\"}").await?;
+            Ok((!result.is_empty()).then_some(()))
         })
         .await?;
-        let pushes: Vec<_> = world.backend.received().into_iter().filter(|r| r.path == "/api/v1/push").collect();
-        anyhow::ensure!(pushes.iter().all(|r| r.tenant == "c1"), "pushes under other tenants: {pushes:?}");
+        anyhow::ensure!(world.cortex.query("cluster-c1", "up").await?.is_empty(), "samples under another tenant");
         Ok(())
     })
     .await;
@@ -251,7 +249,7 @@ async fn the_system_on_kkps_crds_beside_kkps_controllers() {
         }
         let stand_in_before = stand_in.writes();
         world.grafana.reset_mutations();
-        let cortex_before = world.cortex.total_mutations();
+        let cortex_before = world.cortex.config_mutations().await?;
         tokio::time::sleep(resync * 2 + Duration::from_secs(5)).await;
         for (plane, before) in planes.iter().zip(before) {
             // The API server's own repair loop releases the IPAddresses of deleted Services
@@ -265,7 +263,10 @@ async fn the_system_on_kkps_crds_beside_kkps_controllers() {
         }
         anyhow::ensure!(stand_in.writes() == stand_in_before, "the KKP stand-in had to write again: a write war");
         anyhow::ensure!(world.grafana.mutations().total() == 0, "Grafana mutations: {:?}", world.grafana.mutations());
-        anyhow::ensure!(world.cortex.total_mutations() == cortex_before, "mutating Cortex calls in steady state");
+        anyhow::ensure!(
+            world.cortex.config_mutations().await? == cortex_before,
+            "mutating Cortex configuration calls in steady state"
+        );
         let seeds: Api<DynamicObject> = Api::namespaced_with(master.clone(), NAMESPACE, &kind("Seed"));
         let condition = seeds.get(SEED).await?.data.pointer("/status/conditions/KubeconfigValid").cloned();
         anyhow::ensure!(condition == Some(kkp::kubeconfig_valid()), "KubeconfigValid changed: {condition:?}");
@@ -292,7 +293,10 @@ async fn the_system_on_kkps_crds_beside_kkps_controllers() {
 
         clusters.delete("c1", &Default::default()).await?;
         until_absent("Cluster c1 gone", &clusters, "c1").await?;
-        anyhow::ensure!(world.cortex.alertmanager_config("c1").is_none(), "c1's Alertmanager config left in Cortex");
+        anyhow::ensure!(
+            world.cortex.alertmanager_config("c1").await?.is_none(),
+            "c1's Alertmanager config left in Cortex"
+        );
         all(&master, "Project").delete("p1", &Default::default()).await?;
         until_absent("Project p1 gone from the seed", &projects, "p1").await?;
         until_absent("Project p1 gone from the master", &all(&master, "Project"), "p1").await?;

@@ -1,8 +1,9 @@
 //! The end-to-end scenario: master, seed and user cluster on real control planes, the
 //! three binaries as processes under the RBAC of `manifests/`, real nginx running the
 //! gateway configuration the seed manager wrote, a real Prometheus agent running the
-//! configuration the user-cluster manager wrote, the Grafana API test server and a
-//! recording multi-tenant backend. Each step prints `STEP <n> <name>: ok (<seconds>)`.
+//! configuration the user-cluster manager wrote, real Cortex (distributor, query frontend,
+//! ruler, Alertmanager), the Grafana API test server and Loki stand-ins for logs. Each step
+//! prints `STEP <n> <name>: ok (<seconds>)`.
 //!
 //! Faults on the way: the seed manager's leader is killed, the seed's API server is
 //! stopped (so the master cannot reach it) while the master changes, and Grafana is
@@ -24,6 +25,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
 use mla_common::api::{Alertmanager, Cluster, Project, User, UserProjectBinding};
 use mla_common::pki;
+use mla_e2e::cortex::remote_write::{self, Series};
 use mla_e2e::eventually;
 use mla_e2e::world::{World, WorldOptions};
 
@@ -34,7 +36,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_whole_system_end_to_end() {
     let started = Instant::now();
-    let mut world = step("0", "start control planes, Grafana, backend and binaries", async {
+    let mut world = step("0", "start control planes, Cortex, Grafana and binaries", async {
         World::start(WorldOptions { seed_replicas: 2, resync_period: Duration::from_secs(20), ..Default::default() })
             .await
     })
@@ -58,7 +60,9 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
+    let mut mla_enabled = Instant::now();
     step("2", "an MLA-enabled Cluster gets its gateway in the seed", async {
+        mla_enabled = Instant::now();
         world.create_cluster("c1", "p1", true, true, true).await?;
         world.create_cluster("c2", "p1", true, false, false).await?;
         for cluster in ["c1", "c2"] {
@@ -86,14 +90,19 @@ async fn the_whole_system_end_to_end() {
     .await;
 
     step("2c", "each cluster's tenant gets its Alertmanager config in Cortex, and only its own", async {
-        eventually("Alertmanager configs of c1 and c2 in Cortex", TIMEOUT, || async {
-            Ok((world.cortex.alertmanager_config("c1").is_some() && world.cortex.alertmanager_config("c2").is_some())
-                .then_some(()))
+        // Running in each tenant's Alertmanager in Cortex, not only stored.
+        eventually("Alertmanager configs of c1 and c2 running in Cortex", TIMEOUT, || async {
+            Ok((world.cortex.alertmanager_running_config("c1").await?.is_some()
+                && world.cortex.alertmanager_running_config("c2").await?.is_some())
+            .then_some(()))
         })
         .await?;
         let alertmanagers: Api<Alertmanager> = Api::namespaced(seed.clone(), "cluster-c1");
         until_present("the default Alertmanager object", &alertmanagers, "alertmanager").await?;
-        anyhow::ensure!(world.cortex.alertmanager_config("cluster-c1").is_none(), "a config under a foreign tenant");
+        anyhow::ensure!(
+            world.cortex.alertmanager_config("cluster-c1").await?.is_none(),
+            "a config under a foreign tenant"
+        );
         Ok(())
     })
     .await;
@@ -139,22 +148,46 @@ async fn the_whole_system_end_to_end() {
     })
     .await;
 
-    step("4", "metrics arrive at the backend under the cluster's tenant and nowhere else", async {
+    let http = reqwest::Client::new();
+    // The read path of a cluster's gateway: nginx pins the tenant, whatever the header says.
+    let read = |port: u16, promql: &'static str| {
+        let http = http.clone();
+        async move { mla_e2e::cortex::query(&http, &format!("http://127.0.0.1:{port}/api/prom"), "c2", promql).await }
+    };
+    step("4", "metrics arrive in Cortex under the cluster's tenant and nowhere else", async {
         world.run_gateway("c1").await?;
         world.run_gateway("c2").await?;
+        let agent_started = Instant::now();
         world.run_agent("c1").await?;
-        let query = format!("{}/api/v1/query?query=up%7Bcluster%3D%22c1%22%7D", world.backend.receiver_url());
-        eventually("up{cluster=\"c1\"} in the backend", TIMEOUT, || {
-            let query = query.clone();
-            async move {
-                let json: serde_json::Value = serde_json::from_str(&reqwest::get(&query).await?.text().await?)?;
-                Ok(json["data"]["result"].as_array().filter(|r| !r.is_empty()).map(|_| ()))
-            }
+        let gateways = world.gateways.lock().await.clone();
+        let (c1_read, c2_read) = (gateways["c1"].read_port, gateways["c2"].read_port);
+        eventually("up{cluster=\"c1\"} through c1's read path", TIMEOUT, || async {
+            Ok((!read(c1_read, "up{cluster=\"c1\"}").await?.is_empty()).then_some(()))
         })
         .await?;
-        let pushes: Vec<_> = world.backend.received().into_iter().filter(|r| r.path == "/api/v1/push").collect();
-        anyhow::ensure!(!pushes.is_empty(), "no pushes recorded");
-        anyhow::ensure!(pushes.iter().all(|r| r.tenant == "c1"), "pushes under other tenants: {pushes:?}");
+        println!(
+            "  measured: first sample under tenant c1 {:.1} s after the agent started, {:.1} s after the Cluster was created with MLA",
+            agent_started.elapsed().as_secs_f64(),
+            mla_enabled.elapsed().as_secs_f64()
+        );
+        anyhow::ensure!(read(c2_read, "up").await?.is_empty(), "c2's read path sees samples");
+        // The read path's Alertmanager routes reach the tenant's Alertmanager in Cortex.
+        let status: serde_json::Value = serde_json::from_str(
+            &http
+                .get(format!("http://127.0.0.1:{c1_read}/api/prom/alertmanager/api/v2/status"))
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await?,
+        )?;
+        anyhow::ensure!(
+            status["config"]["original"].as_str().is_some_and(|c| c.contains("null")),
+            "c1's Alertmanager through the read path: {status}"
+        );
+        anyhow::ensure!(world.cortex.query("c2", "up").await?.is_empty(), "samples under tenant c2");
+        anyhow::ensure!(world.cortex.query("cluster-c1", "up").await?.is_empty(), "samples under tenant cluster-c1");
+        anyhow::ensure!(!world.cortex.query("c1", "up{cluster=\"c1\"}").await?.is_empty(), "not under c1 in Cortex");
         Ok(())
     })
     .await;
@@ -163,21 +196,29 @@ async fn the_whole_system_end_to_end() {
     let c2_ca = cluster_ca(&world, "c2").await.unwrap();
     let gateways = world.gateways.lock().await.clone();
     let (c1_gateway, c2_gateway) = (gateways["c1"].clone(), gateways["c2"].clone());
+    let push = |client: reqwest::Client, port: u16, tenant: Option<&'static str>, name: &'static str| async move {
+        let mut request = client
+            .post(format!("https://127.0.0.1:{port}/api/v1/push"))
+            .body(remote_write::body(&[Series::now(name, &[("job", "e2e")], 1.0)]));
+        for (header, value) in remote_write::HEADERS {
+            request = request.header(header, value);
+        }
+        if let Some(tenant) = tenant {
+            request = request.header("X-Scope-OrgID", tenant);
+        }
+        request.send().await
+    };
 
     step("5", "a request claiming another tenant is pinned back", async {
         let identity = pki::issue_client_certificate(&c1_ca.current().unwrap(), "prometheus", SystemTime::now())?;
         let client = gateway_client(c1_ca.cert_pem.as_deref().unwrap(), &identity);
-        let response = client
-            .post(format!("https://127.0.0.1:{}/api/v1/push", c1_gateway.write_port))
-            .header("X-Scope-OrgID", "c2")
-            .header("X-Test-Marker", "spoof")
-            .body("x")
-            .send()
-            .await?;
+        let response = push(client, c1_gateway.write_port, Some("c2"), "e2e_spoof").await?;
         anyhow::ensure!(response.status().is_success(), "push answered {}", response.status());
-        let spoofed: Vec<_> =
-            world.backend.received().into_iter().filter(|r| r.marker.as_deref() == Some("spoof")).collect();
-        anyhow::ensure!(spoofed.len() == 1 && spoofed[0].tenant == "c1", "recorded: {spoofed:?}");
+        eventually("the spoofed sample under c1", TIMEOUT, || async {
+            Ok((!world.cortex.query("c1", "e2e_spoof").await?.is_empty()).then_some(()))
+        })
+        .await?;
+        anyhow::ensure!(world.cortex.query("c2", "e2e_spoof").await?.is_empty(), "the spoofed sample reached c2");
         Ok(())
     })
     .await;
@@ -185,14 +226,7 @@ async fn the_whole_system_end_to_end() {
     step("6", "a second cluster's agent cannot write to the first cluster's gateway", async {
         let foreign = pki::issue_client_certificate(&c2_ca.current().unwrap(), "prometheus", SystemTime::now())?;
         let client = gateway_client(c1_ca.cert_pem.as_deref().unwrap(), &foreign);
-        let before = world.backend.received().len();
-        let result = client
-            .post(format!("https://127.0.0.1:{}/api/v1/push", c1_gateway.write_port))
-            .header("X-Test-Marker", "foreign")
-            .body("x")
-            .send()
-            .await;
-        match result {
+        match push(client, c1_gateway.write_port, None, "e2e_foreign").await {
             Ok(response) => anyhow::ensure!(
                 response.status() == reqwest::StatusCode::BAD_REQUEST,
                 "a foreign certificate got {}",
@@ -200,18 +234,27 @@ async fn the_whole_system_end_to_end() {
             ),
             Err(error) => tracing::info!(%error, "refused in the handshake"),
         }
-        let foreign_seen = world.backend.received().iter().skip(before).any(|r| r.marker.as_deref() == Some("foreign"));
-        anyhow::ensure!(!foreign_seen, "a request with a foreign certificate reached the backend");
         // And the other way round: c2's own certificate works on c2's gateway only.
-        let own = gateway_client(c2_ca.cert_pem.as_deref().unwrap(), &foreign)
-            .post(format!("https://127.0.0.1:{}/api/v1/push", c2_gateway.write_port))
-            .header("X-Test-Marker", "c2-own")
-            .body("x")
-            .send()
-            .await?;
+        let own = push(
+            gateway_client(c2_ca.cert_pem.as_deref().unwrap(), &foreign),
+            c2_gateway.write_port,
+            None,
+            "e2e_c2_own",
+        )
+        .await?;
         anyhow::ensure!(own.status().is_success(), "c2's own push answered {}", own.status());
-        let own_seen = world.backend.received().into_iter().find(|r| r.marker.as_deref() == Some("c2-own"));
-        anyhow::ensure!(own_seen.is_some_and(|r| r.tenant == "c2"), "c2's push not under c2");
+        eventually("c2's own sample under c2", TIMEOUT, || async {
+            Ok((!world.cortex.query("c2", "e2e_c2_own").await?.is_empty()).then_some(()))
+        })
+        .await?;
+        // Queried after c2's later push is visible, so a foreign push would be too.
+        for tenant in ["c1", "c2"] {
+            anyhow::ensure!(
+                world.cortex.query(tenant, "e2e_foreign").await?.is_empty(),
+                "a push with a foreign certificate reached tenant {tenant}"
+            );
+        }
+        anyhow::ensure!(world.cortex.query("c1", "e2e_c2_own").await?.is_empty(), "c2's sample under c1");
         Ok(())
     })
     .await;
@@ -335,10 +378,13 @@ async fn the_whole_system_end_to_end() {
             until_absent(&format!("Secret {name} gone"), &secrets, name).await?;
         }
         eventually("c1's Alertmanager config removed from Cortex", TIMEOUT, || async {
-            Ok(world.cortex.alertmanager_config("c1").is_none().then_some(()))
+            Ok(world.cortex.alertmanager_config("c1").await?.is_none().then_some(()))
         })
         .await?;
-        anyhow::ensure!(world.cortex.alertmanager_config("c2").is_some(), "c2's Alertmanager config was removed");
+        anyhow::ensure!(
+            world.cortex.alertmanager_config("c2").await?.is_some(),
+            "c2's Alertmanager config was removed"
+        );
         grafana
             .until("c1's datasources removed from the project's org", "Team-p1", |_, datasources| {
                 *datasources == set(&["alertmanager-c2", "prometheus-c2"])
@@ -365,14 +411,24 @@ async fn the_whole_system_end_to_end() {
             before.push(mla_e2e::write_requests_by_resource(&plane.client(), &groups).await?);
         }
         world.grafana.reset_mutations();
-        let cortex_before = world.cortex.total_mutations();
+        let cortex_before = world.cortex.mutating_calls().await?;
+        let loki_before = world.loki_ruler.total_mutations();
         tokio::time::sleep(Duration::from_secs(45)).await;
         for (plane, before) in planes.iter().zip(before) {
             let after = mla_e2e::write_requests_by_resource(&plane.client(), &groups).await?;
             anyhow::ensure!(after == before, "writes in {}: before {before:?}, after {after:?}", plane.name());
         }
         anyhow::ensure!(world.grafana.mutations().total() == 0, "Grafana mutations: {:?}", world.grafana.mutations());
-        anyhow::ensure!(world.cortex.total_mutations() == cortex_before, "mutating Cortex calls in steady state");
+        // Counted by Cortex itself; pushes of samples are the data path, not configuration.
+        let config_calls = |calls: mla_e2e::cortex::Calls| -> Vec<_> {
+            calls.into_iter().filter(|((_, route), _)| mla_e2e::cortex::is_config_route(route)).collect()
+        };
+        let cortex_after = world.cortex.mutating_calls().await?;
+        anyhow::ensure!(
+            config_calls(cortex_after.clone()) == config_calls(cortex_before.clone()),
+            "mutating Cortex calls in steady state: before {cortex_before:?}, after {cortex_after:?}"
+        );
+        anyhow::ensure!(world.loki_ruler.total_mutations() == loki_before, "mutating Loki ruler calls in steady state");
         Ok(())
     })
     .await;

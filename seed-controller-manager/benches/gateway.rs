@@ -4,8 +4,8 @@
 //! - certificates issued per second by our PKI;
 //! - N Clusters in one seed: time from start to every gateway reconciled, write requests
 //!   during two no-change resync periods, peak RSS of the binary;
-//! - remote-write throughput through the real gateway (mTLS) against straight to the
-//!   backend, same run, same client.
+//! - remote-write throughput into real Cortex (its distributor, 50 series per request)
+//!   through the real gateway (mTLS) against straight to Cortex, same run, same client.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark program may panic
 
@@ -19,6 +19,8 @@ use kube::Api;
 use kube::api::PostParams;
 use mla_common::api::*;
 use mla_common::pki::{self, CaState};
+use mla_e2e::cortex::Cortex;
+use mla_e2e::cortex::remote_write::Series;
 use mla_e2e::master::ensure_namespace;
 use mla_e2e::{ControlPlane, Identity, ManagedProcess, free_port, write_requests_by_resource};
 use seed_controller_manager::gateway::nginx::{self, GatewayPaths, GatewayServer, Upstreams};
@@ -131,18 +133,23 @@ async fn reconcile_many(count: usize, resync: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Posts 4 KiB bodies with 16 concurrent keep-alive connections for `duration`; requests/s.
-async fn blast(client: reqwest::Client, url: String, duration: Duration) -> f64 {
+/// Sends remote-write requests of 50 series (one sample each, timestamped now) with 16
+/// concurrent keep-alive connections for `duration`, under `tenant` when given (the
+/// gateway sets it itself); requests/s.
+async fn blast(client: reqwest::Client, url: String, tenant: Option<&'static str>, duration: Duration) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
-    let body = vec![b'x'; 4096];
     let deadline = Instant::now() + duration;
     let workers: Vec<_> = (0..16)
-        .map(|_| {
-            let (client, url, done, body) = (client.clone(), url.clone(), done.clone(), body.clone());
+        .map(|worker| {
+            let (client, url, done) = (client.clone(), url.clone(), done.clone());
             tokio::spawn(async move {
+                let worker = worker.to_string();
                 while Instant::now() < deadline {
-                    let response = client.post(&url).body(body.clone()).send().await.unwrap();
-                    assert!(response.status().is_success(), "{}", response.status());
+                    let series: Vec<Series> = (0..50)
+                        .map(|i| Series::now("bench_samples", &[("worker", &worker), ("i", &i.to_string())], 1.0))
+                        .collect();
+                    let (status, body) = mla_e2e::cortex::push(&client, &url, tenant, &series).await.unwrap();
+                    assert!((200..300).contains(&status), "{status}: {body}");
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -168,10 +175,19 @@ async fn throughput() -> anyhow::Result<()> {
     std::fs::write(path("ca-bundle.crt"), pki::trust_bundle(&state, now)?)?;
     let client_cert = pki::issue_client_certificate(&ca, "prometheus", now)?;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let backend = format!("http://{}", listener.local_addr()?);
-    let router = axum::Router::new().fallback(|| async { axum::http::StatusCode::NO_CONTENT });
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let cortex = Cortex::start(&dir.join("cortex")).await?;
+    // Cortex's default limit (25,000 samples/s per tenant) would be measured instead of
+    // the gateway: lifted for the benchmark's tenant.
+    cortex.write_runtime_config(
+        "overrides:\n  bench:\n    ingestion_rate: 100000000\n    ingestion_burst_size: 100000000\n",
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Cortex shows the float limit as Go formats it (`1e+08`).
+    while cortex.overrides_in_force().await?["bench"]["ingestion_rate"].as_f64() != Some(1e8) {
+        anyhow::ensure!(Instant::now() < deadline, "the benchmark tenant's limits not in force");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let backend = cortex.url().to_string();
 
     let upstreams = Upstreams::all(&backend);
     let server = GatewayServer {
@@ -198,11 +214,12 @@ async fn throughput() -> anyhow::Result<()> {
         .build()?;
     let plain = reqwest::Client::builder().no_proxy().build()?;
     let window = Duration::from_secs(5);
-    let direct = blast(plain, format!("{backend}/api/v1/push"), window).await;
-    let through = blast(tls, format!("https://127.0.0.1:{}/api/v1/push", server.write_port), window).await;
+    let direct = blast(plain, format!("{backend}/api/v1/push"), Some("bench"), window).await;
+    let through = blast(tls, format!("https://127.0.0.1:{}/api/v1/push", server.write_port), None, window).await;
     println!(
-        "remote write, 4 KiB bodies, 16 connections: {through:.0} req/s through the gateway (mTLS), {direct:.0} req/s straight to the backend: ratio {:.2}",
-        through / direct
+        "remote write into real Cortex, 50 series per request, 16 connections: {through:.0} req/s through the gateway (mTLS), {direct:.0} req/s straight to Cortex: ratio {:.2}; Cortex RSS afterwards {} MiB",
+        through / direct,
+        cortex.rss_kib().unwrap_or_default() / 1024
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -1,6 +1,6 @@
 //! `make demo`: the whole system on loopback (see `mla_e2e::world`): master, seed and
 //! user-cluster control planes, the three binaries under their RBAC, the Grafana API test
-//! server, a recording backend, and for the sample cluster a real nginx gateway and a real
+//! server, real Cortex (Loki stand-ins for logs), and for the sample cluster a real nginx gateway and a real
 //! Prometheus agent pushing through it. Runs until SIGTERM/SIGINT; everything it started
 //! stops with it.
 //!
@@ -50,13 +50,15 @@ async fn main() -> anyhow::Result<()> {
     let gateway = world.run_gateway(CLUSTER).await?;
     say("running the cluster's Prometheus agent (config and client certificate from the user cluster)");
     world.run_agent(CLUSTER).await?;
-    say("waiting for the agent's first samples to arrive under the cluster's tenant");
-    let query = format!("{}/api/v1/query?query=count%20by%20(cluster)(up)", world.backend.receiver_url());
+    say("waiting for the agent's first samples in Cortex under the cluster's tenant (gateway read path)");
+    let read_path = format!("http://127.0.0.1:{}/api/prom", gateway.read_port);
+    let http = reqwest::Client::new();
     eventually("the first samples", Duration::from_secs(120), || {
-        let query = query.clone();
+        let (http, read_path) = (&http, &read_path);
         async move {
-            let body = reqwest::get(&query).await?.text().await?;
-            Ok(body.contains(CLUSTER).then_some(()))
+            // The gateway pins the tenant; the header sent here is overwritten.
+            let result = mla_e2e::cortex::query(http, read_path, "ignored", "count by (cluster) (up)").await?;
+            Ok((!result.is_empty()).then_some(()))
         }
     })
     .await?;
@@ -101,15 +103,17 @@ fn summary(world: &World, read_port: u16) -> String {
          kubectl --kubeconfig {seed} get clusters,projects,users\n  \
          kubectl --kubeconfig {seed} -n cluster-{CLUSTER} get secrets,configmaps,deployments,services,ingresses\n  \
          kubectl --kubeconfig {user} -n mla-system get deployments,daemonsets,secrets,configmaps\n\n\
-         The cluster's metrics, arriving under its tenant:\n  \
-         curl -s '{receiver}/api/v1/query?query=count%20by%20(cluster)(up)'\n  \
-         curl -s {backend}/__received      # requests per tenant (X-Scope-OrgID) the gateway forwarded\n  \
-         curl -s http://127.0.0.1:{read_port}/api/prom/api/v1/query?query=up   # the read path: recorded under the tenant by the backend\n\n\
+         The cluster's metrics in Cortex, under its tenant:\n  \
+         curl -s 'http://127.0.0.1:{read_port}/api/prom/api/v1/query?query=count%20by%20(cluster)(up)'   # the gateway's read path\n  \
+         curl -s -H 'X-Scope-OrgID: {CLUSTER}' '{cortex}/prometheus/api/v1/query?query=up'\n  \
+         curl -s -H 'X-Scope-OrgID: {CLUSTER}' {cortex}/api/v1/alerts          # its Alertmanager configuration\n  \
+         curl -s '{cortex}/runtime_config?mode=diff'                            # per-tenant limits in force\n  \
+         curl -s {loki}/__received      # Loki stand-in: requests per tenant the gateway forwarded\n\n\
          Grafana (API test server, admin {user_name}/{password}):\n  \
          curl -s -u {user_name}:{password} {grafana}/api/orgs\n\n\
          State and logs: {state}\nStop it all:    make demo-down\n",
-        receiver = world.backend.receiver_url(),
-        backend = world.backend.url(),
+        cortex = world.cortex.url(),
+        loki = world.loki.url(),
         grafana = world.grafana.url(),
         user_name = GRAFANA_ADMIN.0,
         password = GRAFANA_ADMIN.1,

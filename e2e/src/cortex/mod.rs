@@ -1,7 +1,16 @@
-//! A test server of Cortex's and Loki's per-tenant configuration APIs (Alertmanager
-//! configuration and ruler rule groups), answered the way the Cortex "HTTP API" document
-//! describes them, with in-memory state. Cortex and Loki themselves cannot be built on the
-//! test machines; this is a test server of the documented API, not Cortex.
+//! Cortex for tests: real Cortex ([`Cortex`], `process.rs`, built by
+//! `hack/build-real-parts.sh`), remote-write requests made by hand ([`remote_write`]), and
+//! a test server of the per-tenant configuration APIs ([`CortexServer`], this file).
+//!
+//! The test server is kept for Loki's ruler (`/loki/api/v1/rules`): Loki is AGPL and may
+//! not be built here, and the tests need a Loki ruler. Its Cortex routes remain only for
+//! tests that have not moved to real Cortex (the Grafana and seed KKP integration tests
+//! point their Cortex flags at it); they are not Cortex, and where they differ from Cortex
+//! 1.21.1 (docs/alerting.md lists how) real Cortex is right. Tests of Cortex behaviour use
+//! [`Cortex`].
+//!
+//! The test server answers the way the Cortex "HTTP API" document describes the APIs,
+//! with in-memory state.
 //!
 //! Sources: `cortexproject/cortex` `docs/api/_index.md` (sections "Alertmanager" and
 //! "Ruler") and Loki's `docs/sources/reference/loki-http-api.md` (the ruler under
@@ -31,6 +40,10 @@
 //!
 //! Test hooks (methods of [`CortexServer`]): mutating calls per tenant, the stored state,
 //! and an availability switch that makes every route answer 503.
+
+mod process;
+pub mod remote_write;
+pub use process::{Calls, Cortex, TENANT_HEADER, is_config_route, listeners, parse_mutating_calls, push, query};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -148,6 +148,8 @@ impl CortexClient {
         let url = with_segments(&base, &[RULE_NAMESPACE]);
         match self.call(api, "rules", reqwest::Method::POST, url, tenant, Some(body)).await? {
             (200..=202, _) => Ok(Ok(())),
+            // Cortex 1.21 answers invalid PromQL with 400 and an empty body.
+            (400, body) if body.trim().is_empty() => Ok(Err(Refused("HTTP 400 without a reason".into()))),
             (400, body) => Ok(Err(Refused(body.trim().to_string()))),
             (status, body) => Err(unexpected(api, "POST", tenant, status, &body)),
         }

@@ -3,7 +3,8 @@
 //!   pushed to Cortex with its status, rule group templates copied into the cluster
 //!   namespace, the tenant's limits in Cortex's runtime configuration, and the cleanup of
 //!   all of it when MLA is switched off or the Cluster is deleted (finalizer);
-//! - [`rulegroups`]: every RuleGroup pushed to the Cortex or Loki ruler;
+//! - [`rulegroups`]: every RuleGroup pushed to the Cortex or Loki ruler, compared with
+//!   what the ruler serves in the ruler's own form ([`normalise`]);
 //! - [`settings`]: KKP's finalizer on MLAAdminSettings released after their limits went.
 //!
 //! The tenant is the cluster name (`X-Scope-OrgID`), as the gateway pins it.
@@ -12,6 +13,7 @@ pub mod alertmanager;
 pub mod client;
 pub mod cluster;
 pub mod limits;
+pub mod normalise;
 pub mod rulegroups;
 pub mod settings;
 

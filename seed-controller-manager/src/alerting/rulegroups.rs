@@ -24,6 +24,7 @@ use mla_common::metrics::ControllerMetrics;
 use serde_yaml::Value;
 
 use super::client::{CortexClient, RULE_NAMESPACE};
+use super::normalise;
 use super::{AlertingError, Shared};
 use crate::scope::{self, KKP_RULE_GROUP_FINALIZER};
 
@@ -249,7 +250,10 @@ async fn reconcile_group(group: &RuleGroup, ctx: &Context) -> Result<Action, Ale
     let kind = group.spec.rule_group_type;
     let current = ctx.cortex.get_rule_group(kind, &tenant, &name).await?;
     let current: Option<Value> = current.and_then(|body| serde_yaml::from_str(&body).ok());
-    if current.as_ref() != Some(&desired) {
+    // The ruler serves the group rebuilt from storage, not as sent: compare both in that
+    // form, or every resync posts every group again.
+    let in_force = current.is_some_and(|current| normalise::rule_group(&current) == normalise::rule_group(&desired));
+    if !in_force {
         let body = String::from_utf8_lossy(&group.spec.data.0).to_string();
         if let Err(refused) = ctx.cortex.set_rule_group(kind, &tenant, body).await? {
             let ruler = match kind {
