@@ -13,7 +13,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use mla_common::api::*;
-use mla_e2e::cortex::CortexServer;
+use mla_e2e::cortex::{Cortex, CortexServer};
 use mla_e2e::grafana::{GrafanaConfig, GrafanaServer, GrafanaVersion};
 use mla_e2e::master::ensure_namespace;
 use mla_e2e::{ControlPlane, ManagedProcess, apply_manifest, workspace_root};
@@ -29,9 +29,11 @@ const CONDITION: &str = "MLAGrafanaReady";
 struct Seed {
     plane: ControlPlane,
     grafana: GrafanaServer,
-    /// Where the alerting controllers (always running) find Cortex and Loki: the Clusters'
-    /// finalizer is removed only once their tenants are cleaned up there.
-    cortex: CortexServer,
+    /// Where the alerting controllers (always running) find Cortex (real) and Loki's ruler
+    /// (the stand-in: Loki cannot run here): the Clusters' finalizer is removed only once
+    /// their tenants are cleaned up there.
+    cortex: Cortex,
+    loki: CortexServer,
     http: reqwest::Client,
     binary: ManagedProcess,
     log: std::path::PathBuf,
@@ -66,16 +68,18 @@ async fn start_as(name: &str, version: GrafanaVersion) -> anyhow::Result<Seed> {
     };
     Api::<Secret>::namespaced(client.clone(), "mla").create(&PostParams::default(), &secret).await?;
 
-    let cortex = CortexServer::start().await?;
-    let (binary, log, admin) = spawn(&plane, &grafana, &cortex, true, "seed-controller-manager.log").await?;
-    Ok(Seed { plane, grafana, cortex, http: reqwest::Client::new(), binary, log, admin })
+    let cortex = Cortex::start(&plane.dir().join("cortex")).await?;
+    let loki = CortexServer::start().await?;
+    let (binary, log, admin) = spawn(&plane, &grafana, (&cortex, &loki), true, "seed-controller-manager.log").await?;
+    Ok(Seed { plane, grafana, cortex, loki, http: reqwest::Client::new(), binary, log, admin })
 }
 
-/// Runs the binary (as its ServiceAccount) against `grafana` and `cortex` until it is ready.
+/// Runs the binary (as its ServiceAccount) against `grafana`, Cortex and Loki's ruler until
+/// it is ready.
 async fn spawn(
     plane: &ControlPlane,
     grafana: &GrafanaServer,
-    cortex: &CortexServer,
+    (cortex, loki): (&Cortex, &CortexServer),
     mla: bool,
     log_name: &str,
 ) -> anyhow::Result<(ManagedProcess, std::path::PathBuf, String)> {
@@ -85,7 +89,7 @@ async fn spawn(
         "--grafana-timeout=2s".to_string(),
         format!("--cortex-alertmanager-url={}", cortex.url()),
         format!("--cortex-ruler-url={}", cortex.url()),
-        format!("--loki-ruler-url={}", cortex.url()),
+        format!("--loki-ruler-url={}", loki.url()),
     ];
     let manager = support::spawn_seed_manager(plane, flags, log_name, WAIT).await?;
     Ok((manager.process, manager.log, manager.admin))
@@ -151,7 +155,7 @@ impl Seed {
         self.binary.terminate();
         self.binary.wait_timeout(Duration::from_secs(10)).await;
         let (binary, log, admin) =
-            spawn(&self.plane, &self.grafana, &self.cortex, mla, "seed-controller-manager-2.log").await?;
+            spawn(&self.plane, &self.grafana, (&self.cortex, &self.loki), mla, "seed-controller-manager-2.log").await?;
         self.binary = binary;
         self.log = log;
         self.admin = admin;

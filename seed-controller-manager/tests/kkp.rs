@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use mla_common::api::*;
-use mla_e2e::cortex::{CortexServer, Ruler};
+use mla_e2e::cortex::{Cortex, CortexServer};
 use mla_e2e::grafana::GrafanaServer;
 use mla_e2e::master::ensure_namespace;
 use mla_e2e::{ControlPlane, ManagedProcess, eventually, workspace_root};
@@ -26,7 +26,9 @@ const WAIT: Duration = Duration::from_secs(30);
 struct Seed {
     plane: ControlPlane,
     grafana: GrafanaServer,
-    cortex: CortexServer,
+    /// Real Cortex (Alertmanager and ruler); Loki's ruler is the stand-in (Loki cannot run here).
+    cortex: Cortex,
+    _loki: CortexServer,
     http: reqwest::Client,
     binary: Option<ManagedProcess>,
 }
@@ -65,19 +67,20 @@ async fn start(name: &str, crds: &std::path::Path, flags: &[&str]) -> anyhow::Re
         ..Default::default()
     };
     Api::<ConfigMap>::namespaced(client.clone(), "mla").create(&PostParams::default(), &runtime_config).await?;
-    let cortex = CortexServer::start().await?;
+    let cortex = Cortex::start(&plane.dir().join("cortex")).await?;
+    let loki = CortexServer::start().await?;
     let mut all = vec![
         "--enable-user-cluster-mla=true".to_string(),
         format!("--grafana-url={}", grafana.url()),
         "--grafana-timeout=2s".to_string(),
         format!("--cortex-alertmanager-url={}", cortex.url()),
         format!("--cortex-ruler-url={}", cortex.url()),
-        format!("--loki-ruler-url={}", cortex.url()),
+        format!("--loki-ruler-url={}", loki.url()),
         "--cortex-request-timeout=2s".to_string(),
     ];
     all.extend(flags.iter().map(|f| f.to_string()));
     let manager = support::spawn_seed_manager(&plane, all, &format!("{name}.log"), WAIT).await?;
-    Ok(Seed { plane, grafana, cortex, http: reqwest::Client::new(), binary: Some(manager.process) })
+    Ok(Seed { plane, grafana, cortex, _loki: loki, http: reqwest::Client::new(), binary: Some(manager.process) })
 }
 
 impl Seed {
@@ -352,9 +355,9 @@ async fn kkps_finalizers_never_hold_a_deletion() -> anyhow::Result<()> {
     })
     .await?;
     until("the tenant in Cortex", || async {
-        seed.cortex.alertmanager_config("k1").is_some()
-            && seed.cortex.rule_group(Ruler::Cortex, "k1", "default", "node-alerts").is_some()
-            && seed.cortex.rule_group(Ruler::Cortex, "k1", "default", "kkp-template").is_some()
+        seed.cortex.alertmanager_config("k1").await.ok().flatten().is_some()
+            && seed.cortex.rule_group("k1", "default", "node-alerts").await.ok().flatten().is_some()
+            && seed.cortex.rule_group("k1", "default", "kkp-template").await.ok().flatten().is_some()
     })
     .await?;
     let runtime = || async {
@@ -370,14 +373,14 @@ async fn kkps_finalizers_never_hold_a_deletion() -> anyhow::Result<()> {
     let groups: Api<RuleGroup> = Api::namespaced(client.clone(), "cluster-k1");
     groups.delete("node-alerts", &DeleteParams::default()).await?;
     gone(&groups, "node-alerts").await?;
-    assert!(seed.cortex.rule_group(Ruler::Cortex, "k1", "default", "node-alerts").is_none());
+    assert!(matches!(seed.cortex.rule_group("k1", "default", "node-alerts").await, Ok(None)));
     // A template: its copies go, then it is gone.
     let templates: Api<RuleGroup> = Api::namespaced(client.clone(), "mla");
     templates.delete("kkp-template", &DeleteParams::default()).await?;
     gone(&templates, "kkp-template").await?;
     gone(&groups, "kkp-template").await?;
     until("the template's rules out of the ruler", || async {
-        seed.cortex.rule_group(Ruler::Cortex, "k1", "default", "kkp-template").is_none()
+        matches!(seed.cortex.rule_group("k1", "default", "kkp-template").await, Ok(None))
     })
     .await?;
     // A dashboard ConfigMap: its dashboard out of every org, then gone.
@@ -394,7 +397,7 @@ async fn kkps_finalizers_never_hold_a_deletion() -> anyhow::Result<()> {
     clusters.delete("k1", &DeleteParams::default()).await?;
     gone(&clusters, "k1").await?;
     assert!(!seed.has_datasource(org, "prometheus-k1").await);
-    assert!(seed.cortex.alertmanager_config("k1").is_none());
+    assert!(seed.cortex.alertmanager_config("k1").await?.is_none());
     // The User: its Grafana user gone, then the User.
     let users: Api<User> = Api::all(client.clone());
     users.delete("u1", &DeleteParams::default()).await?;
