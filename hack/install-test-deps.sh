@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: Debian packages (nginx,
-# prometheus with promtool, openssl, curl, jq) and etcd, kube-apiserver and kubectl built
-# from their Go modules (hack/build-control-plane.sh). Safe to run again: it only
-# installs what is missing.
+# openssl, curl, jq, procps, iproute2), etcd, kube-apiserver, kube-controller-manager and
+# kubectl (hack/build-control-plane.sh), and Cortex, Prometheus 3 with promtool,
+# oauth2-proxy and the mock OIDC provider (hack/build-real-parts.sh), all built from their
+# Go modules. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
 need=()
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v jq >/dev/null 2>&1 || need+=(jq)
+# hack/check-leftovers.sh lists processes and their sockets.
+command -v ps >/dev/null 2>&1 || need+=(procps)
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 
 if ((${#need[@]})); then
   echo "[install-test-deps] apt-get install ${need[*]}" >&2

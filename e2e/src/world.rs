@@ -4,11 +4,12 @@
 //! frontend, ruler, Alertmanager) with its runtime configuration mounted from the seed's
 //! ConfigMap; the Grafana API test server; stand-ins for Loki (AGPL: may not be built
 //! here) for logs (a recording distributor and query frontend, the ruler of the
-//! configuration test server); and, per cluster, real nginx running exactly the gateway configuration and
-//! certificates the seed manager wrote, and a real Prometheus agent running exactly the
-//! configuration and client certificate the user-cluster manager wrote. Only listen
-//! addresses, file paths and what a loopback machine lacks (cluster DNS, Kubernetes
-//! service discovery) are adapted.
+//! configuration test server); and, per cluster, real nginx running exactly the gateway
+//! configuration and certificates the seed manager wrote (listen addresses and file paths
+//! adapted, the cluster-DNS resolver dropped), and a Prometheus 3 agent running the
+//! configuration the user-cluster manager wrote unmodified, in a private mount namespace
+//! laid out like its pod, its Kubernetes discovery against the user cluster's API server
+//! (`crate::agent`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,42 +1,28 @@
 //! Cortex for tests: real Cortex ([`Cortex`], `process.rs`, built by
 //! `hack/build-real-parts.sh`), remote-write requests made by hand ([`remote_write`]), and
-//! a test server of the per-tenant configuration APIs ([`CortexServer`], this file).
+//! a stand-in for Loki's ruler ([`CortexServer`], this file).
 //!
-//! The test server is kept for Loki's ruler (`/loki/api/v1/rules`): Loki is AGPL and may
-//! not be built here, and the tests need a Loki ruler. Its Cortex routes remain only for
-//! tests that have not moved to real Cortex (the Grafana and seed KKP integration tests
-//! point their Cortex flags at it); they are not Cortex, and where they differ from Cortex
-//! 1.21.1 (docs/alerting.md lists how) real Cortex is right. Tests of Cortex behaviour use
-//! [`Cortex`].
+//! Every test of Cortex behaviour runs real Cortex. Loki is AGPL and may not be built here,
+//! and the tests need a Loki ruler, so this file keeps a test server of Loki's ruler API
+//! (`/loki/api/v1/rules`, Loki's `docs/sources/reference/loki-http-api.md`, the same shapes
+//! as Cortex's ruler API in `cortexproject/cortex` `docs/api/_index.md`, "Ruler"), with
+//! in-memory state. Its Cortex routes are gone: where they differed from Cortex 1.21.1
+//! (docs/alerting.md lists how), real Cortex was right. Tenancy follows Cortex's and
+//! Loki's `tenant` package: a request without `X-Scope-OrgID` is refused with 401
+//! `no org id`.
 //!
-//! The test server answers the way the Cortex "HTTP API" document describes the APIs,
-//! with in-memory state.
+//! Routes, all under `/loki/api/v1/rules`:
+//! - `GET /loki/api/v1/rules`: 200 with `{namespace: [group, ...]}`, 404 when none;
+//! - `GET .../{namespace}`: the same for one namespace, 404 when none;
+//! - `POST .../{namespace}`: one rule group in YAML; 202, or 400 when invalid;
+//! - `DELETE .../{namespace}`: 202, 404 when none;
+//! - `GET .../{namespace}/{group}`: the group, 404 when none;
+//! - `DELETE .../{namespace}/{group}`: 202, 404 when none (Loki's handler answers 404 only
+//!   when its store reports the group missing, which depends on the storage backend).
 //!
-//! Sources: `cortexproject/cortex` `docs/api/_index.md` (sections "Alertmanager" and
-//! "Ruler") and Loki's `docs/sources/reference/loki-http-api.md` (the ruler under
-//! `/loki/api/v1/rules`, the same shapes). Tenancy follows Cortex's `tenant` package: a
-//! request without `X-Scope-OrgID` is refused with 401 `no org id`.
-//!
-//! Routes:
-//! - `GET /api/v1/alerts`: 200 with the YAML `{template_files, alertmanager_config}`, 404
-//!   when the tenant has none;
-//! - `POST /api/v1/alerts`: YAML body of that shape; 201, or 400 when it does not parse or
-//!   the Alertmanager configuration is not valid;
-//! - `DELETE /api/v1/alerts`: 200, also when there was none;
-//! - `GET /api/v1/rules`: 200 with `{namespace: [group, ...]}`, 404 when none;
-//! - `GET /api/v1/rules/{namespace}`: the same for one namespace, 404 when none;
-//! - `POST /api/v1/rules/{namespace}`: one rule group in YAML; 202, or 400 when invalid;
-//! - `DELETE /api/v1/rules/{namespace}`: 202, 404 when none;
-//! - `GET /api/v1/rules/{namespace}/{group}`: the group, 404 when none;
-//! - `DELETE /api/v1/rules/{namespace}/{group}`: 202, 404 when none;
-//! - the same rule routes under `/loki/api/v1/rules` for the Loki ruler (separate state).
-//!
-//! Validation refuses what Cortex would: an Alertmanager configuration that is not YAML,
-//! has unknown top-level keys, no route, a route (or sub-route) naming an undefined
-//! receiver, or receivers without names or with duplicate names; a rule group without a
-//! name, with unknown keys, or with a rule that is neither exactly one of `record`/`alert`
-//! nor has an `expr`. Metrics rule groups are also checked by `promtool check rules` when
-//! `promtool` is installed (PromQL); LogQL is not parsed.
+//! Validation refuses what the ruler's `rulefmt` would: a rule group without a name, with
+//! unknown keys, or with a rule that is neither exactly one of `record`/`alert` nor has an
+//! `expr`. LogQL is not parsed.
 //!
 //! Test hooks (methods of [`CortexServer`]): mutating calls per tenant, the stored state,
 //! and an availability switch that makes every route answer 503.
@@ -58,11 +44,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_yaml::Value;
 
-/// Which ruler a rule route belongs to.
+/// Which ruler a rule route belongs to: only Loki's is served here (Cortex's is real).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Ruler {
-    /// The Cortex ruler, `/api/v1/rules`.
-    Cortex,
     /// The Loki ruler, `/loki/api/v1/rules`.
     Loki,
 }
@@ -72,8 +56,6 @@ type Namespaces = BTreeMap<String, BTreeMap<String, Value>>;
 
 #[derive(Debug, Default)]
 struct Db {
-    /// tenant -> (template files, raw Alertmanager configuration).
-    alertmanager: BTreeMap<String, (BTreeMap<String, String>, String)>,
     /// (ruler, tenant) -> namespaces.
     rules: BTreeMap<(Ruler, String), Namespaces>,
     /// tenant -> mutating calls.
@@ -138,11 +120,6 @@ impl CortexServer {
         self.shared.db().mutations.values().sum()
     }
 
-    /// The raw Alertmanager configuration (`alertmanager_config`) stored for `tenant`.
-    pub fn alertmanager_config(&self, tenant: &str) -> Option<String> {
-        self.shared.db().alertmanager.get(tenant).map(|(_, config)| config.clone())
-    }
-
     /// Every `(namespace, group)` stored in `ruler` for `tenant`.
     pub fn rule_groups(&self, ruler: Ruler, tenant: &str) -> Vec<(String, String)> {
         let db = self.shared.db();
@@ -180,13 +157,6 @@ impl Drop for CortexServer {
 
 fn router(shared: App) -> Router {
     Router::new()
-        .route("/api/v1/alerts", get(get_alertmanager).post(set_alertmanager).delete(delete_alertmanager))
-        .route("/api/v1/rules", get(list_cortex_rules))
-        .route(
-            "/api/v1/rules/{namespace}",
-            get(get_cortex_namespace).post(set_cortex_group).delete(delete_cortex_namespace),
-        )
-        .route("/api/v1/rules/{namespace}/{group}", get(get_cortex_group).delete(delete_cortex_group))
         .route("/loki/api/v1/rules", get(list_loki_rules))
         .route(
             "/loki/api/v1/rules/{namespace}",
@@ -232,117 +202,14 @@ fn bad_request(message: impl std::fmt::Display) -> Response {
     (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
 }
 
-// --- Alertmanager ---------------------------------------------------------------------
-
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserConfig {
-    #[serde(default)]
-    template_files: BTreeMap<String, String>,
-    #[serde(default)]
-    alertmanager_config: String,
-}
-
-async fn get_alertmanager(State(app): State<App>, headers: HeaderMap) -> Response {
-    let db = app.db();
-    match db.alertmanager.get(&tenant_of(&headers)) {
-        Some((templates, config)) => yaml_response(
-            StatusCode::OK,
-            &UserConfig { template_files: templates.clone(), alertmanager_config: config.clone() },
-        ),
-        None => (StatusCode::NOT_FOUND, "alertmanager config not found\n").into_response(),
-    }
-}
-
-async fn set_alertmanager(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    let config: UserConfig = match serde_yaml::from_slice(&body) {
-        Ok(config) => config,
-        Err(error) => return bad_request(format!("error marshalling YAML Alertmanager config: {error}")),
-    };
-    if config.alertmanager_config.trim().is_empty() {
-        return bad_request(
-            "error validating Alertmanager config: configuration provided is empty, if you'd like to remove your configuration please use the delete configuration endpoint",
-        );
-    }
-    if let Err(error) = validate_alertmanager_config(&config.alertmanager_config) {
-        return bad_request(format!("error validating Alertmanager config: {error}"));
-    }
-    for name in config.template_files.keys() {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return bad_request(format!("error validating Alertmanager config: invalid template name \"{name}\""));
-        }
-    }
-    app.db().alertmanager.insert(tenant_of(&headers), (config.template_files, config.alertmanager_config));
-    StatusCode::CREATED.into_response()
-}
-
-async fn delete_alertmanager(State(app): State<App>, headers: HeaderMap) -> Response {
-    app.db().alertmanager.remove(&tenant_of(&headers));
-    StatusCode::OK.into_response()
-}
-
-const ALERTMANAGER_KEYS: &[&str] =
-    &["global", "route", "inhibit_rules", "receivers", "templates", "time_intervals", "mute_time_intervals"];
-
-/// What Alertmanager's `config.Load` refuses, to the depth the controllers' tests need.
-pub fn validate_alertmanager_config(text: &str) -> Result<(), String> {
-    let value: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-    let Value::Mapping(map) = value else { return Err("the configuration is not a YAML mapping".into()) };
-    for key in map.keys() {
-        let key = key.as_str().unwrap_or_default();
-        if !ALERTMANAGER_KEYS.contains(&key) {
-            return Err(format!("yaml: unmarshal errors:\n  field {key} not found in type config.plain"));
-        }
-    }
-    let mut receivers = Vec::new();
-    if let Some(list) = map.get("receivers") {
-        let Value::Sequence(list) = list else { return Err("receivers must be a list".into()) };
-        for receiver in list {
-            let name = receiver.get("name").and_then(Value::as_str).unwrap_or_default();
-            if name.is_empty() {
-                return Err("missing name in receiver".into());
-            }
-            if receivers.contains(&name.to_string()) {
-                return Err(format!("notification config name \"{name}\" is not unique"));
-            }
-            receivers.push(name.to_string());
-        }
-    }
-    let Some(route) = map.get("route") else { return Err("no routes provided".into()) };
-    if route.get("receiver").and_then(Value::as_str).unwrap_or_default().is_empty() {
-        return Err("root route must specify a default receiver".into());
-    }
-    check_route(route, &receivers)
-}
-
-fn check_route(route: &Value, receivers: &[String]) -> Result<(), String> {
-    if !route.is_mapping() {
-        return Err("a route must be a mapping".into());
-    }
-    if let Some(receiver) = route.get("receiver") {
-        let name = receiver.as_str().unwrap_or_default();
-        if !receivers.iter().any(|r| r == name) {
-            return Err(format!("undefined receiver \"{name}\" used in route"));
-        }
-    }
-    if let Some(routes) = route.get("routes") {
-        let Value::Sequence(routes) = routes else { return Err("routes must be a list".into()) };
-        for child in routes {
-            check_route(child, receivers)?;
-        }
-    }
-    Ok(())
-}
-
 // --- Rulers ---------------------------------------------------------------------------
 
 const GROUP_KEYS: &[&str] =
     &["name", "interval", "rules", "limit", "source_tenants", "evaluation_delay", "query_offset", "labels"];
 const RULE_KEYS: &[&str] = &["record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"];
 
-/// What the ruler's `rulefmt` refuses; metrics groups also go through `promtool check
-/// rules` when it is installed.
-pub fn validate_rule_group(ruler: Ruler, group: &Value) -> Result<String, String> {
+/// What the ruler's `rulefmt` refuses.
+pub fn validate_rule_group(group: &Value) -> Result<String, String> {
     let Value::Mapping(map) = group else { return Err("the rule group is not a YAML mapping".into()) };
     for key in map.keys() {
         let key = key.as_str().unwrap_or_default();
@@ -376,41 +243,7 @@ pub fn validate_rule_group(ruler: Ruler, group: &Value) -> Result<String, String
             return Err(format!("group {name:?}, rule {index}: field 'expr' must be set in rule"));
         }
     }
-    if ruler == Ruler::Cortex {
-        promtool_check(group)?;
-    }
     Ok(name)
-}
-
-/// `promtool check rules` on a file holding just this group, when promtool is installed.
-fn promtool_check(group: &Value) -> Result<(), String> {
-    let Ok(promtool) = which("promtool") else { return Ok(()) };
-    let file = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([(
-        Value::String("groups".into()),
-        Value::Sequence(vec![group.clone()]),
-    )]))
-    .map_err(|e| e.to_string())?;
-    let dir = std::env::temp_dir().join(format!("cortex-test-rules-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let path = dir.join(format!("{}.yaml", COUNTER.fetch_add(1, Ordering::SeqCst)));
-    std::fs::write(&path, file).map_err(|e| e.to_string())?;
-    let output = std::process::Command::new(promtool).args(["check", "rules"]).arg(&path).output();
-    let _ = std::fs::remove_file(&path);
-    let output = output.map_err(|e| e.to_string())?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        let text = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
-        Err(text.trim().to_string())
-    }
-}
-
-static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn which(binary: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(binary)).find(|path| path.is_file()))
-        .ok_or(())
 }
 
 fn list_rules(app: &App, ruler: Ruler, headers: &HeaderMap, namespace: Option<&str>) -> Response {
@@ -434,7 +267,7 @@ fn set_group(app: &App, ruler: Ruler, headers: &HeaderMap, namespace: &str, body
         Ok(group) => group,
         Err(error) => return bad_request(format!("unable to decode rule group: {error}")),
     };
-    let name = match validate_rule_group(ruler, &group) {
+    let name = match validate_rule_group(&group) {
         Ok(name) => name,
         Err(error) => return bad_request(error),
     };
@@ -477,32 +310,6 @@ fn delete_namespace(app: &App, ruler: Ruler, headers: &HeaderMap, namespace: &st
     }
 }
 
-async fn list_cortex_rules(State(app): State<App>, headers: HeaderMap) -> Response {
-    list_rules(&app, Ruler::Cortex, &headers, None)
-}
-async fn get_cortex_namespace(State(app): State<App>, headers: HeaderMap, Path(ns): Path<String>) -> Response {
-    list_rules(&app, Ruler::Cortex, &headers, Some(&ns))
-}
-async fn set_cortex_group(State(app): State<App>, headers: HeaderMap, Path(ns): Path<String>, body: Bytes) -> Response {
-    set_group(&app, Ruler::Cortex, &headers, &ns, &body)
-}
-async fn delete_cortex_namespace(State(app): State<App>, headers: HeaderMap, Path(ns): Path<String>) -> Response {
-    delete_namespace(&app, Ruler::Cortex, &headers, &ns)
-}
-async fn get_cortex_group(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path((ns, group)): Path<(String, String)>,
-) -> Response {
-    get_group(&app, Ruler::Cortex, &headers, &ns, &group)
-}
-async fn delete_cortex_group(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path((ns, group)): Path<(String, String)>,
-) -> Response {
-    delete_group(&app, Ruler::Cortex, &headers, &ns, &group)
-}
 async fn list_loki_rules(State(app): State<App>, headers: HeaderMap) -> Response {
     list_rules(&app, Ruler::Loki, &headers, None)
 }

@@ -92,7 +92,8 @@ mod tests {
         // KKP's default: one receiver that sends nothing, so no notification ever fails.
         assert!(config.alertmanager_config.contains("receiver: 'null'"));
         assert!(!config.alertmanager_config.contains("_configs"), "no notifier: {}", config.alertmanager_config);
-        mla_e2e::cortex::validate_alertmanager_config(&config.alertmanager_config).expect("Alertmanager accepts it");
+        // That Cortex's Alertmanager runs it is checked against real Cortex
+        // (tests/alerting_controller.rs).
     }
 
     #[test]
