@@ -229,6 +229,23 @@ async fn writes(client: &kube::Client) -> anyhow::Result<BTreeMap<String, u64>> 
     mla_e2e::write_requests_by_resource(client, &["", "apps", "kubermatic.k8c.io", "events.k8s.io"]).await
 }
 
+/// Waits until a whole resync period (3 s) passes without a Kubernetes write, so that the
+/// steady state is measured after every controller has converged, also on a loaded
+/// machine; a controller that never stops writing fails here after 60 s.
+async fn converged(client: &kube::Client) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = writes(client).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let now = writes(client).await?;
+        if now == last {
+            return Ok(());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "still writing after 60 s: {last:?} -> {now:?}");
+        last = now;
+    }
+}
+
 async fn has_event(client: &kube::Client, namespace: &str, reason: &str, object: &str) -> bool {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     events.list(&Default::default()).await.is_ok_and(|list| {
@@ -402,7 +419,7 @@ async fn lifecycle(name: &str, version: GrafanaVersion) -> anyhow::Result<()> {
     });
 
     // Steady state: two resync periods without a mutating Grafana call or a write.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    converged(&client).await?;
     seed.grafana.reset_mutations();
     let before = writes(&client).await?;
     tokio::time::sleep(Duration::from_secs(7)).await;
@@ -600,7 +617,7 @@ async fn long_cluster_names_on_grafana_12() -> anyhow::Result<()> {
         assert_eq!(&prom["jsonData"]["alertmanagerUid"], am, "the Prometheus datasource names its Alertmanager");
     }
     assert!(!seed.datasources(web).await.contains_key(&format!("loki-{long}")), "loki- + 50 = 55 > 40: shortened");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    converged(&client).await?;
     seed.grafana.reset_mutations();
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(seed.grafana.mutations().total(), 0, "{:?}\n{}", seed.grafana.mutations(), seed.log());
