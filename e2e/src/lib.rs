@@ -7,6 +7,7 @@ pub mod backend;
 pub mod control_plane;
 pub mod cortex;
 pub mod grafana;
+pub mod iap;
 pub mod kkp;
 mod manifests;
 pub mod master;

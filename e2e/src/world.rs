@@ -36,6 +36,9 @@ use crate::{ControlPlane, Identity, ManagedProcess, apply_manifest, eventually, 
 
 /// Grafana's admin credentials in the test server and in Secret `mla/grafana`.
 pub const GRAFANA_ADMIN: (&str, &str) = ("admin", "e2e-admin-password");
+/// The IAPs' OIDC client (id, secret) at the mock provider; the secret is in Secret
+/// `mla/mla-iap-oidc`.
+pub const IAP_CLIENT: (&str, &str) = ("mla-iap", "e2e-client-secret");
 /// The Seed's name in the master.
 pub const SEED: &str = "e2e-seed";
 /// Namespace of the shared MLA stack in the seed.
@@ -166,6 +169,8 @@ pub struct World {
     pub user: ControlPlane,
     /// Grafana.
     pub grafana: GrafanaServer,
+    /// The OIDC provider the IAPs sign users in with (a mock; the seed manager's issuer).
+    pub oidc: crate::iap::MockOidc,
     /// Real Cortex: distributor, query frontend, ruler and Alertmanager of every tenant.
     pub cortex: Cortex,
     /// Loki stand-in for logs: distributor and query frontend (recording).
@@ -265,6 +270,7 @@ impl World {
 
         say("starting Cortex, the Grafana API test server and the Loki stand-ins");
         let grafana = GrafanaServer::start(GRAFANA_ADMIN.0, GRAFANA_ADMIN.1).await?;
+        let oidc = crate::iap::MockOidc::start(&dir.join("oidc"), IAP_CLIENT.0, IAP_CLIENT.1).await?;
         let cortex = Cortex::start(&dir.join("cortex")).await?;
         say(&format!(
             "cortex ready {:.2} s after start, RSS {} MiB",
@@ -298,7 +304,7 @@ impl World {
             .await?;
         let iap_client_secret = Secret {
             metadata: ObjectMeta { name: Some("mla-iap-oidc".into()), ..Default::default() },
-            string_data: Some(BTreeMap::from([("client-secret".to_string(), "e2e-client-secret".to_string())])),
+            string_data: Some(BTreeMap::from([("client-secret".to_string(), IAP_CLIENT.1.to_string())])),
             ..Default::default()
         };
         Api::<Secret>::namespaced(seed.client(), MLA_NAMESPACE)
@@ -332,7 +338,15 @@ impl World {
                 "seed-controller-manager",
                 &seed_identity_kubeconfig,
                 &[
-                    seed_manager_args(&cortex, &loki, &loki_ruler, &grafana, &resync, options.seed_replicas),
+                    seed_manager_args(
+                        &cortex,
+                        &loki,
+                        &loki_ruler,
+                        &grafana,
+                        &oidc.issuer,
+                        &resync,
+                        options.seed_replicas,
+                    ),
                     options.seed_args.clone(),
                     vec![format!("--user-cluster-agents-namespace={}", options.agents_namespace)],
                 ]
@@ -344,6 +358,7 @@ impl World {
             seed,
             user,
             grafana,
+            oidc,
             cortex,
             loki,
             loki_ruler,
@@ -505,6 +520,48 @@ impl World {
         Ok(())
     }
 
+    /// Runs the IAP of `cluster` as its Deployment says (`crate::iap`): oauth2-proxy with
+    /// the Deployment's arguments, the IAP Secret and the emails ConfigMap the seed manager
+    /// wrote, against the mock OIDC provider, upstream the cluster's gateway read path
+    /// (its gateway must run, [`World::run_gateway`]). Returns it with the IAP's host.
+    pub async fn run_iap(&self, cluster: &str) -> anyhow::Result<(crate::iap::OAuth2Proxy, String)> {
+        let namespace = format!("cluster-{cluster}");
+        let read_port =
+            self.gateways.lock().await.get(cluster).context("the cluster's gateway is not running")?.read_port;
+        let deployments: Api<Deployment> = Api::namespaced(self.seed.client(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.seed.client(), &namespace);
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.seed.client(), &namespace);
+        let (deployment, secret, emails) =
+            eventually("the IAP's Deployment, Secret and emails", Duration::from_secs(60), || {
+                let (deployments, secrets, config_maps) = (deployments.clone(), secrets.clone(), config_maps.clone());
+                async move {
+                    let found = deployments.get_opt("mla-iap").await?.zip(secrets.get_opt("mla-iap").await?);
+                    let emails = config_maps.get_opt("mla-iap-emails").await?;
+                    Ok(found.zip(emails).map(|((d, s), e)| (d, s, e)))
+                }
+            })
+            .await?;
+        let pod = deployment.spec.and_then(|s| s.template.spec).context("IAP Deployment without a pod spec")?;
+        let args = pod.containers.first().and_then(|c| c.args.clone()).context("IAP Deployment without arguments")?;
+        let host = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--redirect-url=https://"))
+            .and_then(|rest| rest.split('/').next())
+            .context("IAP Deployment without --redirect-url")?
+            .to_string();
+        let dir = self.dir.join(format!("iap-{cluster}"));
+        let proxy = crate::iap::OAuth2Proxy::start(
+            &dir,
+            &args,
+            &secret,
+            &emails.data.unwrap_or_default(),
+            &namespace,
+            read_port,
+        )
+        .await?;
+        Ok((proxy, host))
+    }
+
     /// Runs nginx with the gateway configuration and certificates of `cluster` as they
     /// are in the seed, and keeps it in step with them.
     pub async fn run_gateway(&self, cluster: &str) -> anyhow::Result<Arc<Gateway>> {
@@ -590,6 +647,7 @@ fn seed_manager_args(
     loki: &RecordingBackend,
     loki_ruler: &CortexServer,
     grafana: &GrafanaServer,
+    issuer: &str,
     resync: &str,
     replicas: usize,
 ) -> Vec<String> {
@@ -609,7 +667,8 @@ fn seed_manager_args(
         format!("--loki-ruler-url={}", loki_ruler.url()),
         format!("--cortex-runtime-config-map={RUNTIME_CONFIG_MAP}"),
         format!("--cortex-runtime-config-key={RUNTIME_CONFIG_KEY}"),
-        "--iap-oidc-issuer-url=https://dex.e2e.localhost/dex".to_string(),
+        format!("--iap-oidc-issuer-url={issuer}"),
+        format!("--iap-oidc-client-id={}", IAP_CLIENT.0),
         "--iap-domain=e2e.localhost".to_string(),
         resync.to_string(),
     ];

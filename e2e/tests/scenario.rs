@@ -209,6 +209,43 @@ async fn the_whole_system_end_to_end() {
         request.send().await
     };
 
+    step(
+        "4b",
+        "the IAP (real oauth2-proxy) lets the project's members into c1's Alertmanager and no one else",
+        async {
+            let (iap, host) = world.run_iap("c1").await?;
+            let ui = "/api/prom/alertmanager/";
+            for email in ["alice@example.com", "bob@example.com", "root@example.com"] {
+                let mut browser = mla_e2e::iap::Browser::new(&iap.url, &host)?;
+                let status = browser.sign_in(&world.oidc, email, ui).await?;
+                anyhow::ensure!(status.is_success(), "{email}: {status}\n{}", iap.log_text());
+            }
+            // What the member saw is c1's Alertmanager in Cortex, reached through c1's gateway.
+            let mut alice = mla_e2e::iap::Browser::new(&iap.url, &host)?;
+            alice.sign_in(&world.oidc, "alice@example.com", ui).await?;
+            let status = alice.get(&format!("https://{host}{ui}api/v2/status")).await?;
+            let body: serde_json::Value = serde_json::from_str(&status.text().await?)?;
+            let running = body["config"]["original"].as_str().unwrap_or_default().to_string();
+            anyhow::ensure!(
+                Some(running.clone()) == world.cortex.alertmanager_running_config("c1").await?,
+                "the IAP showed another Alertmanager than c1's: {running}"
+            );
+            // dave is a member of p2 only; mallory of nothing.
+            for email in ["dave@example.com", "mallory@example.com"] {
+                let status = mla_e2e::iap::Browser::new(&iap.url, &host)?.sign_in(&world.oidc, email, ui).await?;
+                anyhow::ensure!(status == reqwest::StatusCode::FORBIDDEN, "{email}: {status}\n{}", iap.log_text());
+            }
+            let anonymous = mla_e2e::iap::Browser::new(&iap.url, &host)?.get(&format!("https://{host}{ui}")).await?;
+            anyhow::ensure!(
+                anonymous.status() == reqwest::StatusCode::FOUND,
+                "without a session: {}",
+                anonymous.status()
+            );
+            Ok(())
+        },
+    )
+    .await;
+
     step("5", "a request claiming another tenant is pinned back", async {
         let identity = pki::issue_client_certificate(&c1_ca.current().unwrap(), "prometheus", SystemTime::now())?;
         let client = gateway_client(c1_ca.cert_pem.as_deref().unwrap(), &identity);

@@ -20,9 +20,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,10 +29,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use mla_common::api::*;
+use mla_e2e::iap::{Browser, EMAILS_MOUNT, MockOidc, OAuth2Proxy, project_config_map};
 use mla_e2e::master::ensure_namespace;
-use mla_e2e::{ControlPlane, ManagedProcess, apply_manifest, eventually, free_port, workspace_root};
+use mla_e2e::{ControlPlane, apply_manifest, eventually, workspace_root};
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, HOST, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, HOST};
 use seed_controller_manager::gateway::nginx::{self, Upstreams};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -43,48 +41,6 @@ const NS: &str = "cluster-c1";
 const HOST_NAME: &str = "alertmanager.c1.iap.example.com";
 const CLIENT_ID: &str = "mla-alertmanager";
 const CLIENT_SECRET: &str = "s3cr3t";
-/// Where the Deployment mounts the emails ConfigMap (the directory of
-/// `--authenticated-emails-file`).
-const EMAILS_MOUNT: &str = "/etc/oauth2-proxy/emails";
-
-/// The mock OIDC provider: the issuer and a control API choosing who signs in next.
-struct Provider {
-    _process: ManagedProcess,
-    issuer: String,
-    control: String,
-}
-
-impl Provider {
-    async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let (port, control_port) = (free_port()?, free_port()?);
-        let mut command = Command::new(mla_e2e::real_parts::binary("mock-oidc", "mock-oidc")?);
-        command
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(format!("--control=127.0.0.1:{control_port}"))
-            .arg(format!("--client-id={CLIENT_ID}"))
-            .arg(format!("--client-secret={CLIENT_SECRET}"));
-        let process = ManagedProcess::spawn("mock-oidc", command, &dir.join("mock-oidc.log"))?;
-        let issuer = format!("http://127.0.0.1:{port}/oidc");
-        let discovery = format!("{issuer}/.well-known/openid-configuration");
-        eventually("the mock OIDC provider", WAIT, || {
-            let discovery = discovery.clone();
-            async move { Ok(reqwest::get(&discovery).await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
-        })
-        .await?;
-        Ok(Self { _process: process, issuer, control: format!("http://127.0.0.1:{control_port}") })
-    }
-
-    /// The next sign-in at the provider is `email`'s.
-    async fn next_user(&self, email: &str) -> anyhow::Result<()> {
-        let response = reqwest::Client::new()
-            .post(format!("{}/users", self.control))
-            .body(serde_json::json!({ "email": email }).to_string())
-            .send()
-            .await?;
-        anyhow::ensure!(response.status().is_success(), "queueing {email}: {}", response.status());
-        Ok(())
-    }
-}
 
 /// What the stand-in for Cortex's Alertmanager saw: (tenant header, path) per request.
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
@@ -101,118 +57,6 @@ async fn record(State(seen): State<Seen>, request: Request) -> &'static str {
     "<title>Alertmanager</title>"
 }
 
-/// Writes ConfigMap `data` into `dir` the way the kubelet's atomic writer updates a
-/// ConfigMap volume: the files live in a fresh timestamped directory, `..data` is a
-/// symlink to it swapped by rename, each key is a symlink `key -> ..data/key`, and the
-/// previous directory is removed afterwards (that removal is the event oauth2-proxy's
-/// watcher reloads on).
-fn project_config_map(dir: &Path, data: &BTreeMap<String, String>, generation: u32) {
-    let payload = format!("..2026_12_01_00_00_00.{generation:06}");
-    std::fs::create_dir_all(dir.join(&payload)).unwrap();
-    for (key, value) in data {
-        std::fs::write(dir.join(&payload).join(key), value).unwrap();
-    }
-    let old = std::fs::read_link(dir.join("..data")).ok();
-    let _ = std::fs::remove_file(dir.join("..data_tmp"));
-    std::os::unix::fs::symlink(&payload, dir.join("..data_tmp")).unwrap();
-    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    for key in data.keys() {
-        if std::fs::symlink_metadata(dir.join(key)).is_err() {
-            std::os::unix::fs::symlink(Path::new("..data").join(key), dir.join(key)).unwrap();
-        }
-    }
-    if let Some(old) = old {
-        std::fs::remove_dir_all(dir.join(old)).unwrap();
-    }
-}
-
-/// A browser behind the Ingress: remembers cookies, follows no redirect by itself.
-struct Browser {
-    client: reqwest::Client,
-    proxy: String,
-    cookies: BTreeMap<String, String>,
-}
-
-impl Browser {
-    fn new(proxy: &str) -> Self {
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Self { client, proxy: proxy.to_string(), cookies: BTreeMap::new() }
-    }
-
-    /// GET `url`. Requests for `https://<HOST_NAME>/...` go to oauth2-proxy as the
-    /// Ingress would send them; any other URL (the provider) is fetched directly.
-    async fn get(&mut self, url: &str) -> anyhow::Result<reqwest::Response> {
-        let request = match url.strip_prefix(&format!("https://{HOST_NAME}")) {
-            Some(path) => {
-                let mut request = self
-                    .client
-                    .get(format!("{}{path}", self.proxy))
-                    .header(HOST, HOST_NAME)
-                    .header("x-forwarded-proto", "https")
-                    .header("x-forwarded-host", HOST_NAME)
-                    .header("x-forwarded-for", "192.0.2.10");
-                if !self.cookies.is_empty() {
-                    let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
-                    request = request.header(COOKIE, cookie);
-                }
-                request
-            }
-            None => self.client.get(url),
-        };
-        let response = request.send().await?;
-        if url.starts_with(&format!("https://{HOST_NAME}")) {
-            for value in response.headers().get_all(SET_COOKIE) {
-                let pair = value.to_str()?.split(';').next().unwrap_or_default();
-                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                if value.is_empty() {
-                    self.cookies.remove(name); // cleared (expired) cookie
-                } else {
-                    self.cookies.insert(name.to_string(), value.to_string());
-                }
-            }
-        }
-        Ok(response)
-    }
-
-    /// Opens the Alertmanager UI as `email` from a fresh browser: the sign-in redirects,
-    /// then the UI. Returns the status of the last answer.
-    async fn sign_in(&mut self, provider: &Provider, email: &str) -> anyhow::Result<StatusCode> {
-        self.cookies.clear();
-        let ui = format!("https://{HOST_NAME}/api/prom/alertmanager/");
-        let first = self.get(&ui).await?;
-        anyhow::ensure!(first.status() == StatusCode::FOUND, "unauthenticated: {} not 302", first.status());
-        let authorize = location(&first)?;
-        anyhow::ensure!(authorize.starts_with(&provider.issuer), "sent to {authorize}, not to the issuer");
-        provider.next_user(email).await?;
-        let at_provider = self.get(&authorize).await?;
-        let callback = location(&at_provider)?;
-        anyhow::ensure!(
-            callback.starts_with(&format!("https://{HOST_NAME}/oauth2/callback?")),
-            "provider sent the browser to {callback}"
-        );
-        let signed_in = self.get(&callback).await?;
-        if signed_in.status() != StatusCode::FOUND {
-            return Ok(signed_in.status());
-        }
-        let back = location(&signed_in)?;
-        let back = if back.starts_with('/') { format!("https://{HOST_NAME}{back}") } else { back };
-        Ok(self.get(&back).await?.status())
-    }
-}
-
-fn location(response: &reqwest::Response) -> anyhow::Result<String> {
-    Ok(response
-        .headers()
-        .get(LOCATION)
-        .ok_or_else(|| anyhow::anyhow!("{} without Location", response.status()))?
-        .to_str()?
-        .to_string())
-}
-
-fn secret_text(secret: &Secret, key: &str) -> String {
-    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
-}
-
 fn binding(name: &str, email: &str, project: &str) -> UserProjectBinding {
     UserProjectBinding::new(
         name,
@@ -224,33 +68,10 @@ fn binding(name: &str, email: &str, project: &str) -> UserProjectBinding {
     )
 }
 
-/// oauth2-proxy's command line from the Deployment's, with the adaptations of this test.
-fn adapt_args(args: &[String], proxy_port: u16, emails_dir: &Path, gateway_read_port: u16) -> Vec<String> {
-    let emails_file = format!("--authenticated-emails-file={EMAILS_MOUNT}/");
-    let gateway = format!("--upstream=http://mla-gateway.{NS}.svc.cluster.local/");
-    args.iter()
-        .map(|arg| {
-            if arg.starts_with("--http-address=") {
-                // Adapted: loopback and a free port instead of 0.0.0.0:4180 in the pod.
-                format!("--http-address=127.0.0.1:{proxy_port}")
-            } else if let Some(key) = arg.strip_prefix(&emails_file) {
-                // Adapted: the ConfigMap volume is a scratch directory, same layout.
-                format!("--authenticated-emails-file={}", emails_dir.join(key).display())
-            } else if let Some(path) = arg.strip_prefix(&gateway) {
-                // Adapted: the gateway Service's DNS name is its loopback read port here;
-                // the path (the Alertmanager prefix of the read path) is kept.
-                format!("--upstream=http://127.0.0.1:{gateway_read_port}/{path}")
-            } else {
-                arg.clone()
-            }
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth2_proxy_lets_in_exactly_the_projects_members() -> anyhow::Result<()> {
     let dir = support::ScratchDir::new("iap-oauth2-proxy");
-    let provider = Provider::start(&dir.path).await?;
+    let provider = MockOidc::start(&dir.path, CLIENT_ID, CLIENT_SECRET).await?;
 
     // The seed and the real binary, configured with the mock's issuer.
     let plane = ControlPlane::start("iap-oauth2-proxy").await?;
@@ -331,33 +152,18 @@ async fn oauth2_proxy_lets_in_exactly_the_projects_members() -> anyhow::Result<(
 
     // oauth2-proxy with the Deployment's arguments, the Secret in its environment and the
     // emails ConfigMap projected as the kubelet does.
-    let emails_dir = dir.join("emails");
-    std::fs::create_dir_all(&emails_dir)?;
-    let mut generation = 0;
-    project_config_map(&emails_dir, &emails_data(emails), generation);
-    let proxy_port = free_port()?;
-    let mut command = Command::new(mla_e2e::real_parts::binary("oauth2-proxy", "oauth2-proxy")?);
-    command
-        .args(adapt_args(&args, proxy_port, &emails_dir, server.read_port))
-        .env_clear()
-        .env("OAUTH2_PROXY_CLIENT_SECRET", secret_text(&secret, "client-secret"))
-        .env("OAUTH2_PROXY_COOKIE_SECRET", secret_text(&secret, "cookie-secret"));
     let started = Instant::now();
-    let _proxy = ManagedProcess::spawn("oauth2-proxy", command, &dir.join("oauth2-proxy.log"))?;
-    let proxy = format!("http://127.0.0.1:{proxy_port}");
-    let ping = format!("{proxy}/ping");
-    eventually("oauth2-proxy's /ping", WAIT, || {
-        let ping = ping.clone();
-        async move { Ok(reqwest::get(&ping).await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
-    })
-    .await
-    .map_err(|e| e.context(std::fs::read_to_string(dir.join("oauth2-proxy.log")).unwrap_or_default()))?;
+    let oauth2_proxy =
+        OAuth2Proxy::start(&dir.path, &args, &secret, &emails_data(emails), NS, server.read_port).await?;
     eprintln!("oauth2-proxy ready {} ms after start", started.elapsed().as_millis());
-    let log = || std::fs::read_to_string(dir.join("oauth2-proxy.log")).unwrap_or_default();
+    let proxy = oauth2_proxy.url.clone();
+    let mut generation = 0;
+    let log = || oauth2_proxy.log_text();
+    let ui_path = "/api/prom/alertmanager/";
 
     // A member of the project gets the UI, and Alertmanager sees the cluster's tenant.
-    let mut browser = Browser::new(&proxy);
-    let status = browser.sign_in(&provider, "alice@example.com").await?;
+    let mut browser = Browser::new(&proxy, HOST_NAME)?;
+    let status = browser.sign_in(&provider, "alice@example.com", ui_path).await?;
     assert_eq!(status, StatusCode::OK, "alice, member of p1\n{}", log());
     {
         let seen = seen.lock().unwrap();
@@ -372,11 +178,11 @@ async fn oauth2_proxy_lets_in_exactly_the_projects_members() -> anyhow::Result<(
     // A member of another project and someone unknown are refused at the callback.
     let before = seen.lock().unwrap().len();
     for email in ["bob@example.com", "mallory@example.com"] {
-        let status = Browser::new(&proxy).sign_in(&provider, email).await?;
+        let status = Browser::new(&proxy, HOST_NAME)?.sign_in(&provider, email, ui_path).await?;
         assert_eq!(status, StatusCode::FORBIDDEN, "{email}\n{}", log());
     }
     // Nobody without a session reaches Alertmanager.
-    let anonymous = Browser::new(&proxy).get(&format!("https://{HOST_NAME}/api/prom/alertmanager/")).await?;
+    let anonymous = Browser::new(&proxy, HOST_NAME)?.get(&format!("https://{HOST_NAME}{ui_path}")).await?;
     assert_eq!(anonymous.status(), StatusCode::FOUND);
     assert_eq!(seen.lock().unwrap().len(), before, "refused users reached the upstream");
 
@@ -394,7 +200,7 @@ async fn oauth2_proxy_lets_in_exactly_the_projects_members() -> anyhow::Result<(
     .await?;
     generation += 1;
     let removed = Instant::now();
-    project_config_map(&emails_dir, &emails, generation);
+    project_config_map(&oauth2_proxy.emails_dir, &emails, generation)?;
     let ui = format!("https://{HOST_NAME}/api/prom/alertmanager/");
     let refused = eventually("alice's session refused after the reload", WAIT, || {
         let (client, cookies, proxy) = (browser.client.clone(), browser.cookies.clone(), proxy.clone());
@@ -416,7 +222,7 @@ async fn oauth2_proxy_lets_in_exactly_the_projects_members() -> anyhow::Result<(
     eprintln!("alice refused ({refused}) {} ms after the volume update", removed.elapsed().as_millis());
     assert_eq!(refused, StatusCode::FORBIDDEN, "{}", log());
     // ... and signing in again does not help.
-    let status = browser.sign_in(&provider, "alice@example.com").await?;
+    let status = browser.sign_in(&provider, "alice@example.com", ui_path).await?;
     assert_eq!(status, StatusCode::FORBIDDEN, "{}", log());
     // It was the kubelet-style swap that oauth2-proxy reacted to (the remove event of the
     // old file, then the watch re-added on the new one).

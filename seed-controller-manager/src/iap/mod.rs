@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long = "iap-ingress-annotation", env = "MLA_IAP_INGRESS_ANNOTATIONS", value_delimiter = ',', value_parser = parse_annotation)]
     pub iap_ingress_annotations: Vec<(String, String)>,
     /// oauth2-proxy image.
-    #[arg(long, env = "MLA_IAP_IMAGE", default_value = "quay.io/oauth2-proxy/oauth2-proxy:v7.8.2")]
+    #[arg(long, env = "MLA_IAP_IMAGE", default_value = "quay.io/oauth2-proxy/oauth2-proxy:v7.15.6")]
     pub iap_image: String,
     /// Replicas of each IAP.
     #[arg(long, env = "MLA_IAP_REPLICAS", default_value_t = 1)]

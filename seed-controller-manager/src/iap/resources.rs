@@ -78,7 +78,7 @@ impl Default for IapSettings {
         Self {
             issuer_url: "https://kkp.example.com/dex".into(),
             client_id: "mla-iap".into(),
-            image: "quay.io/oauth2-proxy/oauth2-proxy:v7.8.2".into(),
+            image: "quay.io/oauth2-proxy/oauth2-proxy:v7.15.6".into(),
             replicas: 1,
             host_template: "alertmanager.{cluster}.{domain}".into(),
             domain: "example.com".into(),
