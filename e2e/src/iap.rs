@@ -17,7 +17,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, HOST, LOCATION, SET_COOKIE};
 
@@ -126,6 +128,27 @@ pub fn adapt_args(
             }
         })
         .collect()
+}
+
+/// What the seed manager wrote for the IAP of a cluster namespace: its Deployment, Secret
+/// and emails ConfigMap, once all three exist.
+pub async fn written_objects(
+    client: &kube::Client,
+    namespace: &str,
+    timeout: Duration,
+) -> anyhow::Result<(Deployment, Secret, ConfigMap)> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    eventually("the IAP's Deployment, Secret and emails", timeout, || {
+        let (deployments, secrets, config_maps) = (deployments.clone(), secrets.clone(), config_maps.clone());
+        async move {
+            let found = deployments.get_opt("mla-iap").await?.zip(secrets.get_opt("mla-iap").await?);
+            let emails = config_maps.get_opt("mla-iap-emails").await?;
+            Ok(found.zip(emails).map(|((d, s), e)| (d, s, e)))
+        }
+    })
+    .await
 }
 
 fn secret_text(secret: &Secret, key: &str) -> anyhow::Result<String> {

@@ -528,19 +528,8 @@ impl World {
         let namespace = format!("cluster-{cluster}");
         let read_port =
             self.gateways.lock().await.get(cluster).context("the cluster's gateway is not running")?.read_port;
-        let deployments: Api<Deployment> = Api::namespaced(self.seed.client(), &namespace);
-        let secrets: Api<Secret> = Api::namespaced(self.seed.client(), &namespace);
-        let config_maps: Api<ConfigMap> = Api::namespaced(self.seed.client(), &namespace);
         let (deployment, secret, emails) =
-            eventually("the IAP's Deployment, Secret and emails", Duration::from_secs(60), || {
-                let (deployments, secrets, config_maps) = (deployments.clone(), secrets.clone(), config_maps.clone());
-                async move {
-                    let found = deployments.get_opt("mla-iap").await?.zip(secrets.get_opt("mla-iap").await?);
-                    let emails = config_maps.get_opt("mla-iap-emails").await?;
-                    Ok(found.zip(emails).map(|((d, s), e)| (d, s, e)))
-                }
-            })
-            .await?;
+            crate::iap::written_objects(&self.seed.client(), &namespace, Duration::from_secs(60)).await?;
         let pod = deployment.spec.and_then(|s| s.template.spec).context("IAP Deployment without a pod spec")?;
         let args = pod.containers.first().and_then(|c| c.args.clone()).context("IAP Deployment without arguments")?;
         let host = args

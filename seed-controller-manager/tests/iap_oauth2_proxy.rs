@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -118,19 +117,9 @@ async fn oauth2_proxy_lets_in_exactly_the_projects_members() -> anyhow::Result<(
     clusters.patch_status("c1", &PatchParams::default(), &Patch::Merge(&status)).await?;
 
     // What the seed manager wrote.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
     let emails_data = |cm: ConfigMap| cm.data.unwrap_or_default();
-    let (deployment, secret, emails) = eventually("the IAP's Deployment, Secret and emails", WAIT, || {
-        let (deployments, secrets, config_maps) = (deployments.clone(), secrets.clone(), config_maps.clone());
-        async move {
-            let found = deployments.get_opt("mla-iap").await?.zip(secrets.get_opt("mla-iap").await?);
-            let emails = config_maps.get_opt("mla-iap-emails").await?;
-            Ok(found.zip(emails).map(|((d, s), e)| (d, s, e)))
-        }
-    })
-    .await?;
+    let (deployment, secret, emails) = mla_e2e::iap::written_objects(&client, NS, WAIT).await?;
     let container = deployment.spec.unwrap().template.spec.unwrap().containers.remove(0);
     let args = container.args.unwrap();
     // The volume is the whole ConfigMap at the emails directory (no subPath: else the
