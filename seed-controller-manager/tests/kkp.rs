@@ -232,8 +232,14 @@ async fn status_lands_on_kkps_crds() -> anyhow::Result<()> {
     let mut seed = start("kkp-status", &crds, &[]).await?;
     let client = seed.plane.client();
     create_kkp_cluster(&client, "k1", "p1", &[]).await?;
-    let cluster = cluster_with(&client, "k1", "the gateway condition", |c| {
-        c.condition("MLAGatewayReady").filter(|c| c.reason.as_deref() == Some("GatewayNotAvailable")).map(|_| c.clone())
+    // The health follows once the controller's cache holds the Deployment it made (the
+    // first status write may carry the condition alone).
+    let cluster = cluster_with(&client, "k1", "the gateway condition and health", |c| {
+        let health = c.status.as_ref().and_then(|s| s.extended_health.as_ref()).and_then(|h| h.mla_gateway);
+        c.condition("MLAGatewayReady")
+            .filter(|c| c.reason.as_deref() == Some("GatewayNotAvailable"))
+            .and(health)
+            .map(|_| c.clone())
     })
     .await?;
     let status = cluster.status.clone().unwrap();
