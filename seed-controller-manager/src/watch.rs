@@ -51,3 +51,36 @@ pub async fn report_watch_errors<T, E: std::error::Error + 'static>(
         })
         .await;
 }
+
+/// The objects of a watch event stream whose `relevant` part changed since they were last
+/// seen, and the deleted ones: a change elsewhere in an object (a status heartbeat, an
+/// unrelated field) wakes no controller. Init markers are dropped; errors pass through.
+pub fn relevant_changes<K, V, S>(
+    events: S,
+    relevant: impl Fn(&K) -> V + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Send + 'static,
+    V: PartialEq + Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let mut seen = std::collections::HashMap::<(Option<String>, String), V>::new();
+    events.filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                let key = (object.meta().namespace.clone(), object.meta().name.clone().unwrap_or_default());
+                let value = relevant(&object);
+                let same = seen.get(&key) == Some(&value);
+                seen.insert(key, value);
+                (!same).then_some(Ok(object))
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                seen.remove(&(object.meta().namespace.clone(), object.meta().name.clone().unwrap_or_default()));
+                Some(Ok(object))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(error) => Some(Err(error)),
+        };
+        futures::future::ready(changed)
+    })
+}

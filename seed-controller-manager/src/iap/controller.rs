@@ -3,9 +3,8 @@
 //! the cluster namespace, and the condition `MLAIAPReady` on the Cluster. The emails follow
 //! the UserProjectBindings of the cluster's project and the admin Users.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -154,24 +153,10 @@ pub fn run(
         let (users, user_writer) = reflector::store();
         let user_watch =
             relisting_watcher(Api::<User>::all(client.clone()), watcher::Config::default()).default_backoff();
-        let seen = Mutex::new(HashMap::<String, (String, bool)>::new());
-        let user_events = synced(reflector::reflector(user_writer, user_watch), readiness.gate("iap/users"), &unsynced)
-            .filter_map(move |event| {
-                let mut seen = seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let relevant = match event {
-                    Ok(watcher::Event::Apply(user) | watcher::Event::InitApply(user)) => {
-                        let key = (user.spec.email.clone(), user.spec.admin);
-                        (seen.insert(user.name_any(), key.clone()) != Some(key)).then_some(Ok(user))
-                    }
-                    Ok(watcher::Event::Delete(user)) => {
-                        seen.remove(&user.name_any());
-                        Some(Ok(user))
-                    }
-                    Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                    Err(error) => Some(Err(error)),
-                };
-                futures::future::ready(relevant)
-            });
+        let user_events = watch::relevant_changes(
+            synced(reflector::reflector(user_writer, user_watch), readiness.gate("iap/users"), &unsynced),
+            |user: &User| (user.spec.email.clone(), user.spec.admin),
+        );
 
         let (group_bindings, group_binding_writer) = reflector::store();
         let group_binding_watch =
@@ -188,28 +173,14 @@ pub fn run(
         let (user_groups, user_groups_writer) = reflector::store();
         let user_groups_watch =
             relisting_watcher(Api::<UserGroups>::all(client.clone()), watcher::Config::default()).default_backoff();
-        let seen_groups = Mutex::new(HashMap::<String, Vec<String>>::new());
-        let user_groups_events = synced(
-            reflector::reflector(user_groups_writer, user_groups_watch),
-            readiness.gate("iap/usergroups"),
-            &unsynced,
-        )
-        .filter_map(move |event| {
-            let mut seen = seen_groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let relevant = match event {
-                Ok(watcher::Event::Apply(user) | watcher::Event::InitApply(user)) => {
-                    let groups = user.spec.groups.clone();
-                    (seen.insert(user.name_any(), groups.clone()) != Some(groups)).then_some(Ok(user))
-                }
-                Ok(watcher::Event::Delete(user)) => {
-                    seen.remove(&user.name_any());
-                    Some(Ok(user))
-                }
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                Err(error) => Some(Err(error)),
-            };
-            futures::future::ready(relevant)
-        });
+        let user_groups_events = watch::relevant_changes(
+            synced(
+                reflector::reflector(user_groups_writer, user_groups_watch),
+                readiness.gate("iap/usergroups"),
+                &unsynced,
+            ),
+            |user: &UserGroups| user.spec.groups.clone(),
+        );
 
         let (client_secrets, client_secret_writer) = reflector::store();
         let client_secret_watch = relisting_watcher(
