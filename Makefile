@@ -5,7 +5,7 @@
 CARGO ?= cargo
 export MLA_TOOLS_CACHE ?= $(HOME)/.cache/mla-controllers
 
-.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration check-leftovers crds demo demo-down images kind-e2e kind-e2e-down clean
+.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration check-leftovers crds demo demo-down images kind-e2e kind-e2e-down bench bench-quick clean
 
 all: build
 
@@ -38,6 +38,14 @@ unit-and-integration:
 	$(CARGO) test --workspace --locked || status=$$?; \
 	hack/check-leftovers.sh --since $$since || { [ $$status -ne 0 ] || status=1; }; \
 	exit $$status
+
+## Every benchmark program, one after the other, then one summary table (docs/benchmarks.md).
+## `make bench-quick` runs smaller sizes.
+bench: deps
+	hack/bench.sh
+
+bench-quick: deps
+	hack/bench.sh --quick
 
 ## Processes of tests or benchmarks still alive after their owner ended (see docs/testing.md).
 check-leftovers:

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod bench;
 pub mod control_plane;
 pub mod cortex;
 pub mod grafana;
