@@ -65,6 +65,10 @@ pub struct Runtime {
     identity: String,
     elector: Option<LeaderElector>,
     admin_addr: SocketAddr,
+    /// Installed by [`Runtime::new`], before any request that may hang: a process that is
+    /// PID 1 in a container ignores SIGTERM until it has a handler, so without one the
+    /// kubelet's stop would wait for the grace period and end in SIGKILL.
+    signals: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -79,6 +83,9 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Connects and prepares metrics and leader election; nothing runs yet.
     pub async fn new(binary: &'static str, args: &CommonArgs) -> anyhow::Result<Self> {
+        let readiness = Readiness::default();
+        let shutdown = CancellationToken::new();
+        let signals = tokio::spawn(watch_signals(readiness.clone(), shutdown.clone()));
         let client = args.kube.client().await?;
         let metrics = Metrics::new(binary);
         let le = &args.leader_election;
@@ -109,13 +116,23 @@ impl Runtime {
             binary,
             client,
             metrics,
-            readiness: Readiness::default(),
+            readiness,
             leader,
-            shutdown: CancellationToken::new(),
+            shutdown,
             identity,
             elector,
             admin_addr: args.admin.addr,
+            signals,
         })
+    }
+
+    /// Runs `work` (start-up work before [`Runtime::run`], such as discovery) unless a
+    /// signal arrives first: `None` then, and the binary should return.
+    pub async fn unless_shutdown<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            value = work => Some(value),
+            () = self.shutdown.cancelled() => None,
+        }
     }
 
     /// An applier for `controller`, writing as `<binary>/<controller>` while leading.
@@ -184,7 +201,7 @@ impl Runtime {
                 .with_context(|| format!("binding the admin server to {}", self.admin_addr))?;
         tracing::info!(binary = self.binary, admin = %addr, identity = %self.identity, "started");
 
-        let signals = tokio::spawn(watch_signals(self.readiness.clone(), self.shutdown.clone()));
+        let signals = self.signals;
         let mut elector = match self.elector {
             Some(elector) => tokio::spawn(elector.run(self.shutdown.clone())),
             None => {

@@ -143,7 +143,11 @@ async fn main() -> anyhow::Result<()> {
     let (users, watch_users) = Fanout::<User>::new(Api::all(master.clone()), runtime.readiness.gate("users"));
     let (bindings, watch_bindings) =
         Fanout::<UserProjectBinding>::new(Api::all(master.clone()), runtime.readiness.gate("userprojectbindings"));
-    let (group_bindings, watch_group_bindings) = if serves_group_project_bindings(&master).await? {
+    // Discovery may hang with the API server; a SIGTERM meanwhile ends the process.
+    let Some(serves_group_bindings) = runtime.unless_shutdown(serves_group_project_bindings(&master)).await else {
+        return Ok(());
+    };
+    let (group_bindings, watch_group_bindings) = if serves_group_bindings? {
         let (fanout, drive) = Fanout::<GroupProjectBinding>::new(
             Api::all(master.clone()),
             runtime.readiness.gate("groupprojectbindings"),

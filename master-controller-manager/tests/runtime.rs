@@ -84,6 +84,52 @@ async fn readiness_waits_for_the_watch_and_sigterm_exits_cleanly() -> anyhow::Re
     Ok(())
 }
 
+/// An API server that accepts connections and never answers (as one does while it hangs):
+/// SIGTERM during the binary's start-up discovery still ends it at once. In a container
+/// the binary is PID 1, which ignores SIGTERM until it has a handler; here the handler's
+/// absence showed as the process running on until SIGKILL.
+#[tokio::test]
+async fn sigterm_while_the_api_server_hangs_exits_at_once() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let port = listener.local_addr()?.port();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            connections.push(stream);
+        }
+    });
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hanging-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("hanging.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'https://127.0.0.1:{port}', insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"
+        ),
+    )?;
+    let admin = free_port()?;
+    let mut command = Command::new(BINARY);
+    command
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--admin-addr=127.0.0.1:{admin}"))
+        .args(["--leader-elect=false", "--seed-namespace=kubermatic"]);
+    let mut process = ManagedProcess::spawn("hanging", command, &&dir.join("hanging.log"))?;
+    // Long enough for the binary to be inside its first request.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(process.try_wait()?.is_none(), "the binary ended before the signal: {}", log(&dir));
+    process.terminate();
+    let started = Instant::now();
+    let status = process.wait_timeout(Duration::from_secs(5)).await;
+    held.abort();
+    assert!(status.is_some_and(|s| s.success()), "no clean exit within 5 s of SIGTERM: {status:?}\n{}", log(&dir));
+    println!("exited {:?} after SIGTERM during start-up", started.elapsed());
+    Ok(())
+}
+
+fn log(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("hanging.log")).unwrap_or_default()
+}
+
 /// `promtool check metrics` (the Prometheus project's own parser and linter) accepts the
 /// exposition.
 fn assert_metrics_parse(metrics: &str) -> anyhow::Result<()> {
