@@ -113,7 +113,7 @@ async fn sigterm_while_the_api_server_hangs_exits_at_once() -> anyhow::Result<()
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--admin-addr=127.0.0.1:{admin}"))
         .args(["--leader-elect=false", "--seed-namespace=kubermatic"]);
-    let mut process = ManagedProcess::spawn("hanging", command, &&dir.join("hanging.log"))?;
+    let mut process = ManagedProcess::spawn("hanging", command, &dir.join("hanging.log"))?;
     // Long enough for the binary to be inside its first request.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(process.try_wait()?.is_none(), "the binary ended before the signal: {}", log(&dir));
