@@ -63,12 +63,14 @@ demo: deps
 demo-down:
 	hack/demo.sh down
 
-## Container images of the three binaries (needs Docker; tag with IMAGE_TAG, default dev).
+## Container images, built here without a registry (docs/images.md): the three binaries
+## (mla-controllers/<binary>:$(IMAGE_TAG)) and the parts the pods e2e runs (mla-parts/...:
+## nginx, prometheus, cortex, oauth2-proxy, mock-oidc, pause). Installs and starts Docker
+## (hack/install-docker.sh) when it does not answer. `hack/build-images.sh --list` prints
+## every image reference.
 IMAGE_TAG ?= dev
 images:
-	for b in master-controller-manager seed-controller-manager user-cluster-controller-manager; do \
-	  docker build -f $$b/Dockerfile -t mla-controllers/$$b:$(IMAGE_TAG) . || exit 1; \
-	done
+	IMAGE_TAG=$(IMAGE_TAG) hack/build-images.sh
 
 ## The system on three kind clusters (needs Docker and kind; see docs/install.md).
 kind-e2e:
