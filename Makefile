@@ -5,7 +5,7 @@
 CARGO ?= cargo
 export MLA_TOOLS_CACHE ?= $(HOME)/.cache/mla-controllers
 
-.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration check-leftovers crds demo demo-down images kind-e2e kind-e2e-down bench bench-quick clean
+.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration check-leftovers crds demo demo-down images images-test kind-e2e kind-e2e-down bench bench-quick clean
 
 all: build
 
@@ -71,6 +71,13 @@ demo-down:
 IMAGE_TAG ?= dev
 images:
 	IMAGE_TAG=$(IMAGE_TAG) hack/build-images.sh
+
+## Builds the images, then runs each with Docker (e2e/tests/images.rs): non-root user,
+## --help, no toolchain or shell, sizes printed, names resolved by DNS, nginx as the
+## gateway runs it, Cortex and Prometheus ready. Not part of `make test` (a cold build
+## takes minutes; see docs/images.md).
+images-test: images
+	IMAGE_TAG=$(IMAGE_TAG) $(CARGO) test --locked -p mla-e2e --test images -- --ignored --nocapture --test-threads 1
 
 ## The system on three kind clusters (needs Docker and kind; see docs/install.md).
 kind-e2e:
