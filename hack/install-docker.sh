@@ -13,14 +13,15 @@
 #
 # The machines this project is developed on have no init system that starts services, so
 # the daemon is started directly (not through systemd or /etc/init.d); it keeps running
-# after this script ends, like the service it stands in for. Debian's package keeps the
-# .deb files in apt's own cache (/var/cache/apt/archives), so a second install on the same
-# machine downloads nothing.
+# after this script ends, like the service it stands in for. The .deb files are kept in
+# $MLA_TOOLS_CACHE/debs/docker.io (default under $HOME/.cache/mla-controllers), so a
+# second install on the same machine downloads nothing.
 set -euo pipefail
 
 LOG="${MLA_DOCKERD_LOG:-/var/log/mla-dockerd.log}"
 WAIT="${MLA_DOCKER_WAIT:-60}"
 LOCK="${MLA_DOCKER_LOCK:-/var/lock/mla-install-docker.lock}"
+CACHE_ROOT="${MLA_TOOLS_CACHE:-$HOME/.cache/mla-controllers}"
 
 log() { printf '[install-docker] %s\n' "$*" >&2; }
 
@@ -39,15 +40,25 @@ flock 9
 answers && exit 0
 
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
-  log "apt-get install docker.io"
   export DEBIAN_FRONTEND=noninteractive
-  "${sudo_cmd[@]}" apt-get update -qq >/dev/null
+  # The .deb files go to a cache of our own: Debian's container images configure apt to
+  # delete its own archive cache after every install.
+  archives="$CACHE_ROOT/debs/docker.io"
+  mkdir -p "$archives/partial"
+  install=(apt-get install -y -qq --no-install-recommends -o "Dir::Cache::Archives=$archives" docker.io)
   # Debian starts services from postinst through /etc/init.d; this script starts the
   # daemon itself, with its own log, once the install is done.
   printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee /usr/sbin/policy-rc.d >/dev/null
   "${sudo_cmd[@]}" chmod +x /usr/sbin/policy-rc.d
   status=0
-  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends docker.io >/dev/null || status=$?
+  # With the packages cached, the package lists at hand may do; else (and on a fresh
+  # machine) apt-get update first.
+  if compgen -G "$archives/docker.io_*.deb" >/dev/null && "${sudo_cmd[@]}" "${install[@]}" >/dev/null 2>&1; then
+    log "installed docker.io from $archives"
+  else
+    log "apt-get update; apt-get install docker.io"
+    { "${sudo_cmd[@]}" apt-get update -qq >/dev/null && "${sudo_cmd[@]}" "${install[@]}" >/dev/null; } || status=$?
+  fi
   "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
   ((status == 0)) || { log "apt-get install docker.io failed ($status)"; exit 1; }
 fi
