@@ -130,13 +130,16 @@ build_binaries() {
     fi
     link "$bin" "$STAGE/binaries/$b"
   done
+  # Debian's CA bundle: the Kubernetes client verifies with the system's roots when a
+  # kubeconfig names no CA (and fails to start when there are none).
+  tar -xOf "$(go_base_tar)" ./etc/ssl/certs/ca-certificates.crt >"$STAGE/binaries/ca-certificates.crt"
   binaries_built=1
 }
 
 build_binary_image() {
   build_binaries
-  # The context holds the three binaries: the legacy builder builds every stage of the
-  # Dockerfile, not only the one BINARY selects.
+  # The context holds the three binaries and the CA bundle: the legacy builder builds
+  # every stage of the Dockerfile, not only the one BINARY selects.
   docker_build "$ROOT/Dockerfile" "$STAGE/binaries" "$(ref "$1")" --build-arg "BINARY=$1"
 }
 

@@ -497,11 +497,18 @@ fn the_dockerfile_has_a_stage_per_binary_and_pulls_nothing() {
     let last = stages.last().unwrap();
     assert!(last.starts_with("${BINARY}\n"), "the last stage is chosen by BINARY: {last:?}");
     assert!(last.contains("USER 65532:65532"), "the image runs as 65532");
+    assert!(
+        last.contains("COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt"),
+        "the image has a CA bundle (the Kubernetes client needs system roots for a kubeconfig without a CA)"
+    );
     for line in dockerfile.lines().filter(|l| l.starts_with("FROM ")) {
         assert!(line.starts_with("FROM scratch AS ") || line == "FROM ${BINARY}", "{line:?} would pull an image");
     }
     assert!(!dockerfile.contains("# syntax"), "a syntax directive makes BuildKit pull its frontend");
     for binary in BINARIES {
-        assert!(!workspace_root().join(binary).join("Dockerfile").exists(), "{binary}/Dockerfile is gone: one Dockerfile");
+        assert!(
+            !workspace_root().join(binary).join("Dockerfile").exists(),
+            "{binary}/Dockerfile is gone: one Dockerfile"
+        );
     }
 }
