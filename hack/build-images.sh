@@ -27,7 +27,8 @@
 #
 # Environment: IMAGE_TAG (dev), MLA_TOOLS_CACHE (cache root, $HOME/.cache/mla-controllers),
 # CORTEX_VERSION, PROMETHEUS_VERSION, OAUTH2_PROXY_VERSION, MOCKOIDC_VERSION (as
-# hack/build-real-parts.sh), CARGO (cargo), CARGO_TARGET_DIR (<workspace>/target).
+# hack/build-real-parts.sh), CARGO (cargo), CARGO_TARGET_DIR (<workspace>/target),
+# DOCKER_BUILD_FLAGS (more flags for every `docker build`, e.g. --no-cache).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -100,7 +101,8 @@ docker_build() {
   # shown only when the build fails.
   local out
   out="$(mktemp)"
-  if ! docker build --quiet -f "$dockerfile" -t "$tag" "$@" "$context" >"$out" 2>&1; then
+  # shellcheck disable=SC2086 # DOCKER_BUILD_FLAGS is a list of flags
+  if ! docker build --quiet ${DOCKER_BUILD_FLAGS:-} -f "$dockerfile" -t "$tag" "$@" "$context" >"$out" 2>&1; then
     cat "$out" >&2
     rm -f "$out"
     fail "docker build $tag"
@@ -339,6 +341,8 @@ build_go_image() {
   repro_tar "$root" "$ctx/rootfs.tar"
   rm -rf "$root"
   docker_build "$ROOT/hack/images/$part.Dockerfile" "$ctx" "$(ref "$part")"
+  # Made anew on every run (from cached parts): no need to keep 100 MB of it around.
+  rm -f "$ctx/rootfs.tar"
 }
 
 # --- pause ------------------------------------------------------------------------------
