@@ -3,9 +3,10 @@
 //! user and the uid its process really has), answers `--help`, holds no compiler, package
 //! manager or (but for nginx) shell, and its size is printed. The binaries resolve names
 //! by DNS in their scratch images (static glibc) and reach a Kubernetes API by name; nginx
-//! serves as the gateway runs it (uid 101, read-only root, /tmp writable, no
-//! capabilities); Cortex and Prometheus become ready as their non-root users with their
-//! state in their images' directories; pause exits 0 on SIGTERM.
+//! runs the gateway Deployment's own command as it runs it (uid 101, read-only root, /tmp
+//! writable, no capabilities), reloads a renewed certificate and stops gracefully at once;
+//! Cortex and Prometheus become ready as their non-root users with their state in their
+//! images' directories; pause exits 0 on SIGTERM.
 //!
 //! The tests are `#[ignore]`d in the default `cargo test --workspace`: they need Docker
 //! and the images, which take minutes to build cold. `make images-test` builds the
@@ -278,19 +279,28 @@ fn nginx_runs_as_the_gateway_runs_it() {
         "set -e; for c in cat md5sum sleep kill wait; do command -v $c >/dev/null; done; \
          echo x | md5sum; sleep 0.1",
     ]);
-    // As the gateway Deployment runs it: uid 101, read-only root, /tmp an empty writable
-    // volume, no capabilities, no privilege escalation; pid and temporary files in /tmp.
+    // As the gateway Deployment runs it: its own command (the watcher loop of
+    // seed-controller-manager's gateway/resources.rs, read from there), uid 101, read-only
+    // root, /tmp an empty writable volume, no capabilities, no privilege escalation, the
+    // configuration and certificates mounted read-only.
     let port = free_port().unwrap().to_string();
     let config = format!(
-        "pid /tmp/nginx.pid;\nerror_log stderr warn;\nevents {{}}\nhttp {{\n  access_log off;\n  \
+        "pid /tmp/nginx.pid;\nerror_log stderr notice;\nevents {{}}\nhttp {{\n  access_log off;\n  \
          client_body_temp_path /tmp/client_body;\n  proxy_temp_path /tmp/proxy;\n  fastcgi_temp_path /tmp/fastcgi;\n  \
          uwsgi_temp_path /tmp/uwsgi;\n  scgi_temp_path /tmp/scgi;\n  \
-         server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"gateway\\n\"; }} }}\n}}\n"
+         server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate /etc/ssl/mla-gateway/gateway.crt;\n    \
+         ssl_certificate_key /etc/ssl/mla-gateway/gateway.key;\n    location / {{ return 200 \"gateway\\n\"; }}\n  }}\n}}\n"
     );
     let dir = tempdir("nginx");
-    std::fs::write(dir.join("nginx.conf"), config).unwrap();
+    let (conf, certs) = (dir.join("conf"), dir.join("certs"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(conf.join("nginx.conf"), config).unwrap();
+    write_certificate(&certs, "first");
     std::process::Command::new("chmod").args(["-R", "a+rX", dir.to_str().unwrap()]).status().unwrap();
-    let mount = format!("{}:/etc/nginx/mla:ro", dir.display());
+    let conf_mount = format!("{}:/etc/nginx/mla:ro", conf.display());
+    let certs_mount = format!("{}:/etc/ssl/mla-gateway:ro", certs.display());
+    let entrypoint = gateway_entrypoint();
     let nginx = Container::run(&[
         "--network",
         "host",
@@ -302,24 +312,69 @@ fn nginx_runs_as_the_gateway_runs_it() {
         "--security-opt",
         "no-new-privileges",
         "-v",
-        &mount,
+        &conf_mount,
+        "-v",
+        &certs_mount,
         reference,
-        "nginx",
-        "-e",
-        "stderr",
+        "/bin/sh",
         "-c",
-        "/etc/nginx/mla/nginx.conf",
-        "-g",
-        "daemon off;",
+        &entrypoint,
     ]);
-    let url = format!("http://127.0.0.1:{port}/");
-    eventually("nginx to serve", Duration::from_secs(30), || {
+    let url = format!("https://127.0.0.1:{port}/");
+    let served_by = |cn: &str| {
+        let out = Command::new("curl").args(["-skv", "--max-time", "2", &url]).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        text.contains("gateway\n") && text.contains(&format!("subject: CN={cn}"))
+    };
+    eventually("nginx to serve with the first certificate", Duration::from_secs(30), || {
         assert!(nginx.running(), "nginx exited: {}", nginx.logs());
-        http_get(&url).is_some_and(|body| body == "gateway\n")
+        served_by("first")
     });
+    // The shell is PID 1 as in the pod; nginx runs under it as the same user.
     assert_eq!(nginx.process_uid(), 101);
+    // A renewed certificate (the kubelet updates the Secret volume in place) is served
+    // after the loop's next check (every 10 s), without a restart.
+    write_certificate(&certs, "second");
+    eventually("nginx to reload the renewed certificate", Duration::from_secs(30), || {
+        assert!(nginx.running(), "nginx exited: {}", nginx.logs());
+        served_by("second")
+    });
+    assert_eq!(docker_ok(&["inspect", "-f", "{{.RestartCount}}", &nginx.id]), "0");
+    // A pod's deletion: the runtime sends the image's stop signal; the loop must turn it
+    // into nginx's graceful stop and exit 0 at once, not be killed at the grace period's end.
+    let started = Instant::now();
+    docker_ok(&["stop", "-t", "20", &nginx.id]);
+    assert!(started.elapsed() < Duration::from_secs(10), "the gateway ignored its stop signal: {}", nginx.logs());
+    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &nginx.id]), "0", "{}", nginx.logs());
+    assert!(nginx.logs().contains("SIGQUIT"), "nginx was stopped gracefully: {}", nginx.logs());
     drop(nginx);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The gateway container's shell command, as seed-controller-manager writes it into the
+/// gateway Deployment (the `ENTRYPOINT` constant of its gateway/resources.rs).
+fn gateway_entrypoint() -> String {
+    let source =
+        std::fs::read_to_string(workspace_root().join("seed-controller-manager/src/gateway/resources.rs")).unwrap();
+    let start = "const ENTRYPOINT: &str = r#\"";
+    let at = source.find(start).expect("the gateway's ENTRYPOINT constant") + start.len();
+    let len = source[at..].find("\"#;").expect("the end of the ENTRYPOINT constant");
+    source[at..at + len].to_string()
+}
+
+/// A self-signed serving certificate with common name `cn` as the gateway's Secret
+/// volume holds it (gateway.crt, gateway.key), each file replaced at once.
+fn write_certificate(dir: &Path, cn: &str) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    for (name, pem) in [("gateway.key", key.serialize_pem()), ("gateway.crt", cert.pem())] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, pem).unwrap();
+        std::process::Command::new("chmod").args(["0644", tmp.to_str().unwrap()]).status().unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
 }
 
 #[test]

@@ -6,5 +6,7 @@ FROM scratch
 ADD rootfs.tar /
 USER 101:101
 EXPOSE 8080
-STOPSIGNAL SIGQUIT
+# No STOPSIGNAL SIGQUIT (upstream nginx images set it): the gateway's PID 1 is its shell
+# loop, which turns SIGTERM into nginx's graceful SIGQUIT; a SIGQUIT to that shell would be
+# ignored (PID 1 without a handler) and the pod killed only at the end of its grace period.
 CMD ["/usr/sbin/nginx", "-e", "stderr", "-g", "daemon off;"]
