@@ -248,6 +248,16 @@ fn the_binaries_run_as_non_root_answer_help_and_reach_the_api_server_by_dns_name
         } else {
             panic!("{binary} exited while its API server did not answer: {}", controller.logs());
         }
+        // How it stops as PID 1 while its API server does not answer (reported, not held
+        // to a limit: master-controller-manager waits for its first discovery request
+        // before it handles SIGTERM, so it is killed at the grace period's end here).
+        let started = Instant::now();
+        docker_ok(&["stop", "-t", "15", &controller.id]);
+        let code = docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &controller.id]);
+        eprintln!(
+            "stop   {binary:<34} SIGTERM while its API server hangs: exit {code} after {:.1?}",
+            started.elapsed()
+        );
         drop(controller);
         drop(standin);
         drop(network);
