@@ -62,7 +62,8 @@ struct Phases {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::args().skip(1).find(|a| !a.starts_with('-')).map(|v| v.parse()).transpose()?.unwrap_or(5);
+    let runs: usize =
+        std::env::args().skip(1).find(|a| !a.starts_with('-')).map(|v| v.parse()).transpose()?.unwrap_or(5);
     anyhow::ensure!(runs > 0, "runs must be at least 1");
     build_binaries()?;
 
@@ -77,7 +78,8 @@ async fn main() -> anyhow::Result<()> {
         if let Some(name) = previous.take() {
             tear_down(&world, &name).await?;
         }
-        let name = format!("fs{run}-{:x}", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs() % 0xffff);
+        let name =
+            format!("fs{run}-{:x}", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs() % 0xffff);
         let phases = measure(&world, &name).await.with_context(|| format!("run {run} (cluster {name})"))?;
         println!(
             "run {run} ({name}): seed {:.1} s, uccm {:.1} s, agent {:.1} s, first scrape {:.1} s, first sample {:.1} s",
@@ -96,13 +98,8 @@ async fn main() -> anyhow::Result<()> {
         Met::from(max <= GOAL.as_secs_f64()),
     );
     let phase = |f: fn(&Phases) -> f64| median_of(&results.iter().map(f).collect::<Vec<_>>());
-    let (seed, uccm, agent, scrape, sample) = (
-        phase(|p| p.seed),
-        phase(|p| p.uccm),
-        phase(|p| p.agent),
-        phase(|p| p.scrape),
-        phase(|p| p.sample),
-    );
+    let (seed, uccm, agent, scrape, sample) =
+        (phase(|p| p.seed), phase(|p| p.uccm), phase(|p| p.agent), phase(|p| p.scrape), phase(|p| p.sample));
     report(
         "first sample, median phase ends since MLA on (seed: gateway + UCCM ready; UCCM: agent objects; agent started; first scrape; first sample)",
         format!("{seed:.1} / {uccm:.1} / {agent:.1} / {scrape:.1} / {sample:.1} s"),
@@ -124,10 +121,7 @@ async fn measure(world: &World, name: &str) -> anyhow::Result<Phases> {
 
     // The kubelet's part in the seed: the gateway and the user-cluster manager start as
     // soon as their objects are there.
-    tokio::try_join!(
-        async { world.run_gateway(name).await.map(|_| ()) },
-        world.run_user_manager(name)
-    )?;
+    tokio::try_join!(async { world.run_gateway(name).await.map(|_| ()) }, world.run_user_manager(name))?;
     let seed = since(Instant::now());
 
     let agents_namespace = world.agents_namespace.clone();
@@ -135,9 +129,10 @@ async fn measure(world: &World, name: &str) -> anyhow::Result<Phases> {
     eventually("the agent's objects in the user cluster", Duration::from_secs(60), || {
         let (user, namespace) = (user.clone(), agents_namespace.clone());
         async move {
-            let present = Api::<Deployment>::namespaced(user.clone(), &namespace).get_opt("prometheus").await?.is_some()
-                && Api::<ConfigMap>::namespaced(user.clone(), &namespace).get_opt("prometheus").await?.is_some()
-                && Api::<Secret>::namespaced(user, &namespace).get_opt("prometheus-certificates").await?.is_some();
+            let present =
+                Api::<Deployment>::namespaced(user.clone(), &namespace).get_opt("prometheus").await?.is_some()
+                    && Api::<ConfigMap>::namespaced(user.clone(), &namespace).get_opt("prometheus").await?.is_some()
+                    && Api::<Secret>::namespaced(user, &namespace).get_opt("prometheus-certificates").await?.is_some();
             Ok(present.then_some(()))
         }
     })
@@ -182,12 +177,34 @@ async fn measure(world: &World, name: &str) -> anyhow::Result<Phases> {
     // Under its tenant only: not under the cluster's namespace name, nor under the
     // project's other tenant names, and through the gateway's read path (tenant pinned).
     for other in [format!("cluster-{name}"), PROJECT.to_string(), "fake".to_string()] {
-        anyhow::ensure!(world.cortex.query(&other, &promql).await?.is_empty(), "samples of {name} under tenant {other}");
+        anyhow::ensure!(
+            world.cortex.query(&other, &promql).await?.is_empty(),
+            "samples of {name} under tenant {other}"
+        );
     }
     let read_port = world.gateways.lock().await.get(name).context("gateway")?.read_port;
     let through_gateway =
         mla_e2e::cortex::query(&http, &format!("http://127.0.0.1:{read_port}/api/prom"), "fake", &promql).await?;
     anyhow::ensure!(!through_gateway.is_empty(), "the gateway's read path does not see {name}'s samples");
+    // What came first, and what the heartbeat costs: its scrape of the agent's own
+    // /metrics (size, duration) for five series.
+    let jobs = world.cortex.query(name, &format!("count by (job) ({{cluster=\"{name}\"}})")).await?;
+    let jobs: Vec<String> = jobs
+        .iter()
+        .map(|r| format!("{}={}", r["metric"]["job"].as_str().unwrap_or("?"), r["value"][1].as_str().unwrap_or("?")))
+        .collect();
+    let own_metrics = http.get(format!("{agent_url}/metrics")).send().await?.text().await?;
+    let duration = world
+        .cortex
+        .query(name, &format!("scrape_duration_seconds{{cluster=\"{name}\",job=\"mla-agent-heartbeat\"}}"))
+        .await?;
+    println!(
+        "  series by job at the first sample: {}; the agent's /metrics: {} bytes, {} samples; heartbeat scrape took {} s",
+        jobs.join(", "),
+        own_metrics.len(),
+        own_metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count(),
+        duration.first().and_then(|r| r["value"][1].as_str()).unwrap_or("?")
+    );
     Ok(Phases { seed, uccm, agent, scrape, sample })
 }
 

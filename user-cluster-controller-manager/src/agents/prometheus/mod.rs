@@ -18,7 +18,10 @@
 //! from KKP: agent mode (no rules, no local TSDB), services discovered through
 //! EndpointSlices rather than the deprecated Endpoints, `authorization.credentials_file`
 //! instead of the deprecated `bearer_token_file`, and no blackbox / pushgateway jobs (they
-//! need components this system does not install).
+//! need components this system does not install). One job of our own,
+//! `mla-agent-heartbeat`, scrapes the agent every 5 s and keeps only the per-scrape series
+//! (`up`, ...), so that a new cluster's first sample arrives within seconds rather than
+//! after the up to 30 s offset of a first scrape (see `heartbeat()`).
 //!
 //! With more than one replica, every replica sends the same samples; each then adds the
 //! external label `__replica__` with its pod name (`${POD_NAME}`, expanded from the
