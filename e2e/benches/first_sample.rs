@@ -271,6 +271,27 @@ fn build_binaries() -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command.current_dir(workspace_root()).arg("build").arg("--bins");
+    // Without what cargo adds to this program's environment (its package's variables,
+    // the library path), so the build sees the caller's shell and shares its fingerprints
+    // with a `cargo build --release --bins` run by hand.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key == "LD_LIBRARY_PATH"
+            || key == "OUT_DIR"
+            || [
+                "CARGO_PKG_",
+                "CARGO_BIN_EXE_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
     match profile.as_str() {
         "debug" => {}
         "release" => {
