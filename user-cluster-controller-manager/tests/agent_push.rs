@@ -65,7 +65,19 @@ fn path(dir: &Path, rel: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_agent_config_pushes_through_the_gateway_under_the_clusters_tenant() {
-    let results = push(&["single"], "single").await;
+    let (results, heartbeat) = push(&["single"], "single").await;
+    // The heartbeat job keeps only the series Prometheus adds to each scrape: every
+    // sample it scraped is dropped.
+    assert_eq!(
+        heartbeat,
+        [
+            "scrape_duration_seconds",
+            "scrape_samples_post_metric_relabeling",
+            "scrape_samples_scraped",
+            "scrape_series_added",
+            "up"
+        ]
+    );
     let own: Vec<_> = results.iter().filter(|r| r["metric"]["job"] == "prometheus").collect();
     assert_eq!(own.len(), 1, "{results:?}");
     assert_eq!(own[0]["value"][1], "1", "the self-scrape target localhost:9090 is up: {results:?}");
@@ -82,7 +94,7 @@ async fn generated_agent_config_pushes_through_the_gateway_under_the_clusters_te
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_push_samples_labelled_by_replica() {
-    let results = push(&["prometheus-7d9f-a", "prometheus-7d9f-b"], "replicas").await;
+    let (results, _) = push(&["prometheus-7d9f-a", "prometheus-7d9f-b"], "replicas").await;
     let mut replicas: Vec<String> = results
         .iter()
         .filter(|r| r["metric"]["job"] == "prometheus")
@@ -96,8 +108,9 @@ async fn two_replicas_push_samples_labelled_by_replica() {
 /// Runs one agent per entry of `pods` (its pod name) with the generated configuration
 /// (replicas = `pods.len()`) and objects in a real API server, through the gateway into
 /// the receiver; returns the receiver's `up{cluster=...}` series of the `prometheus` and
-/// `kubernetes-pods` jobs once both are there for every agent.
-async fn push(pods: &[&str], test: &str) -> Vec<serde_json::Value> {
+/// `kubernetes-pods` jobs once both are there for every agent, and the metric names of
+/// the heartbeat job (`up=1` among them) once it has been scraped.
+async fn push(pods: &[&str], test: &str) -> (Vec<serde_json::Value>, Vec<String>) {
     let dir: PathBuf = std::env::temp_dir().join(format!("mla-agent-push-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for sub in ["gateway", "run", "receiver"] {
@@ -219,11 +232,29 @@ async fn push(pods: &[&str], test: &str) -> Vec<serde_json::Value> {
         }
     };
     eprintln!("every agent's first samples in the receiver {} ms after start", started.elapsed().as_millis());
+    let query =
+        format!("{receiver_url}/api/v1/query?query=%7Bcluster%3D%22{CLUSTER}%22%2Cjob%3D%22mla-agent-heartbeat%22%7D");
+    let heartbeat = eventually("the heartbeat job's up=1", Duration::from_secs(30), || {
+        let query = query.clone();
+        async move {
+            let body = reqwest::get(&query).await?.text().await?;
+            let json: serde_json::Value = serde_json::from_str(&body)?;
+            let series = json["data"]["result"].as_array().cloned().unwrap_or_default();
+            let up = series.iter().any(|r| r["metric"]["__name__"] == "up" && r["value"][1] == "1");
+            let mut names: Vec<String> =
+                series.iter().filter_map(|r| r["metric"]["__name__"].as_str().map(String::from)).collect();
+            names.sort();
+            names.dedup();
+            Ok(up.then_some(names))
+        }
+    })
+    .await
+    .unwrap();
     // ... and every push carried exactly the cluster's tenant.
     let seen = tenants.lock().unwrap().clone();
     assert!(!seen.is_empty());
     assert!(seen.iter().all(|t| t == CLUSTER), "tenants seen: {seen:?}");
     drop(agents);
     let _ = std::fs::remove_dir_all(&dir);
-    results
+    (results, heartbeat)
 }

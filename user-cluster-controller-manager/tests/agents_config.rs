@@ -27,7 +27,7 @@ use user_cluster_controller_manager::agents::promtail::{LoggingAgent, LoggingCon
 const CLUSTER: &str = "w9cw5xcvkq";
 const GATEWAY: &str = "https://mla-gateway.w9cw5xcvkq.europe-west3-c.example.com:30443";
 /// Jobs every Prometheus configuration has.
-const BUILTIN_JOBS: usize = 8;
+const BUILTIN_JOBS: usize = 9;
 
 const SHOP_FRONTEND: &str = "\
 - job_name: shop-frontend

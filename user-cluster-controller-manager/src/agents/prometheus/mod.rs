@@ -18,7 +18,10 @@
 //! from KKP: agent mode (no rules, no local TSDB), services discovered through
 //! EndpointSlices rather than the deprecated Endpoints, `authorization.credentials_file`
 //! instead of the deprecated `bearer_token_file`, and no blackbox / pushgateway jobs (they
-//! need components this system does not install).
+//! need components this system does not install). One job of our own,
+//! `mla-agent-heartbeat`, scrapes the agent every 5 s and keeps only the per-scrape series
+//! (`up`, ...), so that a new cluster's first sample arrives within seconds rather than
+//! after the up to 30 s offset of a first scrape (see `heartbeat()`).
 //!
 //! With more than one replica, every replica sends the same samples; each then adds the
 //! external label `__replica__` with its pod name (`${POD_NAME}`, expanded from the
@@ -71,6 +74,10 @@ pub const REPLICA_LABEL: &str = "__replica__";
 pub const POD_NAME_ENV: &str = "POD_NAME";
 /// Scrape interval when none is given.
 pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(30);
+/// Job of the agent's heartbeat (see [`heartbeat`]): `up{job="mla-agent-heartbeat"}`.
+pub const HEARTBEAT_JOB: &str = "mla-agent-heartbeat";
+/// Scrape interval (and timeout) of the heartbeat job.
+pub const HEARTBEAT_INTERVAL: &str = "5s";
 /// The service account token and API server CA every pod gets.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -200,6 +207,8 @@ struct ScrapeConfig {
     kubernetes_sd_configs: Vec<KubernetesSd>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     relabel_configs: Vec<Relabel>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metric_relabel_configs: Vec<Relabel>,
 }
 
 impl ScrapeConfig {
@@ -214,6 +223,7 @@ impl ScrapeConfig {
             static_configs: Vec::new(),
             kubernetes_sd_configs: Vec::new(),
             relabel_configs: Vec::new(),
+            metric_relabel_configs: Vec::new(),
         }
     }
 
@@ -348,6 +358,24 @@ fn nodes(job: &'static str, metrics_path: &'static str, service_account: &Servic
     config
 }
 
+/// The agent's own heartbeat: every [`HEARTBEAT_INTERVAL`] it scrapes itself and drops
+/// every scraped sample, keeping only the five series Prometheus adds to each scrape
+/// (`up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
+/// `scrape_samples_post_metric_relabeling`, `scrape_series_added`; metric relabelling
+/// does not apply to them). Prometheus delays a target's first scrape by an offset within
+/// its interval (`scrape/target.go`, `Target.offset`), up to 30 s at the global interval;
+/// this job's offset is at most 5 s, so a new cluster's first sample reaches its tenant
+/// seconds after the agent starts, at 1 sample/s in steady state
+/// (docs/user-cluster-controller-manager.md, "First sample").
+fn heartbeat() -> ScrapeConfig {
+    let mut heartbeat = ScrapeConfig::new(HEARTBEAT_JOB);
+    heartbeat.scrape_interval = Some(HEARTBEAT_INTERVAL);
+    heartbeat.scrape_timeout = Some(HEARTBEAT_INTERVAL);
+    heartbeat.static_configs.push(StaticConfig { targets: vec!["localhost:9090"] });
+    heartbeat.metric_relabel_configs.push(drop_matching("__name__", ".+"));
+    heartbeat
+}
+
 /// The built-in scrape jobs, in output order.
 fn builtin_scrape_configs(service_account: &ServiceAccountPaths) -> Vec<ScrapeConfig> {
     let mut prometheus = ScrapeConfig::new("prometheus");
@@ -366,6 +394,7 @@ fn builtin_scrape_configs(service_account: &ServiceAccountPaths) -> Vec<ScrapeCo
     });
     vec![
         prometheus,
+        heartbeat(),
         api_servers,
         nodes("kubernetes-nodes", "/api/v1/nodes/${1}/proxy/metrics", service_account),
         nodes("kubernetes-nodes-cadvisor", "/api/v1/nodes/${1}/proxy/metrics/cadvisor", service_account),
@@ -478,6 +507,28 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_scrapes_the_agent_often_and_keeps_only_the_scrape_series() {
+        let value = parsed(&prometheus_config(&input(&[])).expect("renders"));
+        let jobs = value["scrape_configs"].as_sequence().expect("list");
+        let heartbeat = jobs.iter().find(|j| j["job_name"].as_str() == Some(HEARTBEAT_JOB)).expect("heartbeat job");
+        assert_eq!(heartbeat["scrape_interval"].as_str(), Some("5s"));
+        assert_eq!(heartbeat["scrape_timeout"].as_str(), Some("5s"));
+        assert_eq!(heartbeat["static_configs"][0]["targets"][0].as_str(), Some("localhost:9090"));
+        let drop = &heartbeat["metric_relabel_configs"][0];
+        assert_eq!(drop["action"].as_str(), Some("drop"));
+        assert_eq!(drop["source_labels"][0].as_str(), Some("__name__"));
+        assert_eq!(drop["regex"].as_str(), Some(".+"));
+        // Every other built-in job keeps the global interval (or the slow 5m) and its samples.
+        for job in jobs.iter().filter(|j| j["job_name"].as_str() != Some(HEARTBEAT_JOB)) {
+            assert!(job.get("metric_relabel_configs").is_none(), "{job:?}");
+            assert!(matches!(job["scrape_interval"].as_str(), None | Some("5m")), "{job:?}");
+        }
+        // A user's job of the same name is refused, not merged.
+        let taken = prometheus_config(&input(&[("cm/k", "- job_name: mla-agent-heartbeat")])).expect("renders");
+        assert!(taken.skipped[0].reason.contains("reserved"), "{:?}", taken.skipped);
+    }
+
+    #[test]
     fn several_replicas_label_each_sample_with_the_pod_name() {
         let single = parsed(&prometheus_config(&input(&[])).expect("renders"));
         assert!(single["global"]["external_labels"].get(REPLICA_LABEL).is_none(), "one replica: no replica label");
@@ -558,7 +609,7 @@ mod tests {
             let config = prometheus_config(&input(&[(name, yaml)])).expect("renders");
             assert_eq!(config.skipped.len(), 1, "{name}: {:?}", config.skipped);
             assert!(config.skipped[0].reason.contains(want), "{name}: {:?}", config.skipped[0]);
-            assert_eq!(jobs(&config).len(), 8, "{name}");
+            assert_eq!(jobs(&config).len(), 9, "{name}");
         }
     }
 
