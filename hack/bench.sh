@@ -28,7 +28,7 @@ BENCHES=(
   "seed-scale|cargo bench --locked -p seed-controller-manager --bench seed_scale -- 5000|cargo bench --locked -p seed-controller-manager --bench seed_scale -- 1000"
   "grafana|cargo bench --locked -p seed-controller-manager --bench grafana -- 5000 1000 10000|cargo bench --locked -p seed-controller-manager --bench grafana -- 1000 200 2000"
   "agents|cargo bench --locked -p user-cluster-controller-manager --bench agents|cargo bench --locked -p user-cluster-controller-manager --bench agents"
-  "first-sample|cargo bench --locked -p mla-e2e --bench first_sample|cargo bench --locked -p mla-e2e --bench first_sample"
+  "first-sample|cargo bench --locked -p mla-e2e --bench first_sample -- 5|cargo bench --locked -p mla-e2e --bench first_sample -- 3"
 )
 
 for entry in "${BENCHES[@]}"; do
