@@ -3,6 +3,7 @@
 //! docs/master-controller-manager.md).
 
 mod cleanup;
+mod copies;
 mod fanout;
 mod kinds;
 mod metrics;
