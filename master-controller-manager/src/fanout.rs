@@ -11,7 +11,7 @@ use std::time::Instant;
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use mla_common::admin::ReadinessGate;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;

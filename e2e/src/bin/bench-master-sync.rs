@@ -71,7 +71,18 @@ async fn main() -> anyhow::Result<()> {
 
     let port = free_port()?;
     let kubeconfig = master.kubeconfig(&master_identity()).await?;
-    let mut command = Command::new(&binary);
+    // MLA_BENCH_WRAPPER runs the binary under a profiler, e.g. "perf record -g -o perf.data --"
+    // (the peak RSS is then the profiler's).
+    let wrapper: Vec<String> =
+        std::env::var("MLA_BENCH_WRAPPER").unwrap_or_default().split_whitespace().map(String::from).collect();
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(&binary);
+            command
+        }
+        None => Command::new(&binary),
+    };
     command
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--admin-addr=127.0.0.1:{port}"))
@@ -98,6 +109,12 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let synced = started.elapsed();
+    for (plane, role) in std::iter::once((&master, "master")).chain(seed_planes.iter().map(|s| (s, "seed"))) {
+        println!("requests to {} ({role}) for {GROUP}: {:?}", plane.name(), requests_by_verb(&plane.client()).await?);
+    }
+    if let Some(cpu) = cpu_seconds(process.id()) {
+        println!("CPU time of the binary until every copy was in sync: {cpu:.1} s");
+    }
     // The metric says every sync succeeded; check what a user would: every copy there and
     // equal, every original guarded by the finalizer.
     eventually("every copy present and equal, every finalizer added", Duration::from_secs(600), || {
@@ -187,6 +204,28 @@ async fn main() -> anyhow::Result<()> {
         Met::NoGoal,
     );
     Ok(())
+}
+
+/// Requests an API server has served for the synced kinds, by verb (its own
+/// `apiserver_request_total`; watches and lists included).
+async fn requests_by_verb(client: &kube::Client) -> anyhow::Result<BTreeMap<String, u64>> {
+    let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{") && l.contains(&format!("group=\"{GROUP}\""))) {
+        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+        let Some(verb) = labels.split("verb=\"").nth(1).and_then(|v| v.split('"').next()) else { continue };
+        *counts.entry(verb.to_string()).or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
+    }
+    Ok(counts)
+}
+
+/// User plus system CPU seconds of a process so far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// The master-controller-manager binary beside this one, built first if missing (as when
