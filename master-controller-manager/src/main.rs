@@ -7,6 +7,7 @@ mod copies;
 mod fanout;
 mod kinds;
 mod metrics;
+mod queue;
 mod seed_sync;
 mod seeds;
 

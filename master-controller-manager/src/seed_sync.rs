@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use mla_common::apply::{Applied, Applier};
 use mla_common::backoff::Backoff;
@@ -21,6 +20,7 @@ use mla_common::metrics::ControllerMetrics;
 use tokio_util::sync::CancellationToken;
 
 use crate::copies::Copies;
+use crate::queue::Queue;
 use crate::fanout::{Fanout, Interest};
 use crate::kinds::Synced;
 use crate::metrics::{SeedKindLabels, SyncErrorLabels, SyncMetrics};
@@ -144,7 +144,7 @@ pub async fn run<K: Synced>(
                 None
             }
         };
-        futures::future::ready(changed.map(|name| ObjectRef::new(&name)))
+        futures::future::ready(changed)
     });
 
     let (objects, lagged) = fanout.subscribe(Interest::Copied);
@@ -171,19 +171,55 @@ pub async fn run<K: Synced>(
     if tokio::select! { () = stop.cancelled() => true, synced = context.fanout.synced() => !synced } {
         return;
     }
-    let controller = Controller::for_shared_stream(objects, master_store)
-        .reconcile_on(copy_changes)
-        .reconcile_all_on(resync)
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(reconcile::<K>, error_policy::<K>, context.clone())
-        .for_each(|_| futures::future::ready(()));
+    // Everything that asks for a look at an object queues its name; `concurrency`
+    // workers take names from the queue.
+    let queue = Arc::new(Queue::default());
+    let feeds = {
+        let master_changes = objects.for_each(|object| {
+            queue.push(&object.name_any());
+            futures::future::ready(())
+        });
+        let copy_changes = copy_changes.for_each(|name| {
+            queue.push(&name);
+            futures::future::ready(())
+        });
+        let resyncs = resync.for_each(|()| {
+            for object in master_store.state() {
+                queue.push(&object.name_any());
+            }
+            futures::future::ready(())
+        });
+        async {
+            tokio::join!(master_changes, copy_changes, resyncs);
+        }
+    };
+    let workers = futures::future::join_all((0..settings.concurrency).map(|_| {
+        let (queue, master_store, context, stop) = (queue.clone(), master_store.clone(), context.clone(), stop.clone());
+        async move {
+            while let Some(name) = queue.next(&stop).await {
+                // Gone from the master: nothing to copy (orphans are swept).
+                if let Some(object) = master_store.get(&ObjectRef::new(&name))
+                    && let Err(error) = reconcile(object.clone(), context.clone()).await
+                    && let Some(delay) = error_policy(&*object, &error, &*context)
+                {
+                    queue.push_after(name.to_string(), delay, stop.clone());
+                }
+                queue.done(&name);
+            }
+        }
+    }));
     let sweep = sweep_orphans(context, settings.resync_period, stop.clone());
-    tokio::join!(controller, sweep);
+    let until_stopped = async {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = feeds => {}
+        }
+    };
+    tokio::join!(until_stopped, workers, sweep);
 }
 
 #[tracing::instrument(skip(object, ctx), fields(seed = %ctx.seed.name, kind = K::CONTROLLER, name = %object.name_any()))]
-async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context<K>>) -> Result<Action, SyncError> {
+async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context<K>>) -> Result<(), SyncError> {
     let started = Instant::now();
     let result = sync::<K>(&object, &ctx).await;
     let common_error = match &result {
@@ -194,11 +230,11 @@ async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context<K>>) -> Result<Ac
     result
 }
 
-async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncError> {
+async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<(), SyncError> {
     let name = object.name_any();
     if !ctx.listed.load(Ordering::SeqCst) {
         // The first complete list of the copies triggers a pass over everything.
-        return Ok(Action::await_change());
+        return Ok(());
     }
     if !ctx.reachable.load(Ordering::SeqCst) {
         return Err(SyncError::Unreachable(ctx.seed.name.clone()));
@@ -212,7 +248,7 @@ async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncErr
         }
         ctx.backoff.reset(&name);
         ctx.mark(&name, false);
-        return Ok(Action::await_change());
+        return Ok(());
     }
     let wrote = match copy {
         Some(true) => false,
@@ -227,7 +263,7 @@ async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncErr
     }
     ctx.backoff.reset(&name);
     ctx.mark(&name, true);
-    Ok(Action::await_change())
+    Ok(())
 }
 
 /// Creates the copy (a plain create, the cheapest write for the seed's API server; the
@@ -341,7 +377,8 @@ fn write_error<K: Synced>(verb: &'static str, name: &str, source: kube::Error) -
     })
 }
 
-fn error_policy<K: Synced>(object: Arc<K>, error: &SyncError, ctx: Arc<Context<K>>) -> Action {
+/// When to look at `object` again after `error`; None: at the next change or resync.
+fn error_policy<K: Synced>(object: &K, error: &SyncError, ctx: &Context<K>) -> Option<Duration> {
     let name = object.name_any();
     ctx.mark(&name, false);
     ctx.metrics
@@ -354,15 +391,15 @@ fn error_policy<K: Synced>(object: Arc<K>, error: &SyncError, ctx: Arc<Context<K
         .inc();
     match error {
         // Everything is looked at again when the seed's watch reconnects.
-        SyncError::Unreachable(_) => Action::await_change(),
+        SyncError::Unreachable(_) => None,
         SyncError::Write(error) if error.is_permanent() => {
             tracing::warn!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, %error, "sync failed permanently");
-            Action::requeue(mla_common::Error::PERMANENT_RECHECK)
+            Some(mla_common::Error::PERMANENT_RECHECK)
         }
         SyncError::Write(error) => {
             let delay = ctx.backoff.next_delay(&name);
             tracing::warn!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, %error, ?delay, "sync failed; retrying");
-            Action::requeue(delay)
+            Some(delay)
         }
     }
 }
