@@ -69,9 +69,7 @@ impl CopyState {
     pub fn matches<K: Synced>(&self, original: &K) -> bool {
         let empty = BTreeMap::new();
         let want = original.meta().labels.as_ref().unwrap_or(&empty);
-        let label = |key: &str| {
-            self.labels.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &*self.labels[i].1)
-        };
+        let label = |key: &str| self.labels.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &*self.labels[i].1);
         want.iter().all(|(k, v)| label(k) == Some(v.as_str()))
             && self.owned_labels.iter().all(|k| want.contains_key(&**k))
             && self.body == original.body_digest()
@@ -179,20 +177,28 @@ mod tests {
         assert!(state.ours && !state.deleting);
         assert!(state.matches(&original));
 
-        let renamed = project(json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"name": "Q"}, "status": {"phase": "Active"}}));
+        let renamed = project(
+            json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"name": "Q"}, "status": {"phase": "Active"}}),
+        );
         assert!(!state.matches(&renamed));
-        let relabelled = project(json!({"metadata": {"name": "p", "labels": {"a": "2"}}, "spec": {"name": "P"}, "status": {"phase": "Active"}}));
+        let relabelled = project(
+            json!({"metadata": {"name": "p", "labels": {"a": "2"}}, "spec": {"name": "P"}, "status": {"phase": "Active"}}),
+        );
         assert!(!state.matches(&relabelled));
         // We own label a: an original without it needs it removed from the copy.
-        let unlabelled = project(json!({"metadata": {"name": "p"}, "spec": {"name": "P"}, "status": {"phase": "Active"}}));
+        let unlabelled =
+            project(json!({"metadata": {"name": "p"}, "spec": {"name": "P"}, "status": {"phase": "Active"}}));
         assert!(!state.matches(&unlabelled));
-        let inactive = project(json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"name": "P"}, "status": {"phase": "Inactive"}}));
+        let inactive = project(
+            json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"name": "P"}, "status": {"phase": "Inactive"}}),
+        );
         assert!(!state.matches(&inactive));
         // An original without status leaves the copy's status alone.
         let no_status = project(json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"name": "P"}}));
         assert!(state.matches(&no_status));
 
-        let foreign = project(json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"name": "P", "more": 1}}));
+        let foreign =
+            project(json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"name": "P", "more": 1}}));
         assert!(!CopyState::of(&foreign, ME).matches(&original));
         assert!(!CopyState::of(&foreign, ME).ours);
     }

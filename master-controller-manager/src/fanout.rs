@@ -88,9 +88,8 @@ impl<K: Synced> Fanout<K> {
             });
             let mut events = reflector::reflector(writer, watched).boxed();
             // The store's own copy, so that queued changes hold no second one.
-            let stored = |object: K| {
-                store.get(&reflector::ObjectRef::from_obj(&object)).unwrap_or_else(|| Arc::new(object))
-            };
+            let stored =
+                |object: K| store.get(&reflector::ObjectRef::from_obj(&object)).unwrap_or_else(|| Arc::new(object));
             while let Some(event) = events.next().await {
                 match event {
                     Ok(watcher::Event::Apply(object)) => {

@@ -367,7 +367,8 @@ mod tests {
 
     #[test]
     fn digests_ignore_key_order_zero_values_and_number_spelling() {
-        let a = json!({"spec": {"email": "a", "admin": false, "groups": [], "n": 1, "s": {"x": ""}}, "status": {"p": "A"}});
+        let a =
+            json!({"spec": {"email": "a", "admin": false, "groups": [], "n": 1, "s": {"x": ""}}, "status": {"p": "A"}});
         let b = json!({"spec": {"n": 1.0, "email": "a"}, "status": {"p": "A"}});
         assert_eq!(digest(&a), digest(&b));
         assert_ne!(digest(&a), digest(&json!({"spec": {"n": 1, "email": "b"}})));
@@ -375,7 +376,9 @@ mod tests {
         // List elements keep their order and their zero values.
         assert_ne!(digest(&json!({"l": [1, 2]})), digest(&json!({"l": [2, 1]})));
         assert_ne!(digest(&json!({"l": [0, 1]})), digest(&json!({"l": [1]})));
-        let u1 = user(json!({"metadata": {"name": "u"}, "spec": {"email": "a", "admin": false}, "status": {"lastSeen": "x"}}));
+        let u1 = user(
+            json!({"metadata": {"name": "u"}, "spec": {"email": "a", "admin": false}, "status": {"lastSeen": "x"}}),
+        );
         let u2 = user(json!({"metadata": {"name": "u", "labels": {"l": "1"}}, "spec": {"email": "a"}}));
         assert_eq!(u1.body_digest(), u2.body_digest());
         assert_eq!(u1.status_digest(), Some(digest(&json!({"lastSeen": "x"}))));

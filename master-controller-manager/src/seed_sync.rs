@@ -20,10 +20,10 @@ use mla_common::metrics::ControllerMetrics;
 use tokio_util::sync::CancellationToken;
 
 use crate::copies::Copies;
-use crate::queue::Queue;
 use crate::fanout::{Fanout, Interest};
 use crate::kinds::Synced;
 use crate::metrics::{SeedKindLabels, SyncErrorLabels, SyncMetrics};
+use crate::queue::Queue;
 use crate::seeds::SeedHandle;
 use mla_common::runtime::relisting_watcher;
 
@@ -289,8 +289,7 @@ async fn create<K: Synced>(object: &K, ctx: &Context<K>) -> Result<bool, SyncErr
 /// applied, fields the original lacks removed. Each write only if needed.
 async fn update<K: Synced>(object: &K, ctx: &Context<K>) -> Result<bool, SyncError> {
     let name = object.name_any();
-    let current =
-        ctx.api.get_opt(&name).await.map_err(|source| write_error::<K>("read the copy of", &name, source))?;
+    let current = ctx.api.get_opt(&name).await.map_err(|source| write_error::<K>("read the copy of", &name, source))?;
     let mut wrote = ctx.applier.apply(&ctx.api, &object.copy(), current.as_ref()).await? == Applied::Patched;
     if let Some(status) = object.status_copy() {
         // Without a copy, the apply just created it, with no status: compare against nothing.
@@ -427,12 +426,13 @@ async fn sweep_orphans<K: Synced>(ctx: Arc<Context<K>>, period: Duration, stop: 
         if !ctx.reachable.load(Ordering::SeqCst) {
             continue;
         }
-        let orphans = ctx
-            .copies
-            .names(|name, copy| copy.ours && !copy.deleting && master.get(&ObjectRef::new(name)).is_none());
+        let orphans =
+            ctx.copies.names(|name, copy| copy.ours && !copy.deleting && master.get(&ObjectRef::new(name)).is_none());
         for name in orphans {
             match ctx.applier.delete(&ctx.api, &name).await {
-                Ok(()) => tracing::info!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, "deleted an orphaned copy"),
+                Ok(()) => {
+                    tracing::info!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, "deleted an orphaned copy")
+                }
                 Err(error) => {
                     tracing::warn!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, %error, "deleting an orphaned copy failed")
                 }

@@ -141,7 +141,9 @@ async fn main() -> anyhow::Result<()> {
     let before = all_writes().await?;
     tokio::time::sleep(Duration::from_secs(2 * resync + 5)).await;
     let steady_writes = all_writes().await? - before;
-    println!("write requests to the master and the seeds during two {resync} s no-change resync periods: {steady_writes}");
+    println!(
+        "write requests to the master and the seeds during two {resync} s no-change resync periods: {steady_writes}"
+    );
 
     let projects: Api<Project> = Api::all(master.client());
     let copies: Api<Project> = Api::all(seed_planes[0].client());
@@ -178,7 +180,11 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let raw = started.elapsed();
     let raw_per_second = (seeds * total) as f64 / raw.as_secs_f64();
-    println!("raw create into the seeds: {} objects in {:.1} s ({raw_per_second:.0} objects/s)", seeds * total, raw.as_secs_f64());
+    println!(
+        "raw create into the seeds: {} objects in {:.1} s ({raw_per_second:.0} objects/s)",
+        seeds * total,
+        raw.as_secs_f64()
+    );
 
     let ratio = copies_per_second / raw_per_second;
     report(
@@ -211,7 +217,9 @@ async fn main() -> anyhow::Result<()> {
 async fn requests_by_verb(client: &kube::Client) -> anyhow::Result<BTreeMap<String, u64>> {
     let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
     let mut counts = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{") && l.contains(&format!("group=\"{GROUP}\""))) {
+    for line in
+        text.lines().filter(|l| l.starts_with("apiserver_request_total{") && l.contains(&format!("group=\"{GROUP}\"")))
+    {
         let Some((labels, value)) = line.rsplit_once(' ') else { continue };
         let Some(verb) = labels.split("verb=\"").nth(1).and_then(|v| v.split('"').next()) else { continue };
         *counts.entry(verb.to_string()).or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
@@ -252,7 +260,8 @@ async fn create_objects(client: kube::Client, prefix: &str, n: usize, concurrenc
         .map(|i| {
             let (api, pp) = (projects.clone(), pp.clone());
             async move {
-                let project = Project::new(&format!("{prefix}project-{i}"), ProjectSpec { name: format!("Project {i}") });
+                let project =
+                    Project::new(&format!("{prefix}project-{i}"), ProjectSpec { name: format!("Project {i}") });
                 api.create(&pp, &project).await
             }
         })
@@ -262,7 +271,8 @@ async fn create_objects(client: kube::Client, prefix: &str, n: usize, concurrenc
         .map(|i| {
             let (api, pp) = (users.clone(), pp.clone());
             async move {
-                let spec = UserSpec { email: format!("user-{i}@example.com"), name: format!("User {i}"), admin: i % 100 == 0 };
+                let spec =
+                    UserSpec { email: format!("user-{i}@example.com"), name: format!("User {i}"), admin: i % 100 == 0 };
                 api.create(&pp, &User::new(&format!("{prefix}user-{i}"), spec)).await
             }
         })
@@ -296,7 +306,12 @@ async fn converged(master: &ControlPlane, seeds: &[ControlPlane], n: usize) -> a
         && kind_converged::<UserProjectBinding>(master, seeds, 3 * n, FINALIZERS[2]).await?)
 }
 
-async fn kind_converged<K>(master: &ControlPlane, seeds: &[ControlPlane], count: usize, finalizer: &str) -> anyhow::Result<bool>
+async fn kind_converged<K>(
+    master: &ControlPlane,
+    seeds: &[ControlPlane],
+    count: usize,
+    finalizer: &str,
+) -> anyhow::Result<bool>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
         + Clone
@@ -321,7 +336,10 @@ where
 /// Every object of kind `K`, by name, listed in pages.
 async fn list_all<K>(client: &kube::Client) -> anyhow::Result<BTreeMap<String, K>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope> + Clone + std::fmt::Debug + DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned,
 {
     let api: Api<K> = Api::all(client.clone());
     let mut objects = BTreeMap::new();
