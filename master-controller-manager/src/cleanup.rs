@@ -47,7 +47,7 @@ pub struct Cleanup {
 impl Cleanup {
     /// Runs the cleanup controller of kind `K` until `stop`.
     pub async fn run<K: Synced>(self, fanout: Fanout<K>, metrics: ControllerMetrics) {
-        let (objects, lagged) = fanout.subscribe();
+        let (objects, lagged) = fanout.subscribe(crate::fanout::Interest::All);
         let store = fanout.store();
         if !fanout.synced().await {
             return;

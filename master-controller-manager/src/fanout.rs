@@ -4,6 +4,7 @@
 //! behind is told to resync everything instead).
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -24,11 +25,23 @@ const BROADCAST_CAPACITY: usize = 4096;
 /// What a consumer receives.
 #[derive(Clone, Debug)]
 pub enum Change<K> {
-    /// This object changed (or was listed).
-    Object(Arc<K>),
+    /// This object changed (or was listed); true when what is copied of it changed (or
+    /// its deletion began), false when only other metadata did (such as finalizers).
+    Object(Arc<K>, bool),
     /// Changes were missed (the consumer lagged, or the watch re-listed): look at every
     /// object again.
     All,
+}
+
+/// Which changes a consumer wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interest {
+    /// Every change.
+    All,
+    /// Changes of what is copied (labels, body, status) and the start of a deletion:
+    /// the seed synchronizers, which would otherwise look at every object again when the
+    /// cleanup controller adds its finalizer.
+    Copied,
 }
 
 /// The shared view of one kind in the master.
@@ -61,18 +74,38 @@ impl<K: Synced> Fanout<K> {
         let fanout = Self { store: store.clone(), synced, tx: tx.clone(), clock: clock.clone() };
         let drive = async move {
             let mut listed = false;
-            let mut events =
-                reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().boxed();
+            // Per object, a fingerprint of what is copied, to tell which changes matter
+            // to the seeds.
+            let mut copied: HashMap<String, u64> = HashMap::new();
+            // Only what a copy or the finalizer handling reads is kept of each object.
+            let watched = watcher(api, watcher::Config::default()).default_backoff().modify(|object: &mut K| {
+                let meta = object.meta_mut();
+                meta.managed_fields = None;
+                meta.annotations = None;
+                meta.owner_references = None;
+                meta.creation_timestamp = None;
+                meta.generation = None;
+            });
+            let mut events = reflector::reflector(writer, watched).boxed();
+            // The store's own copy, so that queued changes hold no second one.
+            let stored =
+                |object: K| store.get(&reflector::ObjectRef::from_obj(&object)).unwrap_or_else(|| Arc::new(object));
             while let Some(event) = events.next().await {
                 match event {
                     Ok(watcher::Event::Apply(object)) => {
                         clock.observed(&object);
-                        let _ = tx.send(Change::Object(Arc::new(object)));
+                        let fingerprint = copied_fingerprint(&object);
+                        let changed = copied.insert(object.name_any(), fingerprint) != Some(fingerprint);
+                        let _ = tx.send(Change::Object(stored(object), changed));
                     }
                     Ok(watcher::Event::InitApply(object)) => {
-                        let _ = tx.send(Change::Object(Arc::new(object)));
+                        copied.insert(object.name_any(), copied_fingerprint(&object));
+                        let _ = tx.send(Change::Object(stored(object), true));
                     }
-                    Ok(watcher::Event::Delete(object)) => clock.forget(&object.name_any()),
+                    Ok(watcher::Event::Delete(object)) => {
+                        clock.forget(&object.name_any());
+                        copied.remove(&object.name_any());
+                    }
                     Ok(watcher::Event::Init) => {}
                     Ok(watcher::Event::InitDone) => {
                         if !listed {
@@ -81,6 +114,7 @@ impl<K: Synced> Fanout<K> {
                             synced_tx.send_replace(true);
                         }
                         clock.retain(|name| store.get(&reflector::ObjectRef::new(name)).is_some());
+                        copied.retain(|name, _| store.get(&reflector::ObjectRef::new(name)).is_some());
                         let _ = tx.send(Change::All);
                     }
                     Err(error) => tracing::warn!(kind = K::CONTROLLER, %error, "master watch failed; retrying"),
@@ -108,11 +142,14 @@ impl<K: Synced> Fanout<K> {
 
     /// A stream of changed objects for `Controller::for_shared_stream`, and a stream that
     /// fires when everything must be looked at again (for `reconcile_all_on`).
-    pub fn subscribe(&self) -> (impl Stream<Item = Arc<K>> + Send + 'static, impl Stream<Item = ()> + Send + 'static) {
+    pub fn subscribe(
+        &self,
+        interest: Interest,
+    ) -> (impl Stream<Item = Arc<K>> + Send + 'static, impl Stream<Item = ()> + Send + 'static) {
         let (resync_tx, resync_rx) = tokio::sync::mpsc::unbounded_channel();
         let objects = BroadcastStream::new(self.tx.subscribe()).filter_map(move |change| {
             let object = match change {
-                Ok(Change::Object(object)) => Some(object),
+                Ok(Change::Object(object, copied)) => (copied || interest == Interest::All).then_some(object),
                 Ok(Change::All) | Err(BroadcastStreamRecvError::Lagged(_)) => {
                     let _ = resync_tx.send(());
                     None
@@ -122,6 +159,17 @@ impl<K: Synced> Fanout<K> {
         });
         (objects, tokio_stream::wrappers::UnboundedReceiverStream::new(resync_rx))
     }
+}
+
+/// A fingerprint of what is copied of `object` (labels, body, status) and of whether it
+/// is being deleted.
+fn copied_fingerprint<K: Synced>(object: &K) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    object.labels().hash(&mut hasher);
+    object.body_digest().hash(&mut hasher);
+    object.status_digest().hash(&mut hasher);
+    object.meta().deletion_timestamp.is_some().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// When the latest change of each object was observed; bounded by the number of objects.

@@ -9,7 +9,9 @@
 //! so running beside KKP's synchronizers is no write war.
 
 use std::borrow::Cow;
+use std::collections::hash_map::DefaultHasher;
 use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 
 use kube::Resource;
@@ -53,6 +55,13 @@ pub trait Synced:
 
     /// The original's fields other than metadata, apiVersion, kind and status (JSON).
     fn body(&self) -> Map<String, Value>;
+
+    /// Fingerprint of the fields other than metadata, apiVersion, kind and status, with
+    /// Go zero values left out (see [`digest`]).
+    fn body_digest(&self) -> u64;
+
+    /// Fingerprint of the status (see [`digest`]), None when the object has none.
+    fn status_digest(&self) -> Option<u64>;
 }
 
 /// What tells one synced kind from another.
@@ -159,6 +168,16 @@ impl<M: KindInfo> Synced for Raw<M> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
+
+    fn body_digest(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        hash_map(self.fields.iter().filter(|(key, _)| !NOT_BODY.contains(&key.as_str())), &mut hasher);
+        hasher.finish()
+    }
+
+    fn status_digest(&self) -> Option<u64> {
+        self.fields.get("status").filter(|status| !status.is_null()).map(digest)
+    }
 }
 
 impl<M: KindInfo> Raw<M> {
@@ -232,6 +251,60 @@ pub fn foreign_fields(current: &Value, desired: &Value) -> Option<Value> {
     (!patch.is_empty()).then_some(Value::Object(patch))
 }
 
+/// A fingerprint of `value` that two values share when they are equal up to what the
+/// copy comparison tolerates: object keys in any order, fields holding Go zero values
+/// (see [`is_zero`]) left out as if absent, numbers compared by value. Two values with the
+/// same fingerprint need no write: applying one over the other changes nothing we compare,
+/// and neither has a field the other lacks but a zero value ([`foreign_fields`] leaves
+/// those alone too). Lists are compared element by element, in order.
+pub fn digest(value: &Value) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    hash_value(value, &mut hasher);
+    hasher.finish()
+}
+
+fn hash_value(value: &Value, hasher: &mut DefaultHasher) {
+    match value {
+        Value::Null => hasher.write_u8(0),
+        Value::Bool(b) => {
+            hasher.write_u8(1);
+            b.hash(hasher);
+        }
+        Value::Number(n) => {
+            hasher.write_u8(2);
+            // As `json_contains` compares them: 1 and 1.0 are the same number.
+            n.as_f64().unwrap_or_default().to_bits().hash(hasher);
+        }
+        Value::String(s) => {
+            hasher.write_u8(3);
+            s.hash(hasher);
+        }
+        Value::Array(list) => {
+            hasher.write_u8(4);
+            hasher.write_usize(list.len());
+            for item in list {
+                hash_value(item, hasher);
+            }
+        }
+        Value::Object(map) => {
+            hasher.write_u8(5);
+            hash_map(map.iter(), hasher);
+        }
+    }
+}
+
+/// Hashes the entries whose value is not a zero value, sorted by key (the map type keeps
+/// keys sorted only without serde_json's `preserve_order`).
+fn hash_map<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, hasher: &mut DefaultHasher) {
+    let mut entries: Vec<_> = entries.filter(|(_, value)| !is_zero(value)).collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    hasher.write_usize(entries.len());
+    for (key, value) in entries {
+        key.hash(hasher);
+        hash_value(value, hasher);
+    }
+}
+
 /// Whether `value` is a Go zero value, or a list or object made only of such values.
 fn is_zero(value: &Value) -> bool {
     match value {
@@ -290,6 +363,26 @@ mod tests {
         .expect("a binding");
         assert!(binding.status_copy().is_none());
         assert_eq!(serde_json::to_value(binding.copy()).expect("json")["metadata"], json!({"name": "b1"}));
+    }
+
+    #[test]
+    fn digests_ignore_key_order_zero_values_and_number_spelling() {
+        let a =
+            json!({"spec": {"email": "a", "admin": false, "groups": [], "n": 1, "s": {"x": ""}}, "status": {"p": "A"}});
+        let b = json!({"spec": {"n": 1.0, "email": "a"}, "status": {"p": "A"}});
+        assert_eq!(digest(&a), digest(&b));
+        assert_ne!(digest(&a), digest(&json!({"spec": {"n": 1, "email": "b"}})));
+        assert_ne!(digest(&a), digest(&json!({"spec": {"n": 1, "email": "a", "admin": true}, "status": {"p": "A"}})));
+        // List elements keep their order and their zero values.
+        assert_ne!(digest(&json!({"l": [1, 2]})), digest(&json!({"l": [2, 1]})));
+        assert_ne!(digest(&json!({"l": [0, 1]})), digest(&json!({"l": [1]})));
+        let u1 = user(
+            json!({"metadata": {"name": "u"}, "spec": {"email": "a", "admin": false}, "status": {"lastSeen": "x"}}),
+        );
+        let u2 = user(json!({"metadata": {"name": "u", "labels": {"l": "1"}}, "spec": {"email": "a"}}));
+        assert_eq!(u1.body_digest(), u2.body_digest());
+        assert_eq!(u1.status_digest(), Some(digest(&json!({"lastSeen": "x"}))));
+        assert_eq!(u2.status_digest(), None);
     }
 
     #[test]

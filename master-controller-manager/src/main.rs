@@ -3,9 +3,11 @@
 //! docs/master-controller-manager.md).
 
 mod cleanup;
+mod copies;
 mod fanout;
 mod kinds;
 mod metrics;
+mod queue;
 mod seed_sync;
 mod seeds;
 
@@ -47,6 +49,12 @@ struct Args {
     /// Objects synced at once per seed and kind.
     #[arg(long, env = "MLA_SYNC_CONCURRENCY", default_value_t = 16)]
     sync_concurrency: u16,
+    /// Master objects whose finalizer is added or released at once, per kind. Kept low so
+    /// that the master's API server, usually on the same machines as the seeds', spends
+    /// little on finalizers while the copies are being made: a missing finalizer only
+    /// means an orphaned copy is deleted by the next sweep instead of at once.
+    #[arg(long, env = "MLA_CLEANUP_CONCURRENCY", default_value_t = 2)]
+    cleanup_concurrency: u16,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -135,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     mla_common::telemetry::init(&args.common.log)?;
     anyhow::ensure!(args.sync_concurrency > 0, "--sync-concurrency must be at least 1");
+    anyhow::ensure!(args.cleanup_concurrency > 0, "--cleanup-concurrency must be at least 1");
     let runtime = Runtime::new(BINARY, &args.common).await?;
     let master = runtime.client.clone();
 
@@ -194,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
         master: master.clone(),
         registry: registry.clone(),
         applier: runtime.applier("cleanup"),
-        concurrency: args.sync_concurrency,
+        concurrency: args.cleanup_concurrency,
         stop: shutdown.clone(),
     };
     let cleanups = {

@@ -10,19 +10,20 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use mla_common::apply::{Applied, Applier};
 use mla_common::backoff::Backoff;
 use mla_common::metrics::ControllerMetrics;
 use tokio_util::sync::CancellationToken;
 
-use crate::fanout::Fanout;
+use crate::copies::Copies;
+use crate::fanout::{Fanout, Interest};
 use crate::kinds::Synced;
 use crate::metrics::{SeedKindLabels, SyncErrorLabels, SyncMetrics};
+use crate::queue::Queue;
 use crate::seeds::SeedHandle;
 use mla_common::runtime::relisting_watcher;
 
@@ -63,7 +64,8 @@ struct Context<K: Synced> {
     /// only means "not listed yet", which is no error).
     listed: Arc<AtomicBool>,
     api: Api<K>,
-    copies: Store<K>,
+    /// The copies in the seed, reduced to what tells whether they are current.
+    copies: Arc<Copies>,
     fanout: Fanout<K>,
     applier: Applier,
     backoff: Backoff<String>,
@@ -105,7 +107,7 @@ pub async fn run<K: Synced>(
     stop: CancellationToken,
 ) {
     let api: Api<K> = Api::all(seed.client.clone());
-    let (copies, writer) = reflector::store();
+    let copies = Arc::new(Copies::default());
     let (resync_tx, resync_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let reachable = Arc::new(AtomicBool::new(false));
     let listed = Arc::new(AtomicBool::new(false));
@@ -114,36 +116,38 @@ pub async fn run<K: Synced>(
     let seed_name = seed.name.clone();
     let seed_labels = crate::metrics::SeedLabels { seed: seed.name.clone() };
     let reachable_metric = metrics.reachable.clone();
-    // Only our own managedFields entry is needed (to know which fields we own); the
-    // others would only cost memory, once per copy.
     let manager = applier.field_manager().to_string();
     let config = watcher::Config::default().timeout(crate::seeds::WATCH_TIMEOUT_SECS);
     // Every recovery ends in a fresh list, so its InitDone marks the seed reachable again.
-    let watched = relisting_watcher(api.clone(), config).default_backoff().modify(move |copy: &mut K| {
-        if let Some(entries) = copy.meta_mut().managed_fields.as_mut() {
-            entries.retain(|entry| entry.manager.as_deref() == Some(manager.as_str()));
-        }
-    });
-    let copy_events = reflector::reflector(writer, watched)
-        .inspect(move |event| match event {
-            Ok(watcher::Event::InitDone) => {
-                // (Re)connected: look at everything, including what failed meanwhile.
-                watch_reachable.store(true, Ordering::SeqCst);
-                watch_listed.store(true, Ordering::SeqCst);
-                reachable_metric.get_or_create(&seed_labels).set(1);
-                let _ = resync_tx.send(());
+    let watched = relisting_watcher(api.clone(), config).default_backoff();
+    let store = copies.clone();
+    // Each copy is reduced to its state as it arrives; a changed state wakes its original.
+    let copy_changes = watched.filter_map(move |event| {
+        let changed = match event {
+            Ok(event) => {
+                let done = matches!(event, watcher::Event::InitDone);
+                let changed = store.apply(event, &manager);
+                if done {
+                    // (Re)connected: look at everything, including what failed meanwhile.
+                    watch_reachable.store(true, Ordering::SeqCst);
+                    watch_listed.store(true, Ordering::SeqCst);
+                    reachable_metric.get_or_create(&seed_labels).set(1);
+                    let _ = resync_tx.send(());
+                }
+                changed
             }
-            Ok(_) => {}
             Err(error) => {
                 if watch_reachable.swap(false, Ordering::SeqCst) {
                     tracing::warn!(seed = %seed_name, kind = K::CONTROLLER, %error, "seed unreachable");
                 }
                 reachable_metric.get_or_create(&seed_labels).set(0);
+                None
             }
-        })
-        .touched_objects();
+        };
+        futures::future::ready(changed)
+    });
 
-    let (objects, lagged) = fanout.subscribe();
+    let (objects, lagged) = fanout.subscribe(Interest::Copied);
     let periodic =
         tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(settings.resync_period)).map(|_| ());
     let resync = futures::stream::select(
@@ -156,7 +160,7 @@ pub async fn run<K: Synced>(
         reachable,
         listed,
         api,
-        copies: copies.clone(),
+        copies,
         fanout,
         applier,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
@@ -167,19 +171,55 @@ pub async fn run<K: Synced>(
     if tokio::select! { () = stop.cancelled() => true, synced = context.fanout.synced() => !synced } {
         return;
     }
-    let controller = Controller::for_shared_stream(objects, master_store)
-        .watches_stream(copy_events, |copy: K| Some(ObjectRef::new(&copy.name_any())))
-        .reconcile_all_on(resync)
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(reconcile::<K>, error_policy::<K>, context.clone())
-        .for_each(|_| futures::future::ready(()));
+    // Everything that asks for a look at an object queues its name; `concurrency`
+    // workers take names from the queue.
+    let queue = Arc::new(Queue::default());
+    let feeds = {
+        let master_changes = objects.for_each(|object| {
+            queue.push(&object.name_any());
+            futures::future::ready(())
+        });
+        let copy_changes = copy_changes.for_each(|name| {
+            queue.push(&name);
+            futures::future::ready(())
+        });
+        let resyncs = resync.for_each(|()| {
+            for object in master_store.state() {
+                queue.push(&object.name_any());
+            }
+            futures::future::ready(())
+        });
+        async {
+            tokio::join!(master_changes, copy_changes, resyncs);
+        }
+    };
+    let workers = futures::future::join_all((0..settings.concurrency).map(|_| {
+        let (queue, master_store, context, stop) = (queue.clone(), master_store.clone(), context.clone(), stop.clone());
+        async move {
+            while let Some(name) = queue.next(&stop).await {
+                // Gone from the master: nothing to copy (orphans are swept).
+                if let Some(object) = master_store.get(&ObjectRef::new(&name))
+                    && let Err(error) = reconcile(object.clone(), context.clone()).await
+                    && let Some(delay) = error_policy(&*object, &error, &*context)
+                {
+                    queue.push_after(name.to_string(), delay, stop.clone());
+                }
+                queue.done(&name);
+            }
+        }
+    }));
     let sweep = sweep_orphans(context, settings.resync_period, stop.clone());
-    tokio::join!(controller, sweep);
+    let until_stopped = async {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = feeds => {}
+        }
+    };
+    tokio::join!(until_stopped, workers, sweep);
 }
 
 #[tracing::instrument(skip(object, ctx), fields(seed = %ctx.seed.name, kind = K::CONTROLLER, name = %object.name_any()))]
-async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context<K>>) -> Result<Action, SyncError> {
+async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context<K>>) -> Result<(), SyncError> {
     let started = Instant::now();
     let result = sync::<K>(&object, &ctx).await;
     let common_error = match &result {
@@ -190,34 +230,31 @@ async fn reconcile<K: Synced>(object: Arc<K>, ctx: Arc<Context<K>>) -> Result<Ac
     result
 }
 
-async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncError> {
+async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<(), SyncError> {
     let name = object.name_any();
     if !ctx.listed.load(Ordering::SeqCst) {
         // The first complete list of the copies triggers a pass over everything.
-        return Ok(Action::await_change());
+        return Ok(());
     }
     if !ctx.reachable.load(Ordering::SeqCst) {
         return Err(SyncError::Unreachable(ctx.seed.name.clone()));
     }
-    let current = ctx.copies.get(&ObjectRef::new(&name));
+    // None: the seed has no copy; Some(equal): it has one, equal to the original or not.
+    let copy = ctx.copies.with(&name, |state| state.map(|state| state.matches(object)));
     if object.meta().deletion_timestamp.is_some() {
-        if current.is_some() {
+        if copy.is_some() {
             ctx.applier.delete(&ctx.api, &name).await?;
             tracing::info!("deleted the copy");
         }
         ctx.backoff.reset(&name);
         ctx.mark(&name, false);
-        return Ok(Action::await_change());
+        return Ok(());
     }
-    let mut wrote = ctx.applier.apply(&ctx.api, &object.copy(), current.as_deref()).await? == Applied::Patched;
-    if let Some(status) = object.status_copy() {
-        // After a create the cached copy has no status yet; compare against nothing then.
-        let current = if wrote { None } else { current.as_deref() };
-        wrote |= ctx.applier.apply_status(&ctx.api, &status, current).await? == Applied::Patched;
-    }
-    if let Some(current) = current.as_deref() {
-        wrote |= remove_foreign_fields(object, current, ctx).await?;
-    }
+    let wrote = match copy {
+        Some(true) => false,
+        None => create(object, ctx).await?,
+        Some(false) => update(object, ctx).await?,
+    };
     if wrote {
         tracing::debug!("copied");
         if let Some(observed) = ctx.fanout.observed_at(object) {
@@ -226,18 +263,65 @@ async fn sync<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, SyncErr
     }
     ctx.backoff.reset(&name);
     ctx.mark(&name, true);
-    Ok(Action::await_change())
+    Ok(())
+}
+
+/// Creates the copy (a plain create, the cheapest write for the seed's API server; the
+/// copy's fields are then owned by our field manager through an `Update` entry), then
+/// applies its status. When the copy exists after all (our view of the seed lags behind
+/// a create), it is compared and updated instead.
+async fn create<K: Synced>(object: &K, ctx: &Context<K>) -> Result<bool, SyncError> {
+    let name = object.name_any();
+    ctx.applier.ensure_leader("create", &name)?;
+    let params = PostParams { field_manager: Some(ctx.applier.field_manager().to_string()), ..Default::default() };
+    match ctx.api.create(&params, &object.copy()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => return update(object, ctx).await,
+        Err(source) => return Err(write_error::<K>("create", &name, source)),
+    }
+    if let Some(status) = object.status_copy() {
+        ctx.applier.apply_status(&ctx.api, &status, None).await?;
+    }
+    Ok(true)
+}
+
+/// Reads the copy and makes it equal to the original: labels and body applied, status
+/// applied, fields the original lacks removed. Each write only if needed.
+async fn update<K: Synced>(object: &K, ctx: &Context<K>) -> Result<bool, SyncError> {
+    let name = object.name_any();
+    let current = ctx.api.get_opt(&name).await.map_err(|source| write_error::<K>("read the copy of", &name, source))?;
+    let mut wrote = ctx.applier.apply(&ctx.api, &object.copy(), current.as_ref()).await? == Applied::Patched;
+    if let Some(status) = object.status_copy() {
+        // Without a copy, the apply just created it, with no status: compare against nothing.
+        wrote |= ctx.applier.apply_status(&ctx.api, &status, current.as_ref()).await? == Applied::Patched;
+    }
+    if let Some(current) = current.as_ref() {
+        wrote |= remove_foreign_fields(object, current, ctx).await?;
+    }
+    Ok(wrote)
 }
 
 /// Removes from the copy what the original does not have and our apply cannot remove
 /// because another field manager wrote it (a KKP synchronizer, a person, an earlier
-/// version of the original): the copy must equal the original field for field. A JSON
-/// merge patch of nulls, sent only when such a field exists.
+/// version of the original, or our own create, whose fields belong to an `Update` entry):
+/// the copy must equal the original field for field. A JSON merge patch of nulls, sent
+/// only when such a field exists. Labels are removed only when our field manager wrote
+/// them through an update (a create or an earlier merge patch); labels others added stay.
 async fn remove_foreign_fields<K: Synced>(object: &K, current: &K, ctx: &Context<K>) -> Result<bool, SyncError> {
     let name = object.name_any();
     let mut wrote = false;
     let (body, current_body) = (serde_json::Value::Object(object.body()), serde_json::Value::Object(current.body()));
-    if let Some(patch) = crate::kinds::foreign_fields(&current_body, &body) {
+    let mut patch = crate::kinds::foreign_fields(&current_body, &body);
+    let labels = labels_we_updated(current, ctx.applier.field_manager())
+        .into_iter()
+        .filter(|key| !object.labels().contains_key(key) && current.labels().contains_key(key))
+        .map(|key| (key, serde_json::Value::Null))
+        .collect::<serde_json::Map<_, _>>();
+    if !labels.is_empty() {
+        let patch = patch.get_or_insert_with(|| serde_json::json!({}));
+        patch["metadata"] = serde_json::json!({ "labels": labels });
+    }
+    if let Some(patch) = patch {
         ctx.applier.ensure_leader("remove foreign fields from", &name)?;
         ctx.api
             .patch(&name, &merge_params(ctx), &Patch::Merge(&patch))
@@ -261,6 +345,24 @@ async fn remove_foreign_fields<K: Synced>(object: &K, current: &K, ctx: &Context
     Ok(wrote)
 }
 
+/// Label keys that `manager` owns on `object` through an update (not an apply: what an
+/// apply owns, the next apply removes by itself).
+fn labels_we_updated<K: Synced>(object: &K, manager: &str) -> Vec<String> {
+    object
+        .meta()
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| {
+            entry.manager.as_deref() == Some(manager)
+                && entry.operation.as_deref() != Some("Apply")
+                && entry.subresource.as_deref().is_none_or(str::is_empty)
+        })
+        .filter_map(|entry| entry.fields_v1.as_ref()?.0.pointer("/f:metadata/f:labels")?.as_object())
+        .flat_map(|labels| labels.keys().filter_map(|key| key.strip_prefix("f:")).map(str::to_string))
+        .collect()
+}
+
 fn merge_params<K: Synced>(ctx: &Context<K>) -> PatchParams {
     PatchParams { field_manager: Some(ctx.applier.field_manager().to_string()), ..Default::default() }
 }
@@ -274,7 +376,8 @@ fn write_error<K: Synced>(verb: &'static str, name: &str, source: kube::Error) -
     })
 }
 
-fn error_policy<K: Synced>(object: Arc<K>, error: &SyncError, ctx: Arc<Context<K>>) -> Action {
+/// When to look at `object` again after `error`; None: at the next change or resync.
+fn error_policy<K: Synced>(object: &K, error: &SyncError, ctx: &Context<K>) -> Option<Duration> {
     let name = object.name_any();
     ctx.mark(&name, false);
     ctx.metrics
@@ -287,15 +390,15 @@ fn error_policy<K: Synced>(object: Arc<K>, error: &SyncError, ctx: Arc<Context<K
         .inc();
     match error {
         // Everything is looked at again when the seed's watch reconnects.
-        SyncError::Unreachable(_) => Action::await_change(),
+        SyncError::Unreachable(_) => None,
         SyncError::Write(error) if error.is_permanent() => {
             tracing::warn!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, %error, "sync failed permanently");
-            Action::requeue(mla_common::Error::PERMANENT_RECHECK)
+            Some(mla_common::Error::PERMANENT_RECHECK)
         }
         SyncError::Write(error) => {
             let delay = ctx.backoff.next_delay(&name);
             tracing::warn!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, %error, ?delay, "sync failed; retrying");
-            Action::requeue(delay)
+            Some(delay)
         }
     }
 }
@@ -323,22 +426,15 @@ async fn sweep_orphans<K: Synced>(ctx: Arc<Context<K>>, period: Duration, stop: 
         if !ctx.reachable.load(Ordering::SeqCst) {
             continue;
         }
-        for copy in ctx.copies.state() {
-            let name = copy.name_any();
-            let ours = copy
-                .meta()
-                .managed_fields
-                .iter()
-                .flatten()
-                .any(|m| m.manager.as_deref() == Some(ctx.applier.field_manager()));
-            if ours && copy.meta().deletion_timestamp.is_none() && master.get(&ObjectRef::new(&name)).is_none() {
-                match ctx.applier.delete(&ctx.api, &name).await {
-                    Ok(()) => {
-                        tracing::info!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, "deleted an orphaned copy")
-                    }
-                    Err(error) => {
-                        tracing::warn!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, %error, "deleting an orphaned copy failed")
-                    }
+        let orphans =
+            ctx.copies.names(|name, copy| copy.ours && !copy.deleting && master.get(&ObjectRef::new(name)).is_none());
+        for name in orphans {
+            match ctx.applier.delete(&ctx.api, &name).await {
+                Ok(()) => {
+                    tracing::info!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, "deleted an orphaned copy")
+                }
+                Err(error) => {
+                    tracing::warn!(seed = %ctx.seed.name, kind = K::CONTROLLER, %name, %error, "deleting an orphaned copy failed")
                 }
             }
         }
