@@ -116,6 +116,31 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// CPU seconds of this process (`bench`: the Grafana test server, the load, the polling)
+/// and of each child process by name (kube-apiserver, etcd, cortex, the binary).
+fn cpu_by_process() -> BTreeMap<String, f64> {
+    let own = std::process::id();
+    let mut cpu = BTreeMap::new();
+    cpu.insert("bench (Grafana test server)".to_string(), cpu_seconds(own).unwrap_or(0.0));
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let (Some(open), Some((head, rest))) = (stat.find('('), stat.rsplit_once(')')) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) != Some(own) {
+            continue;
+        }
+        let name = head[open + 1..].to_string();
+        *cpu.entry(name).or_insert(0.0) += cpu_seconds(pid).unwrap_or(0.0);
+    }
+    cpu
+}
+
+/// `after - before` per process, rounded for printing.
+fn cpu_diff(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, String> {
+    after.iter().map(|(k, v)| (k.clone(), format!("{:.1}", v - before.get(k).copied().unwrap_or(0.0)))).collect()
+}
+
 async fn kube_writes(client: &kube::Client) -> anyhow::Result<BTreeMap<String, u64>> {
     mla_e2e::write_requests_by_resource(client, &GROUPS).await
 }
@@ -271,7 +296,7 @@ async fn main() -> anyhow::Result<()> {
         .arg(format!("--loki-ruler-url={}", loki.url()))
         .args(["--leader-election-namespace=kubermatic", "--enable-user-cluster-mla=true", "--log-level=warn"])
         .arg(format!("--resync-period={resync}s"));
-    let cpu_before = (cpu_seconds(std::process::id()), cortex.pid().and_then(cpu_seconds));
+    let cpu_start = cpu_by_process();
     let process = ManagedProcess::spawn("seed-controller-manager", command, &plane.dir().join("seed.log"))?;
     let started = Instant::now();
 
@@ -303,6 +328,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let cold = grafana_calls(&metrics(&metrics_url).await?);
+    println!("CPU seconds from the start to Grafana converged: {:?}", cpu_diff(&cpu_by_process(), &cpu_start));
     let mutations = grafana.mutations();
     println!(
         "Grafana converged from cold start in {:.1} s (last mutating Grafana call); mutating Grafana calls by group: \
@@ -353,6 +379,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     println!("every controller converged {:.1} s after the start (last write)", all_converged.as_secs_f64());
+    println!("CPU seconds from the start to every controller converged: {:?}", cpu_diff(&cpu_by_process(), &cpu_start));
     report(
         &format!("seed-controller-manager cold start -> every controller converged ({size})"),
         format!("{:.1} s", all_converged.as_secs_f64()),
@@ -401,17 +428,6 @@ async fn main() -> anyhow::Result<()> {
         "",
         Met::NoGoal,
     );
-    let cpu = |pid: Option<u32>, before: Option<f64>| {
-        pid.and_then(cpu_seconds).map(|now| now - before.unwrap_or(0.0)).unwrap_or(0.0)
-    };
-    println!(
-        "CPU seconds since the binary started: binary {:.1}, this process (Grafana test server, load, polling) {:.1}, \
-         Cortex {:.1}",
-        cpu(Some(process.id()), Some(0.0)),
-        cpu(Some(std::process::id()), cpu_before.0),
-        cpu(cortex.pid(), cpu_before.1)
-    );
-
     // Grafana unreachable: the one condition change that reports it, then no write.
     grafana.set_available(false);
     let down = Instant::now();
