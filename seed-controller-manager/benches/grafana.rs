@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -146,7 +147,7 @@ async fn kube_writes(client: &kube::Client) -> anyhow::Result<BTreeMap<String, u
 }
 
 /// Clusters whose conditions of `SETTLED` all have their settled reason.
-fn settled(clusters: &[Cluster]) -> usize {
+fn settled(clusters: &[Arc<Cluster>]) -> usize {
     clusters
         .iter()
         .filter(|c| {
@@ -159,7 +160,7 @@ fn settled(clusters: &[Cluster]) -> usize {
 }
 
 /// How many Clusters have each `condition=reason`, for progress lines.
-fn reasons(clusters: &[Cluster]) -> BTreeMap<String, usize> {
+fn reasons(clusters: &[Arc<Cluster>]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for cluster in clusters {
         for (condition, _) in SETTLED {
@@ -215,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
     let loki = CortexServer::start().await?;
 
     let started = Instant::now();
+    let setup_writes: u64 = kube_writes(&client).await?.values().sum();
     let projects: Api<Project> = Api::all(client.clone());
     create_all(project_count, |i| {
         let projects = projects.clone();
@@ -276,9 +278,13 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await?;
+    // The API server's raw write rate in this run (32 clients), the limit the binary's
+    // writes meet.
+    let setup_writes = kube_writes(&client).await?.values().sum::<u64>() - setup_writes;
+    let raw_rate = setup_writes as f64 / started.elapsed().as_secs_f64();
     println!(
         "created {project_count} Projects, {user_count} Users with their bindings, {cluster_count} Clusters with \
-         namespaces in {:.1} s",
+         namespaces in {:.1} s: {setup_writes} writes, {raw_rate:.0} writes/s",
         started.elapsed().as_secs_f64()
     );
 
@@ -297,6 +303,13 @@ async fn main() -> anyhow::Result<()> {
         .args(["--leader-election-namespace=kubermatic", "--enable-user-cluster-mla=true", "--log-level=warn"])
         .arg(format!("--resync-period={resync}s"));
     let cpu_start = cpu_by_process();
+    let writes_start = kube_writes(&client).await?;
+    // The Clusters as a watch sees them: polling with lists of thousands of Clusters would
+    // load the API server more than the binary does.
+    let (watched, writer) = kube::runtime::reflector::store();
+    let reflector = kube::runtime::reflector(writer, kube::runtime::watcher(clusters.clone(), Default::default()));
+    tokio::spawn(reflector.for_each(|_| futures::future::ready(())));
+    watched.wait_until_ready().await?;
     let process = ManagedProcess::spawn("seed-controller-manager", command, &plane.dir().join("seed.log"))?;
     let started = Instant::now();
 
@@ -304,9 +317,8 @@ async fn main() -> anyhow::Result<()> {
     let mut last_mutations = (u64::MAX, Instant::now());
     let mut last_progress = Instant::now();
     let converged = loop {
-        let list = clusters.list(&Default::default()).await?;
+        let list = watched.state();
         let ready = list
-            .items
             .iter()
             .filter(|c| {
                 c.status.as_ref().and_then(|s| s.conditions.get("MLAGrafanaReady")).and_then(|c| c.reason.as_deref())
@@ -323,7 +335,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(started.elapsed() < Duration::from_secs(1800), "only {ready} of {cluster_count} ready");
         if last_progress.elapsed() >= PROGRESS {
             last_progress = Instant::now();
-            println!("{:.0} s: {:?}", started.elapsed().as_secs_f64(), reasons(&list.items));
+            println!("{:.0} s: {:?}", started.elapsed().as_secs_f64(), reasons(&list));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
@@ -337,11 +349,27 @@ async fn main() -> anyhow::Result<()> {
         mutations.by_group
     );
     println!("Grafana calls until then (method endpoint: count): {cold:?}");
+    let cold_writes = diff(&kube_writes(&client).await?, &writes_start);
+    let cold_write_count: u64 = cold_writes.values().sum();
+    println!(
+        "Kubernetes writes of the binary (every controller) until then: {cold_write_count} ({:.0} s at this run's raw \
+         rate of {raw_rate:.0}/s): {cold_writes:?}",
+        cold_write_count as f64 / raw_rate
+    );
     report(
         &format!("Grafana cold start -> converged ({size}; every controller of the binary beside it)"),
         format!("{:.1} s", converged.as_secs_f64()),
         "<= 120 s",
         Met::from(converged <= COLD_GOAL),
+    );
+    report(
+        &format!("Kubernetes writes of every controller until Grafana converged ({size})"),
+        format!(
+            "{cold_write_count} ({:.0} s at the raw write rate of the same API server in the same run, {raw_rate:.0}/s)",
+            cold_write_count as f64 / raw_rate
+        ),
+        "",
+        Met::NoGoal,
     );
     report(
         &format!("Grafana calls to converge ({size})"),
@@ -353,8 +381,8 @@ async fn main() -> anyhow::Result<()> {
     // Every controller converged: all Clusters settled, then QUIET without a write.
     let mut last_change = (u64::MAX, Instant::now());
     let all_converged = loop {
-        let list = clusters.list(&Default::default()).await?;
-        let done = settled(&list.items);
+        let list = watched.state();
+        let done = settled(&list);
         let activity = kube_writes(&client).await?.values().sum::<u64>() + grafana.mutations().total();
         if activity != last_change.0 {
             last_change = (activity, Instant::now());
@@ -364,19 +392,18 @@ async fn main() -> anyhow::Result<()> {
         }
         if last_progress.elapsed() >= PROGRESS {
             last_progress = Instant::now();
-            println!("{:.0} s: {:?}", started.elapsed().as_secs_f64(), reasons(&list.items));
+            println!("{:.0} s: {:?}", started.elapsed().as_secs_f64(), reasons(&list));
         }
         if started.elapsed() > Duration::from_secs(1800) {
             let missing: Vec<String> = list
-                .items
                 .iter()
-                .filter(|c| settled(std::slice::from_ref(*c)) == 0)
+                .filter(|c| settled(std::slice::from_ref(c)) == 0)
                 .take(3)
                 .map(|c| format!("{:?}", c.status.as_ref().map(|s| &s.conditions)))
                 .collect();
             anyhow::bail!("only {done} of {cluster_count} Clusters settled; e.g. {missing:?}");
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     };
     println!("every controller converged {:.1} s after the start (last write)", all_converged.as_secs_f64());
     println!("CPU seconds from the start to every controller converged: {:?}", cpu_diff(&cpu_by_process(), &cpu_start));
@@ -432,9 +459,8 @@ async fn main() -> anyhow::Result<()> {
     grafana.set_available(false);
     let down = Instant::now();
     loop {
-        let list = clusters.list(&Default::default()).await?;
+        let list = watched.state();
         let reported = list
-            .items
             .iter()
             .filter(|c| {
                 c.status.as_ref().and_then(|s| s.conditions.get("MLAGrafanaReady")).and_then(|c| c.reason.as_deref())
