@@ -207,6 +207,12 @@ async fn finish_cluster(
         && cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some()
     {
         let project = cluster.project_id().unwrap_or_default();
+        if let Some(error) = error {
+            // Its finalizer could not be added (another controller added its own at the
+            // same moment): the error, not a missing org.
+            return finish_condition(ctx, cluster, Some((ConditionStatus::False, "DatasourcesFailed", error.clone())))
+                .await;
+        }
         let message = if projects.iter().any(|p| p.name_any() == project) {
             format!("waiting for the Grafana organization of project {project}")
         } else {
@@ -232,5 +238,11 @@ async fn finish_cluster(
         {
             tracing::warn!(cluster = %name, %error, "removing the Grafana finalizer failed");
         }
+    }
+}
+
+async fn finish_condition(ctx: &Context, cluster: &Cluster, outcome: Option<(ConditionStatus, &'static str, String)>) {
+    if let Err(error) = write_condition(ctx, cluster, outcome).await {
+        tracing::warn!(cluster = %cluster.name_any(), %error, "writing the Grafana condition failed");
     }
 }
