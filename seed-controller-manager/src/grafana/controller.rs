@@ -506,16 +506,31 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
     let mut project_orgs: BTreeMap<String, i64> = BTreeMap::new();
     let mut projects = ctx.stores.projects.state();
     projects.sort_by_key(|p| p.name_any());
+    // Finalizers first, many at a time (a Project whose finalizer failed fails its step).
+    let project_api: Api<Project> = Api::all(ctx.client.clone());
+    let wanted_projects: Vec<&Project> = projects
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| !is_deleting(*p) && ctx.retry.ready(&format!("project/{}", p.name_any())))
+        .collect();
+    let project_finalizers = Mutex::new(add_finalizers(ctx, &project_api, wanted_projects).await);
     let shared_orgs = Mutex::new(all_orgs);
     let steps: Vec<BoxFuture<'_, _>> = projects
         .iter()
         .map(|project| {
-            let shared_orgs = &shared_orgs;
+            let (shared_orgs, project_finalizers) = (&shared_orgs, &project_finalizers);
             let grafana = &grafana;
             async move {
                 let key = format!("project/{}", project.name_any());
                 if !ctx.retry.ready(&key) {
                     return (project, key, None);
+                }
+                let failed = project_finalizers
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&project.name_any());
+                if let Some(error) = failed {
+                    return (project, key, Some(Err(StepError::Kube(error))));
                 }
                 let result = super::member_pass::reconcile_project(ctx, grafana, project, shared_orgs).await;
                 (project, key, Some(result))
@@ -626,6 +641,18 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
             }
         }
     }
+    // Finalizers of the Users that get a Grafana user, many at a time.
+    let user_api: Api<User> = Api::all(ctx.client.clone());
+    let wanted_users: Vec<&User> = user_refs
+        .iter()
+        .copied()
+        .filter(|u| {
+            !is_deleting(*u)
+                && desired.contains_key(&u.spec.email.to_lowercase())
+                && ctx.retry.ready(&format!("user/{}", u.name_any()))
+        })
+        .collect();
+    let user_finalizers = Mutex::new(add_finalizers(ctx, &user_api, wanted_users).await);
     let mut member_scope = managed.clone();
     member_scope.insert(DEFAULT_ORG);
     let steps: Vec<BoxFuture<'_, _>> = user_refs
@@ -635,7 +662,13 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
         .map(|user| {
             let (grafana, desired, known, memberships, member_scope) =
                 (&grafana, &desired, &known, &memberships, &member_scope);
+            let user_finalizers = &user_finalizers;
             async move {
+                let failed =
+                    user_finalizers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&user.name_any());
+                if let Some(error) = failed {
+                    return (user, Err(StepError::Kube(error)));
+                }
                 let result = super::member_pass::reconcile_user(
                     ctx,
                     grafana,
@@ -687,6 +720,34 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
     // Dashboards.
     super::dashboard_pass::reconcile_dashboards(ctx, &grafana, &managed).await?;
     Ok(())
+}
+
+/// Kubernetes writes a pass keeps in flight at once (finalizers, conditions): the API
+/// server takes far more than Grafana, and one at a time at its latency under load they
+/// were most of a cold start.
+pub(super) const KUBE_CONCURRENCY: usize = 64;
+
+/// Adds this controller's finalizer to every object of `objects` that lacks it,
+/// [`KUBE_CONCURRENCY`] at a time; the failures by object name.
+pub(super) async fn add_finalizers<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    objects: Vec<&K>,
+) -> HashMap<String, mla_common::Error>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync,
+{
+    let steps: Vec<BoxFuture<'_, _>> = objects
+        .into_iter()
+        .filter(|object| !has_finalizer(*object))
+        .map(|object| {
+            async move { (object.name_any(), ctx.applier.add_finalizer(api, object, FINALIZER).await) }.boxed()
+        })
+        .collect();
+    in_flight(steps, KUBE_CONCURRENCY)
+        .filter_map(|(name, result)| futures::future::ready(result.err().map(|e| (name, e))))
+        .collect()
+        .await
 }
 
 /// The outputs of `steps`, run with at most `limit` in flight, as they finish. The steps

@@ -11,7 +11,9 @@ use kube::{Api, Resource, ResourceExt};
 use mla_common::api::{Cluster, ConditionStatus, Project};
 
 use super::client::{GrafanaClient, GrafanaError};
-use super::controller::{Context, FINALIZER, PassError, has_finalizer, in_flight, is_deleting, write_condition};
+use super::controller::{
+    Context, FINALIZER, KUBE_CONCURRENCY, PassError, has_finalizer, in_flight, is_deleting, write_condition,
+};
 use super::datasources;
 use crate::scope::{self, KKP_MLA_FINALIZER, Serve};
 
@@ -83,7 +85,7 @@ pub(super) async fn reconcile_datasources(
         })
         .collect();
     let finalized: Vec<(&Arc<Cluster>, String, i64, Result<(), mla_common::Error>)> =
-        in_flight(steps, concurrency).collect().await;
+        in_flight(steps, KUBE_CONCURRENCY).collect().await;
     for (cluster, namespace, org, result) in finalized {
         let name = cluster.name_any();
         if let Err(error) = result {
@@ -161,7 +163,7 @@ pub(super) async fn reconcile_datasources(
             finish_cluster(ctx, &api, cluster, errors.get(&cluster.name_any()), &wanted, projects, project_orgs).boxed()
         })
         .collect();
-    in_flight(steps, concurrency).collect::<Vec<()>>().await;
+    in_flight(steps, KUBE_CONCURRENCY).collect::<Vec<()>>().await;
     Ok(())
 }
 

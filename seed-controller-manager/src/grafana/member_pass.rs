@@ -65,7 +65,7 @@ pub(super) async fn reconcile_project(
         }
         return Ok(None);
     }
-    ctx.applier.add_finalizer(&api, project, FINALIZER).await?;
+    // The finalizer was added before (many Projects at a time; `add_finalizers`).
     let name = orgs::org_name(project);
     let plan = orgs::plan(project, &locked(all_orgs));
     let id = match plan {
@@ -125,8 +125,8 @@ pub(super) async fn reconcile_user(
         }
         return Ok(());
     }
+    // The finalizer was added before (many Users at a time; `add_finalizers`).
     let Some(want) = desired.get(&email) else { return Ok(()) };
-    ctx.applier.add_finalizer(&api, user, FINALIZER).await?;
     // A user missing from the listing is created; one that signed up since the listing
     // makes Grafana refuse the creation (412), and is looked up instead.
     let created = match known.get(&email) {

@@ -10,7 +10,7 @@ use mla_common::api::{Cluster, ConditionStatus, Project, User};
 
 use super::client::GrafanaClient;
 use super::controller::{
-    CONDITION, Context, FINALIZER, PassError, has_finalizer, in_flight, is_deleting, write_condition,
+    CONDITION, Context, FINALIZER, KUBE_CONCURRENCY, PassError, has_finalizer, in_flight, is_deleting, write_condition,
 };
 use super::{datasources, orgs};
 use crate::scope::Serve;
@@ -86,7 +86,7 @@ pub(super) async fn report_unavailable(ctx: &Context, error: &PassError) {
     let clusters = ctx.stores.clusters.state();
     let steps: Vec<BoxFuture<'_, ()>> =
         clusters.iter().map(|cluster| report_cluster_unavailable(ctx, cluster, error).boxed()).collect();
-    in_flight(steps, ctx.settings.concurrency).collect::<Vec<()>>().await;
+    in_flight(steps, KUBE_CONCURRENCY).collect::<Vec<()>>().await;
 }
 
 /// The outage on one Cluster: its condition (and an Event when it changes), or, for a
