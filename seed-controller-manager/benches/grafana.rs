@@ -384,11 +384,17 @@ async fn main() -> anyhow::Result<()> {
 
     // One no-change Grafana pass (the other controllers may still be writing; their
     // changes wake no Grafana pass): its reads, and no mutating call.
-    let text = metrics(&metrics_url).await?;
+    // From the end of one pass (a snapshot in the middle of one would count part of it).
+    let mut text = metrics(&metrics_url).await?;
+    let first = grafana_passes(&text);
+    while grafana_passes(&text) == first {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = metrics(&metrics_url).await?;
+    }
     let (calls_before, passes_before, mutations_before) =
         (grafana_calls(&text), grafana_passes(&text), grafana.mutations().total());
     let pass_reads = loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let text = metrics(&metrics_url).await?;
         let passes = grafana_passes(&text) - passes_before;
         if passes >= 1 {
