@@ -84,8 +84,7 @@ pub(super) async fn reconcile_datasources(
             .boxed()
         })
         .collect();
-    let finalized: Vec<(&Arc<Cluster>, String, i64, Result<(), mla_common::Error>)> =
-        in_flight(steps, KUBE_CONCURRENCY).collect().await;
+    let finalized: Vec<_> = in_flight(steps, KUBE_CONCURRENCY).collect().await;
     for (cluster, namespace, org, result) in finalized {
         let name = cluster.name_any();
         if let Err(error) = result {
