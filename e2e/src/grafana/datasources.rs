@@ -61,7 +61,7 @@ pub(crate) async fn list_datasources(State(app): State<App>, headers: HeaderMap)
     let caller = require_org_role(&app, &headers, Role::Admin, "datasources:read")?;
     let db = app.db();
     let mut list: Vec<&DataSource> = db.datasources.values().filter(|d| d.org_id == caller.org_id).collect();
-    list.sort_by_key(|d| d.name.to_lowercase());
+    list.sort_by_cached_key(|d| d.name.to_lowercase());
     ok(Value::Array(list.into_iter().map(DataSource::to_list_item).collect()))
 }
 

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -68,6 +69,8 @@ pub struct Settings {
     pub resync_period: Duration,
     /// Which Clusters this manager serves (KKP's pause and worker-name rules).
     pub scope: crate::scope::ClusterScope,
+    /// Steps (Grafana calls) a pass keeps in flight at once; at least 1.
+    pub concurrency: usize,
 }
 
 /// Why a pass could not run at all.
@@ -495,28 +498,62 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
         return super::release::release(ctx, &grafana).await;
     }
     let (me, my_login) = grafana.signed_in_user().await?;
-    let mut all_orgs = grafana.orgs().await?;
+    let all_orgs = grafana.orgs().await?;
 
-    // Organizations, one per Project.
+    // Organizations, one per Project, several at a time: each Project's plan reads the
+    // shared list of orgs and its outcome updates it (org names differ per Project, so
+    // concurrent steps never race for the same org).
     let mut project_orgs: BTreeMap<String, i64> = BTreeMap::new();
     let mut projects = ctx.stores.projects.state();
     projects.sort_by_key(|p| p.name_any());
-    for project in &projects {
-        let key = format!("project/{}", project.name_any());
-        if !ctx.retry.ready(&key) {
-            if let Some(id) = orgs::annotated_id(project).filter(|id| all_orgs.iter().any(|o| o.id == *id)) {
-                project_orgs.insert(project.name_any(), id);
+    // Finalizers first, many at a time (a Project whose finalizer failed fails its step).
+    let project_api: Api<Project> = Api::all(ctx.client.clone());
+    let wanted_projects: Vec<&Project> = projects
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| !is_deleting(*p) && ctx.retry.ready(&format!("project/{}", p.name_any())))
+        .collect();
+    let project_finalizers = Mutex::new(add_finalizers(ctx, &project_api, wanted_projects).await);
+    let shared_orgs = Mutex::new(all_orgs);
+    let steps: Vec<BoxFuture<'_, _>> = projects
+        .iter()
+        .map(|project| {
+            let (shared_orgs, project_finalizers) = (&shared_orgs, &project_finalizers);
+            let grafana = &grafana;
+            async move {
+                let key = format!("project/{}", project.name_any());
+                if !ctx.retry.ready(&key) {
+                    return (project, key, None);
+                }
+                let failed = project_finalizers
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&project.name_any());
+                if let Some(error) = failed {
+                    return (project, key, Some(Err(StepError::Kube(error))));
+                }
+                let result = super::member_pass::reconcile_project(ctx, grafana, project, shared_orgs).await;
+                (project, key, Some(result))
             }
-            continue;
-        }
-        match super::member_pass::reconcile_project(ctx, &grafana, project, &mut all_orgs).await {
-            Ok(Some(id)) => {
+            .boxed()
+        })
+        .collect();
+    let mut steps = in_flight(steps, ctx.settings.concurrency);
+    while let Some((project, key, result)) = steps.next().await {
+        match result {
+            None => {
+                let orgs = shared_orgs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(id) = orgs::annotated_id(project).filter(|id| orgs.iter().any(|o| o.id == *id)) {
+                    project_orgs.insert(project.name_any(), id);
+                }
+            }
+            Some(Ok(Some(id))) => {
                 ctx.retry.succeeded(&key);
                 project_orgs.insert(project.name_any(), id);
             }
-            Ok(None) => ctx.retry.succeeded(&key),
-            Err(error) if error.is_unavailable() => return Err(unavailable(error)),
-            Err(error) => {
+            Some(Ok(None)) => ctx.retry.succeeded(&key),
+            Some(Err(error)) if error.is_unavailable() => return Err(unavailable(error)),
+            Some(Err(error)) => {
                 tracing::warn!(project = %project.name_any(), %error, category = error.category(), "grafana organization failed");
                 ctx.note_failure(error.category());
                 if ctx.retry.failed(&key) {
@@ -532,6 +569,8 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
             }
         }
     }
+    drop(steps);
+    let mut all_orgs = shared_orgs.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
 
     // The superuser organization.
     let superuser_org = match &ctx.settings.superuser_org {
@@ -549,10 +588,20 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
     let mut managed: BTreeSet<i64> = project_orgs.values().copied().collect();
     managed.extend(superuser_org);
 
-    // Members of every managed org (and the default org), and our own Admin role there.
+    // Members of every managed org (and the default org), and our own Admin role there;
+    // the listings several at a time.
     let mut memberships: HashMap<String, BTreeMap<i64, Role>> = HashMap::new();
-    for org in managed.iter().copied().chain(std::iter::once(DEFAULT_ORG)) {
-        let members = grafana.org_users(org).await?;
+    let member_orgs: Vec<i64> = managed.iter().copied().chain(std::iter::once(DEFAULT_ORG)).collect();
+    let listings: Vec<BoxFuture<'_, _>> = member_orgs
+        .into_iter()
+        .map(|org| {
+            let grafana = &grafana;
+            async move { (org, grafana.org_users(org).await) }.boxed()
+        })
+        .collect();
+    let mut listings = in_flight(listings, ctx.settings.concurrency);
+    while let Some((org, members)) = listings.next().await {
+        let members = members?;
         if org != DEFAULT_ORG && !members.iter().any(|m| m.user_id == me && m.role == Role::Admin) {
             // An adopted org: we need its Admin role for datasources and dashboards.
             if members.iter().any(|m| m.user_id == me) {
@@ -569,6 +618,7 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
             }
         }
     }
+    drop(listings);
 
     // Users.
     let all_users = ctx.stores.users.state();
@@ -591,16 +641,53 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
             }
         }
     }
+    // Finalizers of the Users that get a Grafana user, many at a time.
+    let user_api: Api<User> = Api::all(ctx.client.clone());
+    let wanted_users: Vec<&User> = user_refs
+        .iter()
+        .copied()
+        .filter(|u| {
+            !is_deleting(*u)
+                && desired.contains_key(&u.spec.email.to_lowercase())
+                && ctx.retry.ready(&format!("user/{}", u.name_any()))
+        })
+        .collect();
+    let user_finalizers = Mutex::new(add_finalizers(ctx, &user_api, wanted_users).await);
     let mut member_scope = managed.clone();
     member_scope.insert(DEFAULT_ORG);
-    for user in &user_refs {
-        let key = format!("user/{}", user.name_any());
-        if !ctx.retry.ready(&key) {
-            continue;
-        }
-        let result =
-            super::member_pass::reconcile_user(ctx, &grafana, user, me, &desired, &known, &memberships, &member_scope)
+    let steps: Vec<BoxFuture<'_, _>> = user_refs
+        .iter()
+        .copied()
+        .filter(|user| ctx.retry.ready(&format!("user/{}", user.name_any())))
+        .map(|user| {
+            let (grafana, desired, known, memberships, member_scope) =
+                (&grafana, &desired, &known, &memberships, &member_scope);
+            let user_finalizers = &user_finalizers;
+            async move {
+                let failed =
+                    user_finalizers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&user.name_any());
+                if let Some(error) = failed {
+                    return (user, Err(StepError::Kube(error)));
+                }
+                let result = super::member_pass::reconcile_user(
+                    ctx,
+                    grafana,
+                    user,
+                    me,
+                    desired,
+                    known,
+                    memberships,
+                    member_scope,
+                )
                 .await;
+                (user, result)
+            }
+            .boxed()
+        })
+        .collect();
+    let mut steps = in_flight(steps, ctx.settings.concurrency);
+    while let Some((user, result)) = steps.next().await {
+        let key = format!("user/{}", user.name_any());
         match result {
             Ok(()) => ctx.retry.succeeded(&key),
             Err(error) if error.is_unavailable() => return Err(unavailable(error)),
@@ -615,6 +702,7 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
             }
         }
     }
+    drop(steps);
 
     // Datasources.
     let clusters = ctx.stores.clusters.state();
@@ -632,6 +720,44 @@ async fn pass(ctx: &Context) -> Result<(), PassError> {
     // Dashboards.
     super::dashboard_pass::reconcile_dashboards(ctx, &grafana, &managed).await?;
     Ok(())
+}
+
+/// Kubernetes writes a pass keeps in flight at once (finalizers, conditions): the API
+/// server takes far more than Grafana, and one at a time at its latency under load they
+/// were most of a cold start.
+pub(super) const KUBE_CONCURRENCY: usize = 64;
+
+/// Adds this controller's finalizer to every object of `objects` that lacks it,
+/// [`KUBE_CONCURRENCY`] at a time; the failures by object name.
+pub(super) async fn add_finalizers<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    objects: Vec<&K>,
+) -> HashMap<String, mla_common::Error>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync,
+{
+    let steps: Vec<BoxFuture<'_, _>> = objects
+        .into_iter()
+        .filter(|object| !has_finalizer(*object))
+        .map(|object| {
+            async move { (object.name_any(), ctx.applier.add_finalizer(api, object, FINALIZER).await) }.boxed()
+        })
+        .collect();
+    in_flight(steps, KUBE_CONCURRENCY)
+        .filter_map(|(name, result)| futures::future::ready(result.err().map(|e| (name, e))))
+        .collect()
+        .await
+}
+
+/// The outputs of `steps`, run with at most `limit` in flight, as they finish. The steps
+/// are boxed before they are streamed: a stream built from a closure over borrowed items
+/// is not provably `Send` (rust-lang/rust#102211).
+pub(super) fn in_flight<'a, T: Send + 'a>(
+    steps: Vec<BoxFuture<'a, T>>,
+    limit: usize,
+) -> impl futures::Stream<Item = T> + Send + 'a {
+    futures::stream::iter(steps).buffer_unordered(limit.max(1))
 }
 
 fn unavailable(error: StepError) -> PassError {

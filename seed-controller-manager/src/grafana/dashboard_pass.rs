@@ -3,12 +3,15 @@
 
 use std::collections::BTreeSet;
 
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::Value;
 
 use super::client::{GrafanaClient, GrafanaError};
-use super::controller::{Context, PassError, is_deleting};
+use super::controller::{Context, PassError, in_flight, is_deleting};
 use super::dashboards;
 use crate::scope::{self, KKP_MLA_FINALIZER};
 
@@ -59,60 +62,26 @@ pub(super) async fn reconcile_dashboards(
     for problem in &problems {
         report(ctx, &config_maps, problem, "InvalidDashboard").await;
     }
-    for org in managed {
+    // Several orgs at a time.
+    let ready: Vec<i64> = managed.iter().copied().filter(|org| ctx.retry.ready(&format!("dashboards/{org}"))).collect();
+    if ready.len() < managed.len() {
+        all_done = false;
+    }
+    let steps: Vec<BoxFuture<'_, _>> = ready
+        .into_iter()
+        .map(|org| {
+            let (desired, leaving_uids) = (&desired, &leaving_uids);
+            async move {
+                let mut taken = Vec::new();
+                let result = org_dashboards(grafana, org, desired, leaving_uids, &mut taken).await;
+                (org, taken, result)
+            }
+            .boxed()
+        })
+        .collect();
+    let mut steps = in_flight(steps, ctx.settings.concurrency);
+    while let Some((org, taken, result)) = steps.next().await {
         let key = format!("dashboards/{org}");
-        if !ctx.retry.ready(&key) {
-            all_done = false;
-            continue;
-        }
-        let mut taken = Vec::new();
-        let result: Result<(), GrafanaError> = async {
-            let mut hits = grafana.dashboard_hits(*org).await?;
-            // Deletions first: a dashboard that moved to another uid frees its title for
-            // the new one in the same pass.
-            let mut removed = Vec::new();
-            for hit in &hits {
-                let unwanted =
-                    hit.tags.iter().any(|t| t == dashboards::MANAGED_TAG) && !desired.iter().any(|d| d.uid == hit.uid);
-                if unwanted || leaving_uids.contains(&hit.uid) {
-                    grafana.delete_dashboard(*org, &hit.uid).await?;
-                    removed.push(hit.uid.clone());
-                }
-            }
-            hits.retain(|h| !removed.contains(&h.uid));
-            let mut failed: Option<GrafanaError> = None;
-            for dashboard in &desired {
-                if let Some(holder) = dashboards::title_holder(dashboard, &hits) {
-                    taken.push(dashboards::Problem {
-                        config_map: dashboard.config_map.clone(),
-                        key: dashboard.key.clone(),
-                        reason: format!(
-                            "the title is taken by dashboard {} in Grafana organization {org}; \
-                             not saved there",
-                            holder.uid
-                        ),
-                    });
-                    continue;
-                }
-                let current = grafana.dashboard(*org, &dashboard.uid).await?;
-                if current.as_ref().is_some_and(|c| dashboards::matches(c, dashboard)) {
-                    continue;
-                }
-                let version = current.as_ref().and_then(|c| c.get("version")).and_then(Value::as_i64);
-                match grafana.save_dashboard(*org, &dashboard.model, version).await {
-                    Ok(()) => {}
-                    // Refused or changed meanwhile: this one waits for the retry, the
-                    // others are saved.
-                    Err(error) if !error.is_unavailable() => {
-                        tracing::warn!(org, uid = %dashboard.uid, %error, "grafana dashboard failed");
-                        failed.get_or_insert(error);
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
-            failed.map_or(Ok(()), Err)
-        }
-        .await;
         for problem in &taken {
             report(ctx, &config_maps, problem, "DashboardTitleTaken").await;
         }
@@ -127,6 +96,7 @@ pub(super) async fn reconcile_dashboards(
             }
         }
     }
+    drop(steps);
     // KKP's finalizer on a dashboard ConfigMap stands for its dashboards in every org:
     // released once they are gone from every org we manage.
     if all_done {
@@ -138,4 +108,59 @@ pub(super) async fn reconcile_dashboards(
         }
     }
     Ok(())
+}
+
+/// One org's dashboards: the unwanted ones deleted, the wanted ones saved where they
+/// differ; titles held by another dashboard go into `taken`.
+async fn org_dashboards(
+    grafana: &GrafanaClient,
+    org: i64,
+    desired: &[dashboards::DesiredDashboard],
+    leaving_uids: &[String],
+    taken: &mut Vec<dashboards::Problem>,
+) -> Result<(), GrafanaError> {
+    let mut hits = grafana.dashboard_hits(org).await?;
+    // Deletions first: a dashboard that moved to another uid frees its title for
+    // the new one in the same pass.
+    let mut removed = Vec::new();
+    for hit in &hits {
+        let unwanted =
+            hit.tags.iter().any(|t| t == dashboards::MANAGED_TAG) && !desired.iter().any(|d| d.uid == hit.uid);
+        if unwanted || leaving_uids.contains(&hit.uid) {
+            grafana.delete_dashboard(org, &hit.uid).await?;
+            removed.push(hit.uid.clone());
+        }
+    }
+    hits.retain(|h| !removed.contains(&h.uid));
+    let mut failed: Option<GrafanaError> = None;
+    for dashboard in desired {
+        if let Some(holder) = dashboards::title_holder(dashboard, &hits) {
+            taken.push(dashboards::Problem {
+                config_map: dashboard.config_map.clone(),
+                key: dashboard.key.clone(),
+                reason: format!(
+                    "the title is taken by dashboard {} in Grafana organization {org}; \
+                         not saved there",
+                    holder.uid
+                ),
+            });
+            continue;
+        }
+        let current = grafana.dashboard(org, &dashboard.uid).await?;
+        if current.as_ref().is_some_and(|c| dashboards::matches(c, dashboard)) {
+            continue;
+        }
+        let version = current.as_ref().and_then(|c| c.get("version")).and_then(Value::as_i64);
+        match grafana.save_dashboard(org, &dashboard.model, version).await {
+            Ok(()) => {}
+            // Refused or changed meanwhile: this one waits for the retry, the
+            // others are saved.
+            Err(error) if !error.is_unavailable() => {
+                tracing::warn!(org, uid = %dashboard.uid, %error, "grafana dashboard failed");
+                failed.get_or_insert(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }

@@ -2,6 +2,7 @@
 //! Grafana user and memberships.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
@@ -32,46 +33,54 @@ async fn annotate(ctx: &Context, project: &Project, id: i64) -> Result<(), StepE
     Ok(())
 }
 
+/// The orgs of a pass, shared by the Project steps running at once (never locked across
+/// a call).
+fn locked(all_orgs: &Mutex<Vec<Org>>) -> std::sync::MutexGuard<'_, Vec<Org>> {
+    all_orgs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Makes sure the Project has its organization; returns its id (None once deleted).
 pub(super) async fn reconcile_project(
     ctx: &Context,
     grafana: &GrafanaClient,
     project: &Project,
-    all_orgs: &mut Vec<Org>,
+    all_orgs: &Mutex<Vec<Org>>,
 ) -> Result<Option<i64>, StepError> {
     let api: Api<Project> = Api::all(ctx.client.clone());
     if is_deleting(project) {
         // KKP's finalizer stands for the same cleanup (the project's organization).
         let kkp = scope::has_finalizer(project, KKP_MLA_FINALIZER);
         if has_finalizer(project) || kkp {
-            let ours = match orgs::plan(project, all_orgs) {
+            let plan = orgs::plan(project, &locked(all_orgs));
+            let ours = match plan {
                 orgs::OrgPlan::Keep(id) | orgs::OrgPlan::Annotate(id) | orgs::OrgPlan::Rename(id) => Some(id),
                 orgs::OrgPlan::Create => None,
             };
             if let Some(id) = ours {
                 grafana.delete_org(id).await?;
-                all_orgs.retain(|o| o.id != id);
+                locked(all_orgs).retain(|o| o.id != id);
                 tracing::info!(project = %project.name_any(), org = id, "deleted the Grafana organization");
             }
             ctx.applier.remove_finalizers(&api, project, &[FINALIZER, KKP_MLA_FINALIZER]).await?;
         }
         return Ok(None);
     }
-    ctx.applier.add_finalizer(&api, project, FINALIZER).await?;
+    // The finalizer was added before (many Projects at a time; `add_finalizers`).
     let name = orgs::org_name(project);
-    let id = match orgs::plan(project, all_orgs) {
+    let plan = orgs::plan(project, &locked(all_orgs));
+    let id = match plan {
         orgs::OrgPlan::Keep(id) => return Ok(Some(id)),
         orgs::OrgPlan::Annotate(id) => id,
         orgs::OrgPlan::Rename(id) => {
             grafana.rename_org(id, &name).await?;
-            if let Some(org) = all_orgs.iter_mut().find(|o| o.id == id) {
+            if let Some(org) = locked(all_orgs).iter_mut().find(|o| o.id == id) {
                 org.name = name.clone();
             }
             id
         }
         orgs::OrgPlan::Create => {
             let id = grafana.create_org(&name).await?;
-            all_orgs.push(Org { id, name: name.clone() });
+            locked(all_orgs).push(Org { id, name: name.clone() });
             ctx.events
                 .normal(
                     &project.object_ref(&()),
@@ -116,21 +125,36 @@ pub(super) async fn reconcile_user(
         }
         return Ok(());
     }
+    // The finalizer was added before (many Users at a time; `add_finalizers`).
     let Some(want) = desired.get(&email) else { return Ok(()) };
-    ctx.applier.add_finalizer(&api, user, FINALIZER).await?;
-    // A user missing from the listing is looked up once more (it may have signed up since).
-    let existing = match known.get(&email) {
-        Some(existing) => Some(existing.clone()),
-        None => grafana.lookup_user(&email).await?,
+    // A user missing from the listing is created; one that signed up since the listing
+    // makes Grafana refuse the creation (412), and is looked up instead.
+    let created = match known.get(&email) {
+        Some(_) => None,
+        None => match grafana.create_user(&email, &want.name).await {
+            Ok(id) => Some(id),
+            Err(error) if error.is_precondition_failed() => None,
+            Err(error) => return Err(error.into()),
+        },
     };
-    let (id, is_admin, current) = match existing {
-        Some(existing) => {
+    let existing = match (created, known.get(&email)) {
+        (Some(_), _) => None,
+        (None, Some(existing)) => Some(existing.clone()),
+        (None, None) => grafana.lookup_user(&email).await?,
+    };
+    let (id, is_admin, current) = match (created, existing) {
+        (_, Some(existing)) => {
             (existing.id, existing.is_grafana_admin, memberships.get(&email).cloned().unwrap_or_default())
         }
-        None => {
-            let id = grafana.create_user(&email, &want.name).await?;
-            // Auto-assignment made it a member of the default org.
-            (id, false, BTreeMap::from([(DEFAULT_ORG, Role::Viewer)]))
+        // Auto-assignment made it a member of the default org.
+        (Some(id), None) => (id, false, BTreeMap::from([(DEFAULT_ORG, Role::Viewer)])),
+        (None, None) => {
+            // Refused as existing, yet not found: the next pass tries again.
+            return Err(StepError::Grafana(super::client::GrafanaError::InvalidResponse {
+                endpoint: "users",
+                method: "POST",
+                reason: format!("user {email} exists by Grafana's answer but cannot be looked up"),
+            }));
         }
     };
     if id == me {

@@ -38,7 +38,16 @@ pub struct Args {
     /// Organization holding every cluster's datasources, for the platform team; empty: none.
     #[arg(long, env = "MLA_GRAFANA_SUPERUSER_ORG", default_value = "mla-superuser")]
     pub grafana_superuser_org: String,
+    /// Grafana calls (and the Kubernetes writes of the same steps) a pass keeps in flight
+    /// at once: one org's, user's or datasource's step each.
+    #[arg(long, env = "MLA_GRAFANA_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
+    pub grafana_concurrency: usize,
 }
+
+/// Default of `--grafana-concurrency`: enough to keep a Grafana on the same network busy
+/// (each call is a round trip) without flooding one backed by SQLite, which serialises
+/// writes anyway.
+pub const DEFAULT_CONCURRENCY: usize = 16;
 
 impl Default for Args {
     fn default() -> Self {
@@ -47,6 +56,7 @@ impl Default for Args {
             grafana_secret: "grafana".into(),
             grafana_timeout: Duration::from_secs(10),
             grafana_superuser_org: "mla-superuser".into(),
+            grafana_concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -62,6 +72,7 @@ pub fn start(
     let parsed = reqwest::Url::parse(&url).map_err(|e| anyhow::anyhow!("invalid --grafana-url {url:?}: {e}"))?;
     anyhow::ensure!(matches!(parsed.scheme(), "http" | "https"), "--grafana-url must be http or https");
     anyhow::ensure!(!args.grafana_timeout.is_zero(), "--grafana-timeout must be positive");
+    anyhow::ensure!(args.grafana_concurrency >= 1, "--grafana-concurrency must be at least 1");
     let superuser_org = Some(args.grafana_superuser_org.trim().to_string()).filter(|n| !n.is_empty());
     let settings = controller::Settings {
         mla_enabled: seed.mla_enabled,
@@ -72,6 +83,7 @@ pub fn start(
         timeout: args.grafana_timeout,
         superuser_org,
         resync_period: seed.resync_period,
+        concurrency: args.grafana_concurrency,
     };
     controller::run(runtime, settings, seed.external.clone())
 }

@@ -3,11 +3,15 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::api::{Cluster, ConditionStatus, Project, User};
 
 use super::client::GrafanaClient;
-use super::controller::{CONDITION, Context, FINALIZER, PassError, has_finalizer, is_deleting, write_condition};
+use super::controller::{
+    CONDITION, Context, FINALIZER, KUBE_CONCURRENCY, PassError, has_finalizer, in_flight, is_deleting, write_condition,
+};
 use super::{datasources, orgs};
 use crate::scope::Serve;
 
@@ -77,28 +81,35 @@ pub(super) async fn report_unavailable(ctx: &Context, error: &PassError) {
             ctx.events.warning(&project.object_ref(&()), error.reason(), "ReconcileGrafana", error.to_string()).await;
         }
     }
-    for cluster in ctx.stores.clusters.state() {
-        if ctx.settings.scope.serves(&cluster) != Serve::Yes {
-            continue;
+    // Every MLA Cluster's condition, several at a time (thousands of Clusters would
+    // otherwise take as many sequential writes to learn of the outage).
+    let clusters = ctx.stores.clusters.state();
+    let steps: Vec<BoxFuture<'_, ()>> =
+        clusters.iter().map(|cluster| report_cluster_unavailable(ctx, cluster, error).boxed()).collect();
+    in_flight(steps, KUBE_CONCURRENCY).collect::<Vec<()>>().await;
+}
+
+/// The outage on one Cluster: its condition (and an Event when it changes), or, for a
+/// Cluster that no longer has MLA, the condition of an earlier outage removed.
+async fn report_cluster_unavailable(ctx: &Context, cluster: &Cluster, error: &PassError) {
+    if ctx.settings.scope.serves(cluster) != Serve::Yes {
+        return;
+    }
+    let has_namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some();
+    if !(ctx.settings.mla_enabled && cluster.mla_enabled() && has_namespace && !is_deleting(cluster)) {
+        // A condition from an earlier outage on a cluster that no longer has MLA goes
+        // (no request when there is none).
+        if let Err(write) = write_condition(ctx, cluster, None).await {
+            tracing::warn!(cluster = %cluster.name_any(), error = %write, "removing the Grafana condition failed");
         }
-        let has_namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.as_ref()).is_some();
-        if !(ctx.settings.mla_enabled && cluster.mla_enabled() && has_namespace && !is_deleting(cluster.as_ref())) {
-            // A condition from an earlier outage on a cluster that no longer has MLA goes
-            // (no request when there is none).
-            if let Err(write) = write_condition(ctx, &cluster, None).await {
-                tracing::warn!(cluster = %cluster.name_any(), error = %write, "removing the Grafana condition failed");
-            }
-            continue;
-        }
-        let reason = error.reason();
-        let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION)).and_then(|c| c.reason.clone());
-        if existing.as_deref() != Some(reason) {
-            ctx.events.warning(&cluster.object_ref(&()), reason, "ReconcileGrafana", error.to_string()).await;
-        }
-        if let Err(write) =
-            write_condition(ctx, &cluster, Some((ConditionStatus::False, reason, error.to_string()))).await
-        {
-            tracing::warn!(cluster = %cluster.name_any(), error = %write, "writing the Grafana condition failed");
-        }
+        return;
+    }
+    let reason = error.reason();
+    let existing = cluster.status.as_ref().and_then(|s| s.conditions.get(CONDITION)).and_then(|c| c.reason.clone());
+    if existing.as_deref() != Some(reason) {
+        ctx.events.warning(&cluster.object_ref(&()), reason, "ReconcileGrafana", error.to_string()).await;
+    }
+    if let Err(write) = write_condition(ctx, cluster, Some((ConditionStatus::False, reason, error.to_string()))).await {
+        tracing::warn!(cluster = %cluster.name_any(), error = %write, "writing the Grafana condition failed");
     }
 }
