@@ -7,7 +7,8 @@
 #   hack/kind-e2e.sh down       # delete the three clusters
 #
 # What it does:
-#   1. builds the three images from their Dockerfiles (tag $IMAGE_TAG, default "dev");
+#   1. builds the three images with hack/build-images.sh (the workspace's Dockerfile, static
+#      binaries; tag $IMAGE_TAG, default "dev"; docs/images.md);
 #   2. creates kind clusters mla-master, mla-seed and mla-user (reused if they exist);
 #   3. loads the images: master-controller-manager into the master, seed- and
 #      user-cluster-controller-manager into the seed;
@@ -88,10 +89,8 @@ wait_gone() {
 }
 
 build_images() {
-  for binary in "${BINARIES[@]}"; do
-    log "docker build $binary:$IMAGE_TAG"
-    docker build -f "$binary/Dockerfile" -t "mla-controllers/$binary:$IMAGE_TAG" .
-  done
+  log "hack/build-images.sh ${BINARIES[*]} (tag $IMAGE_TAG)"
+  IMAGE_TAG="$IMAGE_TAG" hack/build-images.sh "${BINARIES[@]}" >/dev/null
 }
 
 create_clusters() {
