@@ -595,3 +595,67 @@ fn tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// The image references of `hack/build-images.sh --list` (docs/images.md), by image name
+/// (`seed-controller-manager`, `nginx`, `pause`, ...), for `IMAGE_TAG` as set.
+pub fn image_references() -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let script = crate::workspace_root().join("hack/build-images.sh");
+    let output = run("bash", &[&script.to_string_lossy(), "--list"])?;
+    Ok(output
+        .lines()
+        .filter_map(|line| line.split_once(' ').map(|(name, reference)| (name.to_string(), reference.trim().to_string())))
+        .collect())
+}
+
+/// Writes image `reference` from the local Docker engine (where `make images` put it)
+/// into an archive under `dir` (`docker save`), for [`NodeOptions::images`].
+pub fn save_image(dir: &Path, reference: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let archive = dir.join(format!("{}.tar", reference.replace(['/', ':'], "_")));
+    run("docker", &["save", "-o", &archive.to_string_lossy(), reference])
+        .with_context(|| format!("saving image {reference} (built by `make images`?)"))?;
+    Ok(archive)
+}
+
+/// The name containerd gives an image reference without a registry (`docker.io/...`).
+pub fn containerd_name(reference: &str) -> String {
+    let first = reference.split('/').next().unwrap_or_default();
+    if reference.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
+        reference.to_string()
+    } else if reference.contains('/') {
+        format!("docker.io/{reference}")
+    } else {
+        format!("docker.io/library/{reference}")
+    }
+}
+
+impl Node {
+    /// Gives an imported image a second name, as a registry mirror would serve it: for
+    /// images the product names without a flag to change them.
+    pub fn tag(&self, reference: &str, alias: &str) -> anyhow::Result<()> {
+        let socket = self.socket.to_string_lossy().into_owned();
+        run(
+            "ctr",
+            &["--address", &socket, "-n", "k8s.io", "images", "tag", "--force", &containerd_name(reference), &containerd_name(alias)],
+        )?;
+        Ok(())
+    }
+}
+
+impl Node {
+    /// GET `url` from inside the node's network namespace (where pod addresses are
+    /// reachable), with curl; the body on a 2xx answer.
+    pub fn http_get(&self, url: &str) -> anyhow::Result<String> {
+        run("nsenter", &[&format!("--net=/run/netns/{}", self.netns), "curl", "-sSf", "--max-time", "5", url])
+    }
+}
+
+/// The sum of every series of `name` in a Prometheus text exposition.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
