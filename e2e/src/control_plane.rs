@@ -297,11 +297,17 @@ impl ControlPlane {
         self.controller_manager =
             Some(ManagedProcess::spawn("kube-controller-manager", command, &dir.join("kube-controller-manager.log"))?);
         let scheduler = self.bin_dir.join("kube-scheduler");
-        anyhow::ensure!(scheduler.exists(), "{} is missing: run hack/build-control-plane.sh --node", scheduler.display());
+        anyhow::ensure!(
+            scheduler.exists(),
+            "{} is missing: run hack/build-control-plane.sh --node",
+            scheduler.display()
+        );
         let mut command = Command::new(scheduler);
-        command
-            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
-            .args(["--leader-elect=false", "--secure-port=0", "--v=0"]);
+        command.arg(format!("--kubeconfig={}", self.admin_kubeconfig.display())).args([
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=0",
+        ]);
         self.scheduler = Some(ManagedProcess::spawn("kube-scheduler", command, &dir.join("kube-scheduler.log"))?);
         Ok(())
     }

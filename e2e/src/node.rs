@@ -37,11 +37,8 @@ use crate::process::ManagedProcess;
 
 /// Runs `ip` (or any command) and fails with its stderr.
 fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {program}"))?;
+    let output =
+        Command::new(program).args(args).stdin(Stdio::null()).output().with_context(|| format!("running {program}"))?;
     anyhow::ensure!(
         output.status.success(),
         "{program} {} failed: {}",
@@ -263,7 +260,12 @@ impl Node {
     /// Starts a node named `name` for `plane` (which must run with [`crate::control_plane::Options`]
     /// `address` = `network.host_address()` and `pods`), imports the images and waits until
     /// the Node object is Ready.
-    pub async fn start(plane: &ControlPlane, network: &Network, name: &str, options: &NodeOptions) -> anyhow::Result<Self> {
+    pub async fn start(
+        plane: &ControlPlane,
+        network: &Network,
+        name: &str,
+        options: &NodeOptions,
+    ) -> anyhow::Result<Self> {
         let index = network.next_node()?;
         let dir = network.dir().join(format!("node-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -328,7 +330,22 @@ impl Node {
     fn make_namespaces(&mut self, network: &Network, index: u8) -> anyhow::Result<()> {
         ip(&["netns", "add", &self.netns])?;
         let veth = format!("n{index}");
-        ip(&["netns", "exec", &network.switch, "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &self.netns])?;
+        ip(&[
+            "netns",
+            "exec",
+            &network.switch,
+            "ip",
+            "link",
+            "add",
+            &veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &self.netns,
+        ])?;
         ip(&["netns", "exec", &network.switch, "ip", "link", "set", &veth, "master", "br0", "up"])?;
         let ns = |args: &[&str]| -> anyhow::Result<String> {
             let mut all = vec!["netns", "exec", self.netns.as_str(), "ip"];
@@ -371,12 +388,7 @@ impl Node {
     /// A command run in the node's cgroup and namespaces.
     fn command(&self, program: &Path) -> Command {
         let mut command = Command::new("sh");
-        command
-            .args(["-c", ENTER, "enter"])
-            .arg(&self.cgroup)
-            .arg(&self.mountns)
-            .arg(&self.netns)
-            .arg(program);
+        command.args(["-c", ENTER, "enter"]).arg(&self.cgroup).arg(&self.mountns).arg(&self.netns).arg(program);
         command
     }
 
@@ -603,7 +615,9 @@ pub fn image_references() -> anyhow::Result<std::collections::BTreeMap<String, S
     let output = run("bash", &[&script.to_string_lossy(), "--list"])?;
     Ok(output
         .lines()
-        .filter_map(|line| line.split_once(' ').map(|(name, reference)| (name.to_string(), reference.trim().to_string())))
+        .filter_map(|line| {
+            line.split_once(' ').map(|(name, reference)| (name.to_string(), reference.trim().to_string()))
+        })
         .collect())
 }
 
@@ -636,7 +650,17 @@ impl Node {
         let socket = self.socket.to_string_lossy().into_owned();
         run(
             "ctr",
-            &["--address", &socket, "-n", "k8s.io", "images", "tag", "--force", &containerd_name(reference), &containerd_name(alias)],
+            &[
+                "--address",
+                &socket,
+                "-n",
+                "k8s.io",
+                "images",
+                "tag",
+                "--force",
+                &containerd_name(reference),
+                &containerd_name(alias),
+            ],
         )?;
         Ok(())
     }
@@ -653,9 +677,18 @@ impl Node {
 /// The sum of every series of `name` in a Prometheus text exposition.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
-        .filter(|line| {
-            line.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+impl Node {
+    /// Runs `iptables` with `args` in the node's network namespace (its own rules only).
+    pub fn iptables(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut all = vec![format!("--net=/run/netns/{}", self.netns), "iptables".to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        run("nsenter", &all)?;
+        Ok(())
+    }
 }

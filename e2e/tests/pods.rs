@@ -27,6 +27,8 @@ use mla_e2e::{ControlPlane, apply_manifest, apply_seed_manager_rbac, eventually,
 const PROMETHEUS_IMAGE_IN_PRODUCT: &str = "quay.io/prometheus/prometheus:v3.5.0";
 const CLUSTER: &str = "c1";
 const SEED_NAMESPACE: &str = "kubermatic";
+/// How long the agent cannot reach the gateway while its pod is replaced.
+const OUTAGE: Duration = Duration::from_secs(15);
 
 fn apply() -> PatchParams {
     PatchParams::apply("mla-e2e-pods").force()
@@ -34,7 +36,13 @@ fn apply() -> PatchParams {
 
 /// Waits until Deployment `namespace/name` has `replicas` ready replicas; returns how long
 /// that took.
-async fn deployment_ready(client: &kube::Client, namespace: &str, name: &str, replicas: i32, timeout: Duration) -> anyhow::Result<Duration> {
+async fn deployment_ready(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    replicas: i32,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
@@ -111,7 +119,9 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
     let network = Network::create()?;
     let host = network.host_address();
     let images = image_references()?;
-    let image = |name: &str| images.get(name).cloned().with_context(|| format!("no image {name} in hack/build-images.sh --list"));
+    let image = |name: &str| {
+        images.get(name).cloned().with_context(|| format!("no image {name} in hack/build-images.sh --list"))
+    };
     let archives = network.dir().join("images");
     let archive = |name: &str| -> anyhow::Result<PathBuf> { save_image(&archives, &image(name)?) };
     let pause = archive("pause")?;
@@ -183,7 +193,8 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
     Api::<Deployment>::namespaced(client.clone(), SEED_NAMESPACE)
         .patch("seed-controller-manager", &apply(), &Patch::Apply(&deployment))
         .await?;
-    let ready = deployment_ready(&client, SEED_NAMESPACE, "seed-controller-manager", 2, Duration::from_secs(180)).await?;
+    let ready =
+        deployment_ready(&client, SEED_NAMESPACE, "seed-controller-manager", 2, Duration::from_secs(180)).await?;
     figures.push(("seed-controller-manager 2/2 Ready".into(), ready));
     let leader = eventually("a seed manager leader", Duration::from_secs(60), || {
         let client = client.clone();
@@ -224,7 +235,10 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
     // P2: the user-cluster manager as the seed manager deployed it, and the agent it
     // installs in the user cluster, pushing through the gateway to Cortex.
     deployment_ready(&client, &namespace, "mla-user-cluster-controller-manager", 1, Duration::from_secs(180)).await?;
-    figures.push(("user-cluster-controller-manager Ready after the Cluster was created".into(), cluster_created.elapsed()));
+    figures.push((
+        "user-cluster-controller-manager Ready after the Cluster was created".into(),
+        cluster_created.elapsed(),
+    ));
     deployment_ready(&user.client(), "mla-system", "prometheus", 1, Duration::from_secs(180)).await?;
     figures.push(("Prometheus agent Ready after the Cluster was created".into(), cluster_created.elapsed()));
     let sample_started = Instant::now();
@@ -238,10 +252,15 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
     figures.push(("first sample queryable after the agent was Ready".into(), sample_started.elapsed()));
     figures.push(("test start to first sample".into(), started.elapsed()));
     // Nothing of it under another tenant.
-    anyhow::ensure!(cortex.query("other", &query).await?.is_empty(), "the user cluster's samples leaked to another tenant");
+    anyhow::ensure!(
+        cortex.query("other", &query).await?.is_empty(),
+        "the user cluster's samples leaked to another tenant"
+    );
 
     // P3: the gateway pod is deleted while the agent pushes: its samples wait in the
-    // agent's WAL and arrive once the new pod serves; none is given up.
+    // agent's WAL and arrive once the new pod serves; none is given up. A new pod serves
+    // within about two seconds, less than the agent's send interval, so the user node
+    // also refuses connections to the seed node for OUTAGE: the agent must hold and retry.
     let agent_pods: Api<Pod> = Api::namespaced(user.client(), "mla-system");
     let agent_ip = agent_pods
         .list(&ListParams::default().labels("app.kubernetes.io/name=prometheus"))
@@ -264,9 +283,13 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
     anyhow::ensure!(!old_gateways.is_empty(), "no gateway pod in {namespace}");
     let deleted_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
     let outage_started = Instant::now();
+    let seed_address = seed_node.address().to_string();
+    let block = ["FORWARD", "-d", &seed_address, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"];
+    user_node.iptables(&[&["-I"], &block[..]].concat())?;
     for pod in &old_gateways {
         gateway_pods.delete(pod, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await?;
     }
+
     eventually("a new gateway pod Ready", Duration::from_secs(120), || {
         let gateway_pods = gateway_pods.clone();
         let old_gateways = old_gateways.clone();
@@ -275,17 +298,24 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
                 let name = p.metadata.name.clone().unwrap_or_default();
                 name.starts_with("mla-gateway-")
                     && !old_gateways.contains(&name)
-                    && p.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    && p.status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
             });
             Ok(ready.then_some(()))
         }
     })
     .await?;
     figures.push(("new gateway pod Ready after the old one's deletion".into(), outage_started.elapsed()));
+    tokio::time::sleep(OUTAGE.saturating_sub(outage_started.elapsed())).await;
+    user_node.iptables(&[&["-D"], &block[..]].concat())?;
     // Everything the agent had when the pod went is sent: its newest sent sample is newer
     // than the deletion.
     eventually("the agent's samples from the outage sent", Duration::from_secs(120), || {
-        let sent = agent_metrics().map(|m| metric_sum(&m, "prometheus_remote_storage_queue_highest_sent_timestamp_seconds"));
+        let sent =
+            agent_metrics().map(|m| metric_sum(&m, "prometheus_remote_storage_queue_highest_sent_timestamp_seconds"));
         async move { Ok((sent? > deleted_at + 5.0).then_some(())) }
     })
     .await?;
@@ -299,11 +329,10 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
             metric_sum(&after, lost)
         );
     }
-    println!(
-        "pods e2e: samples retried across the gateway pod's deletion: {}",
-        metric_sum(&after, "prometheus_remote_storage_samples_retried_total")
-            - metric_sum(&before, "prometheus_remote_storage_samples_retried_total")
-    );
+    let retried = metric_sum(&after, "prometheus_remote_storage_samples_retried_total")
+        - metric_sum(&before, "prometheus_remote_storage_samples_retried_total");
+    println!("pods e2e: samples retried across the gateway pod's deletion: {retried}");
+    anyhow::ensure!(retried > 0.0, "the agent retried nothing: the outage did not reach it");
 
     // P3: the leader pod is deleted; the other replica takes over and work goes on (a
     // second Cluster gets its gateway; it has no user cluster, so its user-cluster
@@ -311,7 +340,9 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), SEED_NAMESPACE);
     let leader_pod = leader.split('_').next().unwrap_or(&leader).to_string();
     let failover_started = Instant::now();
-    pods.delete(&leader_pod, &DeleteParams::default()).await.with_context(|| format!("deleting leader pod {leader_pod} (lease holder {leader})"))?;
+    pods.delete(&leader_pod, &DeleteParams::default())
+        .await
+        .with_context(|| format!("deleting leader pod {leader_pod} (lease holder {leader})"))?;
     let new_leader = eventually("another seed manager leader", Duration::from_secs(60), || {
         let client = client.clone();
         let leader = leader.clone();
