@@ -692,3 +692,19 @@ impl Node {
         Ok(())
     }
 }
+
+impl Node {
+    /// Runs curl with `args` from inside the node's network namespace; its stdout.
+    pub fn curl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut all = vec![
+            format!("--net=/run/netns/{}", self.netns),
+            "curl".into(),
+            "-sS".into(),
+            "--max-time".into(),
+            "5".into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        run("nsenter", &all)
+    }
+}

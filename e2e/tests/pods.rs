@@ -334,6 +334,97 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
     println!("pods e2e: samples retried across the gateway pod's deletion: {retried}");
     anyhow::ensure!(retried > 0.0, "the agent retried nothing: the outage did not reach it");
 
+    // P3: a CA rotation (the successor promoted, the old CA still trusted) while the agent
+    // pushes: the gateway pod reloads a certificate from the new CA (a client trusting only
+    // the new CA, with a certificate of the new CA, gets through), and no push fails.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let old_ca = secrets.get("mla-gateway-ca").await?;
+    let old_ca_pem = old_ca
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .context("mla-gateway-ca without ca.crt")?;
+    let next = mla_common::pki::create_ca(CLUSTER, std::time::SystemTime::now())?;
+    let client_cert = mla_common::pki::issue_client_certificate(&next, "prometheus", std::time::SystemTime::now())?;
+    let files = network.dir().join("rotation");
+    std::fs::create_dir_all(&files)?;
+    std::fs::write(files.join("ca.crt"), &next.cert_pem)?;
+    std::fs::write(files.join("client.crt"), &client_cert.cert_pem)?;
+    std::fs::write(files.join("client.key"), &client_cert.key_pem)?;
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), &namespace);
+    let node_port = services
+        .get("mla-gateway-ext")
+        .await?
+        .spec
+        .and_then(|s| s.ports)
+        .and_then(|p| p.into_iter().find_map(|p| p.node_port))
+        .context("mla-gateway-ext without a NodePort")?;
+    let before = agent_metrics()?;
+    let rotated_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+    let rotation_started = Instant::now();
+    let rotated = serde_json::json!({"stringData": {"ca.crt": next.cert_pem, "ca.key": next.key_pem, "ca-previous.crt": old_ca_pem}});
+    secrets.patch("mla-gateway-ca", &PatchParams::default(), &Patch::Merge(&rotated)).await?;
+    let gateway_url = format!("https://{address}:{node_port}/");
+    eventually("the gateway serving a certificate of the new CA", Duration::from_secs(180), || {
+        let answer = user_node.curl(&[
+            "--cacert",
+            &files.join("ca.crt").to_string_lossy(),
+            "--cert",
+            &files.join("client.crt").to_string_lossy(),
+            "--key",
+            &files.join("client.key").to_string_lossy(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &gateway_url,
+        ]);
+        // Any HTTP answer (the write server says 404 to GET /) means TLS went through.
+        async move { Ok(answer.ok().filter(|code| code.trim().len() == 3 && code.trim() != "000").map(|_| ())) }
+    })
+    .await?;
+    figures.push(("gateway serving the new CA's certificate after the rotation".into(), rotation_started.elapsed()));
+    let agent_secret: Api<Secret> = Api::namespaced(user.client(), "mla-system");
+    let next_pem = next.cert_pem.clone();
+    eventually("the agent's client certificate from the new CA", Duration::from_secs(180), || {
+        let agent_secret = agent_secret.clone();
+        let next_pem = next_pem.clone();
+        async move {
+            let secret = agent_secret.get("prometheus-certificates").await?;
+            let field = |key: &str| {
+                secret.data.as_ref().and_then(|d| d.get(key)).map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            };
+            let spec = mla_common::pki::LeafSpec::client("prometheus")?;
+            let renewed = mla_common::pki::leaf_renewal(
+                field("client.crt").as_deref(),
+                field("client.key").as_deref(),
+                &next_pem,
+                &spec,
+                std::time::SystemTime::now(),
+            )
+            .is_none();
+            Ok(renewed.then_some(()))
+        }
+    })
+    .await?;
+    figures.push(("agent holding a certificate of the new CA after the rotation".into(), rotation_started.elapsed()));
+    eventually("the agent's samples after the rotation sent", Duration::from_secs(180), || {
+        let sent =
+            agent_metrics().map(|m| metric_sum(&m, "prometheus_remote_storage_queue_highest_sent_timestamp_seconds"));
+        async move { Ok((sent? > rotated_at + 30.0).then_some(())) }
+    })
+    .await?;
+    let after = agent_metrics()?;
+    for lost in ["prometheus_remote_storage_samples_failed_total", "prometheus_remote_storage_samples_dropped_total"] {
+        anyhow::ensure!(
+            metric_sum(&after, lost) == metric_sum(&before, lost),
+            "{lost} went from {} to {} across the CA rotation",
+            metric_sum(&before, lost),
+            metric_sum(&after, lost)
+        );
+    }
+
     // P3: the leader pod is deleted; the other replica takes over and work goes on (a
     // second Cluster gets its gateway; it has no user cluster, so its user-cluster
     // manager waits for its kubeconfig Secret and is not looked at).
