@@ -708,3 +708,13 @@ impl Node {
         run("nsenter", &all)
     }
 }
+
+impl Node {
+    /// The contents of the files matching `pattern` (a shell glob under the node's
+    /// directory, e.g. `kubelet/pods/*/volumes/kubernetes.io~secret/*/ca.crt`) as the
+    /// node's processes see them: volumes are mounted in the node's mount namespace.
+    pub fn read_mounted(&self, pattern: &str) -> anyhow::Result<String> {
+        let script = format!("cat {}/{pattern}", self.dir.display());
+        run("nsenter", &[&format!("--mount={}", self.mountns.display()), "sh", "-c", &script])
+    }
+}

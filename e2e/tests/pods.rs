@@ -334,9 +334,10 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
     println!("pods e2e: samples retried across the gateway pod's deletion: {retried}");
     anyhow::ensure!(retried > 0.0, "the agent retried nothing: the outage did not reach it");
 
-    // P3: a CA rotation (the successor promoted, the old CA still trusted) while the agent
-    // pushes: the gateway pod reloads a certificate from the new CA (a client trusting only
-    // the new CA, with a certificate of the new CA, gets through), and no push fails.
+    // P3: a CA rotation as it happens (docs/gateway.md) while the agent pushes: first the
+    // successor CA is prepared and trusted by gateway and agent, then it is promoted (the
+    // old CA still trusted). The gateway pod reloads: a client trusting only the new CA,
+    // with a certificate of the new CA, gets through. No push fails.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let old_ca = secrets.get("mla-gateway-ca").await?;
     let old_ca_pem = old_ca
@@ -360,16 +361,16 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
         .and_then(|s| s.ports)
         .and_then(|p| p.into_iter().find_map(|p| p.node_port))
         .context("mla-gateway-ext without a NodePort")?;
-    let before = agent_metrics()?;
-    let rotated_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
-    let rotation_started = Instant::now();
-    let rotated = serde_json::json!({"stringData": {"ca.crt": next.cert_pem, "ca.key": next.key_pem, "ca-previous.crt": old_ca_pem}});
-    secrets.patch("mla-gateway-ca", &PatchParams::default(), &Patch::Merge(&rotated)).await?;
     let gateway_url = format!("https://{address}:{node_port}/");
-    eventually("the gateway serving a certificate of the new CA", Duration::from_secs(180), || {
-        let answer = user_node.curl(&[
+    let before = agent_metrics()?;
+    let rotation_started = Instant::now();
+    // Stage 1: the successor is prepared (what the seed manager does 60 days before expiry).
+    let prepared = serde_json::json!({"stringData": {"ca-next.crt": next.cert_pem, "ca-next.key": next.key_pem}});
+    secrets.patch("mla-gateway-ca", &PatchParams::default(), &Patch::Merge(&prepared)).await?;
+    let client_of_next_ca = |cacert: &str| {
+        user_node.curl(&[
             "--cacert",
-            &files.join("ca.crt").to_string_lossy(),
+            cacert,
             "--cert",
             &files.join("client.crt").to_string_lossy(),
             "--key",
@@ -379,12 +380,43 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
             "-w",
             "%{http_code}",
             &gateway_url,
-        ]);
-        // Any HTTP answer (the write server says 404 to GET /) means TLS went through.
-        async move { Ok(answer.ok().filter(|code| code.trim().len() == 3 && code.trim() != "000").map(|_| ())) }
+        ])
+    };
+    // Any HTTP answer (the write server says 404 to GET /) means TLS went through.
+    let got_through = |answer: anyhow::Result<String>| {
+        answer.ok().filter(|code| code.trim().len() == 3 && code.trim() != "000").map(|_| ())
+    };
+    let old_ca_file = files.join("old-ca.crt");
+    std::fs::write(&old_ca_file, &old_ca_pem)?;
+    eventually("the gateway pod trusting the successor CA", Duration::from_secs(180), || {
+        let answer = got_through(client_of_next_ca(&old_ca_file.to_string_lossy()));
+        async move { Ok(answer) }
     })
     .await?;
-    figures.push(("gateway serving the new CA's certificate after the rotation".into(), rotation_started.elapsed()));
+    let mounted_bundle = "kubelet/pods/*/volumes/kubernetes.io~secret/*/ca.crt";
+    let next_pem = next.cert_pem.trim().to_string();
+    eventually("the agent pod trusting the successor CA", Duration::from_secs(180), || {
+        let bundle = user_node.read_mounted(mounted_bundle);
+        let next_pem = next_pem.clone();
+        async move { Ok(bundle.ok().filter(|b| b.contains(&next_pem)).map(|_| ())) }
+    })
+    .await?;
+    figures.push(("successor CA trusted by gateway and agent pods".into(), rotation_started.elapsed()));
+    // Stage 2: the successor is promoted (30 days before expiry), the old CA stays trusted.
+    let promotion_started = Instant::now();
+    let rotated_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+    let promoted = serde_json::json!({
+        "stringData": {"ca.crt": next.cert_pem, "ca.key": next.key_pem, "ca-previous.crt": old_ca_pem},
+        "data": {"ca-next.crt": null, "ca-next.key": null},
+    });
+    secrets.patch("mla-gateway-ca", &PatchParams::default(), &Patch::Merge(&promoted)).await?;
+    let new_ca_file = files.join("ca.crt");
+    eventually("the gateway serving a certificate of the new CA", Duration::from_secs(180), || {
+        let answer = got_through(client_of_next_ca(&new_ca_file.to_string_lossy()));
+        async move { Ok(answer) }
+    })
+    .await?;
+    figures.push(("gateway serving the new CA's certificate after the promotion".into(), promotion_started.elapsed()));
     let agent_secret: Api<Secret> = Api::namespaced(user.client(), "mla-system");
     let next_pem = next.cert_pem.clone();
     eventually("the agent's client certificate from the new CA", Duration::from_secs(180), || {
@@ -408,7 +440,7 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
         }
     })
     .await?;
-    figures.push(("agent holding a certificate of the new CA after the rotation".into(), rotation_started.elapsed()));
+    figures.push(("agent holding a certificate of the new CA after the promotion".into(), promotion_started.elapsed()));
     eventually("the agent's samples after the rotation sent", Duration::from_secs(180), || {
         let sent =
             agent_metrics().map(|m| metric_sum(&m, "prometheus_remote_storage_queue_highest_sent_timestamp_seconds"));
