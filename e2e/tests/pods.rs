@@ -382,10 +382,9 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
             &gateway_url,
         ])
     };
-    // Any HTTP answer (the write server says 404 to GET /) means TLS went through.
-    let got_through = |answer: anyhow::Result<String>| {
-        answer.ok().filter(|code| code.trim().len() == 3 && code.trim() != "000").map(|_| ())
-    };
+    // The write server answers GET / with 404 once TLS and the client certificate went
+    // through; a client certificate it does not trust gets 400 ("The SSL certificate error").
+    let got_through = |answer: anyhow::Result<String>| answer.ok().filter(|code| code.trim() == "404").map(|_| ());
     let old_ca_file = files.join("old-ca.crt");
     std::fs::write(&old_ca_file, &old_ca_pem)?;
     eventually("the gateway pod trusting the successor CA", Duration::from_secs(180), || {
