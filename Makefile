@@ -5,7 +5,7 @@
 CARGO ?= cargo
 export MLA_TOOLS_CACHE ?= $(HOME)/.cache/mla-controllers
 
-.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration check-leftovers crds demo demo-down images images-test kind-e2e kind-e2e-down bench bench-quick clean
+.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration check-leftovers crds demo demo-down images images-test e2e-pods kind-e2e kind-e2e-down bench bench-quick clean
 
 all: build
 
@@ -78,6 +78,19 @@ images:
 ## takes minutes; see docs/images.md).
 images-test: images
 	IMAGE_TAG=$(IMAGE_TAG) $(CARGO) test --locked -p mla-e2e --test images -- --ignored --nocapture --test-threads 1
+
+## The deployed form in real pods (docs/testing.md, "Pods"): seed and user clusters with a
+## node each (containerd, kubelet, kube-proxy in namespaces of their own), the binaries
+## from their images as Deployments, an agent pushing to Cortex. Root; not part of `make test`.
+E2E_PODS_IMAGES = seed-controller-manager user-cluster-controller-manager nginx prometheus pause
+e2e-pods: deps
+	hack/install-node-deps.sh
+	hack/build-control-plane.sh --node >/dev/null
+	IMAGE_TAG=$(IMAGE_TAG) hack/build-images.sh $(E2E_PODS_IMAGES) >/dev/null
+	@echo "$(CARGO) test -p mla-e2e --locked --test pods"; since=$$(date +%s); status=0; \
+	IMAGE_TAG=$(IMAGE_TAG) $(CARGO) test -p mla-e2e --locked --test pods -- --nocapture || status=$$?; \
+	hack/check-leftovers.sh --since $$since || { [ $$status -ne 0 ] || status=1; }; \
+	exit $$status
 
 ## The system on three kind clusters (needs Docker and kind; see docs/install.md).
 kind-e2e:

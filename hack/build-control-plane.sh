@@ -6,6 +6,7 @@
 # module proxy.
 #
 #   hack/build-control-plane.sh          # prints the bin directory on the last line
+#   hack/build-control-plane.sh --node   # also kubelet, kube-proxy and kube-scheduler (the pods e2e)
 #
 # Environment:
 #   MLA_TOOLS_CACHE   cache root (default: $HOME/.cache/mla-controllers)
@@ -28,7 +29,13 @@ export GOCACHE="${GOCACHE:-$CACHE_ROOT/go/build}"
 
 log() { printf '[build-control-plane] %s\n' "$*" >&2; }
 
-if [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kube-controller-manager" && -x "$BIN_DIR/kubectl" && -x "$BIN_DIR/etcd" ]]; then
+# The node binaries are only built on request: `make test` never runs a kubelet, and they
+# add a few minutes to a cold build.
+NODE=0
+[[ "${1:-}" == "--node" ]] && NODE=1
+node_cached() { [[ $NODE == 0 || ( -x "$BIN_DIR/kubelet" && -x "$BIN_DIR/kube-proxy" && -x "$BIN_DIR/kube-scheduler" ) ]]; }
+
+if [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kube-controller-manager" && -x "$BIN_DIR/kubectl" && -x "$BIN_DIR/etcd" ]] && node_cached; then
   log "cached: $BIN_DIR"
   echo "$BIN_DIR"
   exit 0
@@ -74,10 +81,14 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 )
 GO
   go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBE_VERSION" \
-    "k8s.io/kubernetes/cmd/kubectl@$KUBE_VERSION" >&2
+    "k8s.io/kubernetes/cmd/kubectl@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kubelet@$KUBE_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-proxy@$KUBE_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@$KUBE_VERSION" >&2
 }
 
 # Builds the command k8s.io/kubernetes/cmd/$1 with the version stamped as upstream does.
@@ -101,6 +112,11 @@ build_etcd
 build_kube_command kube-apiserver
 build_kube_command kube-controller-manager
 build_kube_command kubectl
+if [[ $NODE == 1 ]]; then
+  build_kube_command kubelet
+  build_kube_command kube-proxy
+  build_kube_command kube-scheduler
+fi
 log "built in $((SECONDS - start))s: $BIN_DIR"
 "$BIN_DIR/kube-apiserver" --version >&2
 "$BIN_DIR/kubectl" version --client >&2

@@ -7,7 +7,10 @@
 # process) is gone is a leftover: it is listed with its processes and the TCP ports they
 # listen on. A group whose owner still runs (a benchmark or demo in another terminal) is
 # not one. As a net for processes started some other way, nginx workers whose master is
-# gone are leftovers too (started after --since, when given).
+# gone are leftovers too (started after --since, when given). Nodes of the pods e2e
+# (e2e/src/node.rs) are leftovers when a network namespace or cgroup named after their
+# test process (mla-pods-<pid>-...) outlives that process (their watchdog removes them
+# within seconds of its death); listed with the processes still in their cgroups.
 #
 # Usage: hack/check-leftovers.sh [--grace SECONDS] [--since EPOCH-SECONDS] [--kill]
 #   --grace  how long groups may take to go (watchdogs poll every second; nginx gets 5 s
@@ -84,6 +87,22 @@ orphaned_nginx() {
   done <<<"$snap"
 }
 
+# Network namespaces and cgroups of pods-e2e nodes whose test process is gone.
+pods_leftovers() {
+  local name pid
+  { ls /run/netns 2>/dev/null; ls /sys/fs/cgroup/pids 2>/dev/null; } | { grep -E '^mla-pods-[0-9]+-' || true; } | sort -u |
+    while read -r name; do
+      pid=${name#mla-pods-} pid=${pid%%-*}
+      kill -0 "$pid" 2>/dev/null || echo "$name"
+    done
+  return 0
+}
+
+cgroup_processes() {
+  [[ -d "/sys/fs/cgroup/pids/$1" ]] && find "/sys/fs/cgroup/pids/$1" -name cgroup.procs -exec cat {} + 2>/dev/null
+  return 0
+}
+
 show_processes() {
   local pids="$1"
   [[ -n "$pids" ]] || return 0
@@ -110,12 +129,13 @@ while :; do
   snap=$(snapshot)
   left=$(leftovers "$snap")
   orphans=$(orphaned_nginx "$snap")
-  [[ -z "$left" && -z "$orphans" ]] && break
+  pods=$(pods_leftovers)
+  [[ -z "$left" && -z "$orphans" && -z "$pods" ]] && break
   ((SECONDS < deadline)) || break
   sleep 1
 done
 
-if [[ -z "$left" && -z "$orphans" ]]; then
+if [[ -z "$left" && -z "$orphans" && -z "$pods" ]]; then
   running=0
   [[ -d "$REGISTRY" ]] && running=$(find "$REGISTRY" -maxdepth 1 -type f | wc -l)
   if ((running)); then
@@ -138,7 +158,21 @@ if [[ -n "$orphans" ]]; then
   show_processes "$orphans"
 fi
 
+for name in $pods; do
+  say "LEFT BEHIND: pods-e2e node namespace or cgroup $name (its test process is gone)"
+  show_processes "$(cgroup_processes "$name")"
+done
+
 if ((kill_them)); then
+  for name in $pods; do
+    # shellcheck disable=SC2046
+    kill -s KILL $(cgroup_processes "$name") 2>/dev/null || true
+    sleep 0.2
+    [[ -e "/run/netns/$name" ]] && ip netns del "$name" 2>/dev/null
+    for h in /sys/fs/cgroup/*/; do
+      [[ -d "$h$name" ]] && find "$h$name" -depth -type d -exec rmdir {} + 2>/dev/null
+    done
+  done
   for record in $left; do
     pgid=$(field pgid "$record")
     kill -s KILL -- "-$pgid" 2>/dev/null || true

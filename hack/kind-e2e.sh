@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The system on three kind clusters (master, seed, user) with the real images, for a
-# machine with Docker and kind (it cannot run where there is no Docker daemon, e.g. the
-# machine this project is developed on).
+# machine with Docker and kind. Not run on the machine this project is developed on (kind's
+# node image cannot be built offline there); the same deployed form runs there as
+# `make e2e-pods` (docs/testing.md, "Pods": kubelet and containerd nodes of the test
+# control planes, the images of hack/build-images.sh).
 #
 #   hack/kind-e2e.sh            # build images, create/reuse clusters, install, run the scenario
 #   hack/kind-e2e.sh down       # delete the three clusters

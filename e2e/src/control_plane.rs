@@ -46,11 +46,14 @@ pub struct ControlPlane {
     dir: PathBuf,
     keep: bool,
     bin_dir: PathBuf,
+    host: std::net::Ipv4Addr,
+    pods: bool,
     port: u16,
     etcd_url: String,
     _etcd: ManagedProcess,
     apiserver: Option<ManagedProcess>,
     controller_manager: Option<ManagedProcess>,
+    scheduler: Option<ManagedProcess>,
     ca: TestCa,
     admin_kubeconfig: PathBuf,
     client: kube::Client,
@@ -63,6 +66,18 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 static INSTANCES: AtomicUsize = AtomicUsize::new(0);
+
+/// How a control plane is started: [`ControlPlane::start`] is loopback only, without pods.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The address the API server binds and advertises instead of 127.0.0.1: a host
+    /// address of the test network its nodes and pods reach (see [`crate::node`]). With
+    /// it, the `kubernetes` Service gets this address as its endpoint.
+    pub address: Option<std::net::Ipv4Addr>,
+    /// Run pods: the ServiceAccount admission plugin is on (pods get their
+    /// ServiceAccount's token mounted), as in any real cluster.
+    pub pods: bool,
+}
 
 /// The directory holding `etcd` and `kube-apiserver`: `$MLA_CONTROL_PLANE_BIN`, else what
 /// `hack/build-control-plane.sh` prints (it builds once and then answers from its cache).
@@ -93,21 +108,27 @@ impl ControlPlane {
         let instance = INSTANCES.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("mla-cp-{name}-{}-{instance}", std::process::id()));
         let keep = std::env::var_os("MLA_KEEP_CONTROL_PLANE").is_some();
-        Self::start_at(name, dir, keep).await
+        Self::start_at(name, dir, keep, &Options::default()).await
+    }
+
+    /// Starts a control plane as `options` say, whose data lives in `<base>/<name>`
+    /// (emptied first, kept after drop so its logs can be read).
+    pub async fn start_with(name: &str, base: &Path, options: &Options) -> anyhow::Result<Self> {
+        Self::start_at(name, base.join(name), true, options).await
     }
 
     /// Starts a control plane whose data, certificates and logs live in `<base>/<name>`
     /// (emptied first, kept after drop so its logs can be read).
     pub async fn start_in(name: &str, base: &Path) -> anyhow::Result<Self> {
-        Self::start_at(name, base.join(name), true).await
+        Self::start_at(name, base.join(name), true, &Options::default()).await
     }
 
-    async fn start_at(name: &str, dir: PathBuf, keep: bool) -> anyhow::Result<Self> {
+    async fn start_at(name: &str, dir: PathBuf, keep: bool, options: &Options) -> anyhow::Result<Self> {
         // A free port is found by binding and releasing it; another process (or an
         // outgoing connection's ephemeral port) can take it before kube-apiserver binds.
         let mut attempt = 1;
         loop {
-            match Self::start_at_once(name, dir.clone(), keep).await {
+            match Self::start_at_once(name, dir.clone(), keep, options).await {
                 Err(error) if attempt < 3 && format!("{error:#}").contains("address already in use") => {
                     tracing::warn!(name, attempt, "port taken before kube-apiserver bound it; starting again");
                     attempt += 1;
@@ -117,13 +138,14 @@ impl ControlPlane {
         }
     }
 
-    async fn start_at_once(name: &str, dir: PathBuf, keep: bool) -> anyhow::Result<Self> {
+    async fn start_at_once(name: &str, dir: PathBuf, keep: bool, options: &Options) -> anyhow::Result<Self> {
         let bin_dir = binaries()?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
+        let host = options.address.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
 
         let ca = TestCa::new(name)?;
-        let serving = ca.serving()?;
+        let serving = ca.serving(host)?;
         write(&dir.join("ca.crt"), &ca.cert_pem)?;
         write(&dir.join("apiserver.crt"), &serving.cert_pem)?;
         write(&dir.join("apiserver.key"), &serving.key_pem)?;
@@ -148,7 +170,7 @@ impl ControlPlane {
         let admin_kubeconfig = dir.join("admin.kubeconfig");
         write(
             &admin_kubeconfig,
-            &kubeconfig_yaml(name, port, &ca.cert_pem, Auth::Cert(&admin.cert_pem, &admin.key_pem)),
+            &kubeconfig_yaml(name, &url(host, port), &ca.cert_pem, Auth::Cert(&admin.cert_pem, &admin.key_pem)),
         )?;
         let client = mla_common::runtime::client_for(Some(&admin_kubeconfig), None).await?;
 
@@ -157,11 +179,14 @@ impl ControlPlane {
             dir,
             keep,
             bin_dir,
+            host,
+            pods: options.pods,
             port,
             etcd_url,
             _etcd: etcd,
             apiserver: None,
             controller_manager: None,
+            scheduler: None,
             ca,
             admin_kubeconfig,
             client,
@@ -184,10 +209,18 @@ impl ControlPlane {
             .arg(format!("--tls-private-key-file={}", path("apiserver.key")))
             .arg(format!("--client-ca-file={}", path("ca.crt")))
             .arg(format!("--secure-port={}", self.port))
-            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--bind-address={}", self.host))
+            .arg(format!("--advertise-address={}", self.host))
             .args(["--service-cluster-ip-range=10.0.0.0/16", "--allow-privileged=true"])
-            .args(["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"])
-            .args(["--endpoint-reconciler-type=none", "--enable-priority-and-fairness=false"])
+            .args(["--authorization-mode=RBAC", "--enable-priority-and-fairness=false"]);
+        if self.pods {
+            // Pods reach the API server through the `kubernetes` Service, whose endpoint
+            // the lease reconciler keeps.
+            command.args(["--endpoint-reconciler-type=lease"]);
+        } else {
+            command.args(["--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none"]);
+        }
+        command
             .arg(format!("--service-account-issuer=https://127.0.0.1:{}/", self.port))
             .arg(format!("--service-account-key-file={}", path("sa.pub")))
             .arg(format!("--service-account-signing-key-file={}", path("sa.key")))
@@ -243,6 +276,47 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Starts what a cluster that runs pods needs beside the API server: kube-controller-manager
+    /// with every default controller (Deployments, ReplicaSets, EndpointSlices for
+    /// kube-proxy, ServiceAccounts and the `kube-root-ca.crt` ConfigMap their tokens'
+    /// volumes mount, garbage and namespace collection, ...) and kube-scheduler. Needs the
+    /// node binaries (`hack/build-control-plane.sh --node`) and [`Options::pods`].
+    pub fn start_pod_controllers(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.pods, "{} was not started for pods", self.name);
+        anyhow::ensure!(self.controller_manager.is_none(), "kube-controller-manager of {} is running", self.name);
+        let dir = self.dir.clone();
+        let mut command = Command::new(self.bin_dir.join("kube-controller-manager"));
+        command
+            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
+            .arg(format!("--root-ca-file={}", dir.join("ca.crt").display()))
+            .arg(format!("--service-account-private-key-file={}", dir.join("sa.key").display()))
+            // Node IPAM and cloud controllers stay off: each node's CNI config owns its
+            // pod range.
+            .args(["--controllers=*,-nodeipam,-cloud-node-lifecycle,-service,-route", "--leader-elect=false"])
+            .args(["--secure-port=0", "--use-service-account-credentials=false", "--v=0"]);
+        self.controller_manager =
+            Some(ManagedProcess::spawn("kube-controller-manager", command, &dir.join("kube-controller-manager.log"))?);
+        let scheduler = self.bin_dir.join("kube-scheduler");
+        anyhow::ensure!(
+            scheduler.exists(),
+            "{} is missing: run hack/build-control-plane.sh --node",
+            scheduler.display()
+        );
+        let mut command = Command::new(scheduler);
+        command.arg(format!("--kubeconfig={}", self.admin_kubeconfig.display())).args([
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=0",
+        ]);
+        self.scheduler = Some(ManagedProcess::spawn("kube-scheduler", command, &dir.join("kube-scheduler.log"))?);
+        Ok(())
+    }
+
+    /// The CA that signed the API server's serving certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca.cert_pem
+    }
+
     /// Kills the API server (etcd keeps running), as an outage would.
     pub fn stop_apiserver(&mut self) {
         if let Some(mut apiserver) = self.apiserver.take() {
@@ -257,7 +331,7 @@ impl ControlPlane {
 
     /// URL of the API server.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        url(self.host, self.port)
     }
 
     /// An admin client (system:masters).
@@ -342,7 +416,7 @@ impl ControlPlane {
                     format!("user-{name}.kubeconfig"),
                     kubeconfig_yaml(
                         &self.name,
-                        self.port,
+                        &self.url(),
                         &self.ca.cert_pem,
                         Auth::Cert(&cert.cert_pem, &cert.key_pem),
                     ),
@@ -370,7 +444,7 @@ impl ControlPlane {
                     .context("token request returned no token")?;
                 (
                     format!("sa-{namespace}-{name}.kubeconfig"),
-                    kubeconfig_yaml(&self.name, self.port, &self.ca.cert_pem, Auth::Token(&token)),
+                    kubeconfig_yaml(&self.name, &self.url(), &self.ca.cert_pem, Auth::Token(&token)),
                 )
             }
         };
@@ -391,6 +465,9 @@ impl Drop for ControlPlane {
         if let Some(mut controller_manager) = self.controller_manager.take() {
             controller_manager.kill();
         }
+        if let Some(mut scheduler) = self.scheduler.take() {
+            scheduler.kill();
+        }
         // etcd is killed by its own drop; the directory goes unless its logs are wanted.
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -403,7 +480,11 @@ enum Auth<'a> {
     Token(&'a str),
 }
 
-fn kubeconfig_yaml(name: &str, port: u16, ca_pem: &str, auth: Auth<'_>) -> String {
+fn url(host: std::net::Ipv4Addr, port: u16) -> String {
+    format!("https://{host}:{port}")
+}
+
+fn kubeconfig_yaml(name: &str, server: &str, ca_pem: &str, auth: Auth<'_>) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let user = match auth {
         Auth::Cert(cert, key) => serde_json::json!({"client-certificate-data": b64(cert), "client-key-data": b64(key)}),
@@ -412,7 +493,7 @@ fn kubeconfig_yaml(name: &str, port: u16, ca_pem: &str, auth: Auth<'_>) -> Strin
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": name, "cluster": {"server": format!("https://127.0.0.1:{port}"), "certificate-authority-data": b64(ca_pem)}}],
+        "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
         "users": [{"name": "user", "user": user}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": "user"}}],
         "current-context": name,

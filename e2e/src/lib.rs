@@ -13,6 +13,7 @@ pub mod kkp;
 mod manifests;
 pub mod master;
 pub mod nginx;
+pub mod node;
 mod pki;
 pub mod process;
 pub mod real_parts;

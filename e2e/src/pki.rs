@@ -30,11 +30,16 @@ impl TestCa {
         Ok(Self { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
     }
 
-    /// A serving certificate for the loopback addresses.
-    pub fn serving(&self) -> anyhow::Result<Issued> {
-        let mut params = CertificateParams::new(vec!["localhost".to_string(), "kubernetes.default.svc".to_string()])?;
-        for ip in ["127.0.0.1", "10.0.0.1"] {
-            params.subject_alt_names.push(SanType::IpAddress(ip.parse()?));
+    /// A serving certificate for the loopback addresses, `host` (where the API server
+    /// listens) and the `kubernetes` Service (how pods reach it).
+    pub fn serving(&self, host: std::net::Ipv4Addr) -> anyhow::Result<Issued> {
+        let mut params = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "kubernetes.default.svc".to_string(),
+            "kubernetes.default.svc.cluster.local".to_string(),
+        ])?;
+        for ip in ["127.0.0.1".parse()?, "10.0.0.1".parse()?, std::net::IpAddr::V4(host)] {
+            params.subject_alt_names.push(SanType::IpAddress(ip));
         }
         params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

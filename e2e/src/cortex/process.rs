@@ -33,6 +33,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Cortex {
     url: String,
+    http_address: std::net::Ipv4Addr,
     dir: PathBuf,
     http_port: u16,
     grpc_port: u16,
@@ -49,6 +50,12 @@ impl Cortex {
     /// Starts Cortex with its data, configuration and log under `dir` and waits until
     /// `/ready` answers 200.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_on(dir, std::net::Ipv4Addr::LOCALHOST).await
+    }
+
+    /// Like [`Cortex::start`], with the HTTP server on `address` (the pods e2e's host
+    /// address, which pods reach) instead of 127.0.0.1; gRPC and the rings stay on loopback.
+    pub async fn start_on(dir: &Path, address: std::net::Ipv4Addr) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let dir = std::fs::canonicalize(dir)?;
         // The ruler's scratch directory: Cortex logs an error at start when it is missing.
@@ -59,6 +66,7 @@ impl Cortex {
         }
         let mut cortex = Self {
             url: String::new(),
+            http_address: address,
             dir,
             http_port: free_port()?,
             grpc_port: free_port()?,
@@ -66,7 +74,7 @@ impl Cortex {
             started_in: Duration::ZERO,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
         };
-        cortex.url = format!("http://127.0.0.1:{}", cortex.http_port);
+        cortex.url = format!("http://{address}:{}", cortex.http_port);
         cortex.launch().await?;
         Ok(cortex)
     }
@@ -75,6 +83,7 @@ impl Cortex {
         let binary = crate::real_parts::binary("cortex", "cortex")?;
         let config = CONFIG_TEMPLATE
             .replace("{DIR}", &self.dir.display().to_string())
+            .replace("{HTTP_ADDR}", &self.http_address.to_string())
             .replace("{HTTP_PORT}", &self.http_port.to_string())
             .replace("{GRPC_PORT}", &self.grpc_port.to_string());
         let config_path = self.dir.join("cortex.yaml");
