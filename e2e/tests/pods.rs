@@ -22,9 +22,6 @@ use mla_e2e::cortex::Cortex;
 use mla_e2e::node::{Network, Node, NodeOptions, containerd_name, image_references, metric_sum, save_image};
 use mla_e2e::{ControlPlane, apply_manifest, apply_seed_manager_rbac, eventually, workspace_root};
 
-/// The name the user-cluster manager gives the Prometheus agent's image (it has no flag
-/// for it): the node serves the locally built Prometheus under this name.
-const PROMETHEUS_IMAGE_IN_PRODUCT: &str = "quay.io/prometheus/prometheus:v3.5.0";
 const CLUSTER: &str = "c1";
 const SEED_NAMESPACE: &str = "kubermatic";
 /// How long the agent cannot reach the gateway while its pod is replaced.
@@ -160,7 +157,6 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
         &NodeOptions { images: vec![pause, archive("prometheus")?], sandbox_image },
     )
     .await?;
-    user_node.tag(&image("prometheus")?, PROMETHEUS_IMAGE_IN_PRODUCT)?;
     figures.push(("user node Ready (images imported)".into(), node_started.elapsed()));
 
     // P1: seed-controller-manager as the Deployment of manifests/, under its RBAC, with
@@ -176,6 +172,8 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
         &[
             format!("--gateway-image={}", image("nginx")?),
             format!("--user-cluster-controller-manager-image={}", image("user-cluster-controller-manager")?),
+            // Passed on to each user-cluster manager as `--prometheus-image`.
+            format!("--user-cluster-prometheus-image={}", image("prometheus")?),
             format!("--cortex-distributor-url={cortex_url}"),
             format!("--cortex-query-frontend-url={cortex_url}"),
             format!("--cortex-alertmanager-url={cortex_url}"),

@@ -49,6 +49,13 @@ struct Args {
         default_value = "mla-controllers/user-cluster-controller-manager:latest"
     )]
     user_cluster_controller_manager_image: String,
+    /// Image of the Prometheus agent in every user cluster (passed to each
+    /// user-cluster-controller-manager as `--prometheus-image`; unset: its default).
+    #[arg(long, env = "MLA_USER_CLUSTER_PROMETHEUS_IMAGE")]
+    user_cluster_prometheus_image: Option<String>,
+    /// Image of Promtail in every user cluster (`--promtail-image`; unset: its default).
+    #[arg(long, env = "MLA_USER_CLUSTER_PROMTAIL_IMAGE")]
+    user_cluster_promtail_image: Option<String>,
     /// Secret in each cluster namespace holding the user cluster's kubeconfig.
     #[arg(long, env = "MLA_USER_CLUSTER_KUBECONFIG_SECRET", default_value = "admin-kubeconfig")]
     user_cluster_kubeconfig_secret: String,
@@ -168,6 +175,8 @@ async fn main() -> anyhow::Result<()> {
             kubeconfig_key: args.user_cluster_kubeconfig_key.clone(),
             agents_namespace: args.user_cluster_agents_namespace.clone(),
             extended_health: args.user_cluster_extended_health,
+            prometheus_image: args.user_cluster_prometheus_image.clone(),
+            promtail_image: args.user_cluster_promtail_image.clone(),
         },
         scope,
     );

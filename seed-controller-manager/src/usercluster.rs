@@ -58,6 +58,11 @@ pub struct UserClusterSettings {
     /// Whether the agents' health also goes into `extendedHealth.monitoring`/`logging`
     /// (`--extended-health`; off beside KKP, whose manager clears those fields).
     pub extended_health: bool,
+    /// The agents' images in every user cluster (`--prometheus-image`, `--promtail-image`);
+    /// `None`: the user-cluster manager's defaults.
+    pub prometheus_image: Option<String>,
+    /// See `prometheus_image`.
+    pub promtail_image: Option<String>,
 }
 
 fn labels() -> BTreeMap<String, String> {
@@ -145,18 +150,25 @@ pub fn objects(cluster: &str, namespace: &str, owner: &OwnerReference, settings:
         }),
         ..Default::default()
     };
+    let mut args = vec![
+        format!("--cluster-name={cluster}"),
+        format!("--cluster-namespace={namespace}"),
+        format!("--user-cluster-kubeconfig={KUBECONFIG_DIR}/{}", settings.kubeconfig_key),
+        format!("--leader-election-namespace={namespace}"),
+        format!("--agents-namespace={}", settings.agents_namespace),
+        format!("--extended-health={}", settings.extended_health),
+        "--log-format=json".into(),
+    ];
+    if let Some(image) = &settings.prometheus_image {
+        args.push(format!("--prometheus-image={image}"));
+    }
+    if let Some(image) = &settings.promtail_image {
+        args.push(format!("--promtail-image={image}"));
+    }
     let container = Container {
         name: "user-cluster-controller-manager".into(),
         image: Some(settings.image.clone()),
-        args: Some(vec![
-            format!("--cluster-name={cluster}"),
-            format!("--cluster-namespace={namespace}"),
-            format!("--user-cluster-kubeconfig={KUBECONFIG_DIR}/{}", settings.kubeconfig_key),
-            format!("--leader-election-namespace={namespace}"),
-            format!("--agents-namespace={}", settings.agents_namespace),
-            format!("--extended-health={}", settings.extended_health),
-            "--log-format=json".into(),
-        ]),
+        args: Some(args),
         env: Some(vec![env("POD_NAME", "metadata.name"), env("POD_NAMESPACE", "metadata.namespace")]),
         volume_mounts: Some(vec![VolumeMount {
             name: "user-cluster-kubeconfig".into(),
@@ -418,6 +430,8 @@ mod tests {
             kubeconfig_key: "kubeconfig".into(),
             agents_namespace: "mla-agents".into(),
             extended_health: false,
+            prometheus_image: Some("registry.example/prometheus:v3.16.0".into()),
+            promtail_image: None,
         };
         let objects = objects("c1", "cluster-c1", &owner, &settings);
         let cluster_rules = objects.cluster_role.rules.unwrap_or_default();
@@ -444,6 +458,8 @@ mod tests {
             args.contains(&"--cluster-name=c1".to_string())
                 && args.contains(&"--cluster-namespace=cluster-c1".to_string())
                 && args.contains(&"--agents-namespace=mla-agents".to_string())
+                && args.contains(&"--prometheus-image=registry.example/prometheus:v3.16.0".to_string())
+                && !args.iter().any(|a| a.starts_with("--promtail-image"))
                 && args.contains(&"--extended-health=false".to_string()),
             "{args:?}"
         );

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use crate::agents::common as agent;
 use crate::agents::placement::Placement;
 use crate::agents::prometheus::{self, PrometheusConfigInput, PrometheusDeploymentSettings};
-use crate::agents::promtail::{LoggingAgent, LoggingConfigInput};
+use crate::agents::promtail::{LoggingAgent, LoggingAgentSettings, LoggingConfigInput};
 use crate::certificates::{self, AgentCertificates};
 use crate::gateway_url::{gateway_node_port, gateway_url};
 use mla_common::runtime::relisting_watcher;
@@ -59,6 +59,10 @@ pub struct AgentsSettings {
     /// Whether the agents' health also goes into `status.extendedHealth.monitoring` and
     /// `logging` (false beside KKP's own user-cluster-controller-manager, which owns them).
     pub extended_health: bool,
+    /// Image of the Prometheus agent (`--prometheus-image`).
+    pub prometheus_image: String,
+    /// Image of Promtail (`--promtail-image`).
+    pub promtail_image: String,
 }
 
 /// Condition on the Cluster: the metrics agent is available.
@@ -269,7 +273,10 @@ async fn reconcile(ctx: &Context) -> Result<(), AgentsError> {
 
     let prometheus_health = if monitoring {
         apply_certificates(ctx, prometheus::CERTIFICATES_SECRET, prometheus::PROMETHEUS, &ca, now).await?;
-        let deployment_settings = PrometheusDeploymentSettings::from_mla(Some(&mla));
+        let deployment_settings = PrometheusDeploymentSettings {
+            image: ctx.settings.prometheus_image.clone(),
+            ..PrometheusDeploymentSettings::from_mla(Some(&mla))
+        };
         let mut input = PrometheusConfigInput::new(&cluster.name_any(), &url);
         let config_maps: Vec<ConfigMap> = ctx.config_maps.state().iter().map(|c| c.as_ref().clone()).collect();
         input.extra_scrape_configs = prometheus::extra_scrape_configs(&config_maps);
@@ -295,7 +302,9 @@ async fn reconcile(ctx: &Context) -> Result<(), AgentsError> {
     let logging_health = if logging {
         apply_certificates(ctx, agent_kind.certificates_secret_name(), agent_kind.name(), &ca, now).await?;
         let config = agent_kind.render_config(&LoggingConfigInput::new(&cluster.name_any(), &url))?;
-        let objects = agent_kind.objects(&agent_kind.settings(Some(&mla)), &config);
+        let agent_settings =
+            LoggingAgentSettings { image: ctx.settings.promtail_image.clone(), ..agent_kind.settings(Some(&mla)) };
+        let objects = agent_kind.objects(&agent_settings, &config);
         apply_user(ctx, &placement.namespaced(objects.config)).await?;
         apply_user(ctx, &placement.namespaced(objects.service_account)).await?;
         apply_cluster_scoped(ctx, &placement.cluster_role(objects.cluster_role)).await?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use mla_common::cli::{CommonArgs, parse_duration};
 use mla_common::runtime::{Runtime, client_for};
+use user_cluster_controller_manager::agents;
 use user_cluster_controller_manager::agents::common as agent_defaults;
 use user_cluster_controller_manager::agents::placement::Placement;
 use user_cluster_controller_manager::agents::promtail::LoggingAgent;
@@ -42,6 +43,12 @@ struct Args {
     /// user-cluster-controller-manager, which clears those fields on every reconcile.
     #[arg(long, env = "MLA_EXTENDED_HEALTH", default_value_t = true, action = clap::ArgAction::Set)]
     extended_health: bool,
+    /// Image of the Prometheus agent (Prometheus 3; the Deployment passes flags of 3.x).
+    #[arg(long, env = "MLA_PROMETHEUS_IMAGE", default_value = agents::prometheus::DEFAULT_IMAGE)]
+    prometheus_image: String,
+    /// Image of Promtail, the log agent.
+    #[arg(long, env = "MLA_PROMTAIL_IMAGE", default_value = agents::promtail::DEFAULT_IMAGE)]
+    promtail_image: String,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -65,6 +72,8 @@ async fn main() -> anyhow::Result<()> {
         logging_agent: LoggingAgent::Promtail,
         placement,
         extended_health: args.extended_health,
+        prometheus_image: args.prometheus_image.clone(),
+        promtail_image: args.promtail_image.clone(),
     };
     let agents = controller::run(&runtime, user, settings);
     runtime
@@ -95,6 +104,8 @@ mod tests {
         assert_eq!(args.resync_period, Duration::from_secs(300));
         assert_eq!(args.agents_namespace, "mla-system");
         assert!(args.extended_health);
+        assert_eq!(args.prometheus_image, agents::prometheus::DEFAULT_IMAGE);
+        assert_eq!(args.promtail_image, agents::promtail::DEFAULT_IMAGE);
         let args = Args::try_parse_from([
             BINARY,
             "--cluster-name",
@@ -103,9 +114,13 @@ mod tests {
             "/k",
             "--agents-namespace=mla-agents",
             "--extended-health=false",
+            "--prometheus-image=registry.example/prometheus:v3.16.0",
+            "--promtail-image=registry.example/promtail:3.5.1",
         ])
         .expect("flags parse");
         assert_eq!(args.agents_namespace, "mla-agents");
         assert!(!args.extended_health);
+        assert_eq!(args.prometheus_image, "registry.example/prometheus:v3.16.0");
+        assert_eq!(args.promtail_image, "registry.example/promtail:3.5.1");
     }
 }

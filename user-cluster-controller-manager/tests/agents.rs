@@ -80,6 +80,8 @@ async fn agents_lifecycle() -> anyhow::Result<()> {
         kubeconfig_key: "kubeconfig".into(),
         agents_namespace: "mla-system".into(),
         extended_health: true,
+        prometheus_image: None,
+        promtail_image: None,
     };
     let objects = seed_controller_manager::usercluster::objects("c1", "cluster-c1", &owner, &settings);
     let pp = PostParams::default();
@@ -365,6 +367,8 @@ async fn start_with(name: &str, spec: ClusterSpec, extra: &[&str]) -> anyhow::Re
         kubeconfig_key: "kubeconfig".into(),
         agents_namespace: "mla-system".into(),
         extended_health: true,
+        prometheus_image: None,
+        promtail_image: None,
     };
     let objects = seed_controller_manager::usercluster::objects(name, &ns, &owner, &settings);
     let pp = PostParams::default();

@@ -61,7 +61,7 @@ pub const CERTIFICATES_SECRET: &str = "prometheus-certificates";
 /// `prometheus.yaml` in the ConfigMap.
 pub const CONFIG_KEY: &str = "prometheus.yaml";
 /// Prometheus image when the controller is not told otherwise.
-pub const DEFAULT_IMAGE: &str = "quay.io/prometheus/prometheus:v3.5.0";
+pub const DEFAULT_IMAGE: &str = "quay.io/prometheus/prometheus:v3.16.0";
 /// Where the ConfigMap is mounted.
 pub const CONFIG_DIR: &str = "/etc/prometheus/mla";
 /// The agent's WAL (an emptyDir: the agent is stateless beyond samples not yet sent).
