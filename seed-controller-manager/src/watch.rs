@@ -53,6 +53,33 @@ pub fn cluster_watch(
         .modify(cluster_view(manager, condition))
 }
 
+/// The Clusters of a (reflector's) event stream whose part a seed controller reads changed:
+/// generation (any spec change, KKP's pause included), labels, finalizers, deletion, the
+/// namespace and address in the status, and the controller's own `condition`. Another
+/// controller's status write (five controllers write a condition each, the
+/// user-cluster-controller-manager writes health) wakes no one else: at thousands of
+/// Clusters, waking every controller for every write multiplied the reconciles (and their
+/// reads) several times over during a cold start.
+pub fn cluster_changes<S>(
+    events: S,
+    condition: &'static str,
+) -> impl futures::Stream<Item = Result<Cluster, watcher::Error>> + Send + 'static
+where
+    S: futures::Stream<Item = Result<watcher::Event<Cluster>, watcher::Error>> + Send + 'static,
+{
+    relevant_changes(events, move |cluster: &Cluster| {
+        let meta = &cluster.metadata;
+        serde_json::json!([
+            meta.generation,
+            meta.labels,
+            meta.finalizers,
+            meta.deletion_timestamp.is_some(),
+            cluster.status.as_ref().map(|s| (&s.namespace_name, &s.address)),
+            cluster.condition(condition),
+        ])
+    })
+}
+
 /// A reflector of a controller's children of one kind: the objects labelled
 /// `app.kubernetes.io/name=<app>` in all namespaces, with only `manager`'s managedFields
 /// ([`only_managed_by`]). `synced` is called once, with the first complete list; the

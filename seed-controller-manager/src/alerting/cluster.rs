@@ -85,9 +85,10 @@ pub(super) fn run(
 
     let (clusters, cluster_writer) = reflector::store();
     let cluster_watch = crate::watch::cluster_watch(&client, &manager, CONDITION);
-    let cluster_events =
-        mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("alerting/clusters"))
-            .applied_objects();
+    let cluster_events = crate::watch::cluster_changes(
+        mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("alerting/clusters")),
+        CONDITION,
+    );
 
     let (alertmanagers, writer) = reflector::store();
     let watch = relisting_watcher(Api::<Alertmanager>::all(client.clone()), watcher::Config::default())

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::DeleteParams;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::api::{
     Cluster, Condition, ConditionStatus, ExposeStrategy, ExtendedClusterHealth, HealthStatus, MLA_ADMIN_SETTING_NAME,
@@ -128,9 +128,10 @@ pub fn run(
             watch::children::<ReplicaSet>(&client, app, &manager, synced("gateway/replicasets"));
         let (clusters, cluster_writer) = reflector::store();
         let cluster_watch = watch::cluster_watch(&client, &manager, CONDITION);
-        let cluster_events =
-            mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("gateway/clusters"))
-                .applied_objects();
+        let cluster_events = watch::cluster_changes(
+            mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("gateway/clusters")),
+            CONDITION,
+        );
         let resync_period = settings.resync_period;
         let leader_gained = leader.gained();
         let context = Arc::new(Context {

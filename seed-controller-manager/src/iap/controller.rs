@@ -136,9 +136,10 @@ pub fn run(
 
         let (clusters, cluster_writer) = reflector::store();
         let cluster_watch = watch::cluster_watch(&client, &manager, CONDITION);
-        let cluster_events =
-            synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("iap/clusters"), &unsynced)
-                .applied_objects();
+        let cluster_events = watch::cluster_changes(
+            synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("iap/clusters"), &unsynced),
+            CONDITION,
+        );
 
         let (bindings, binding_writer) = reflector::store();
         let binding_watch =
