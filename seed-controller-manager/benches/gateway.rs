@@ -10,7 +10,7 @@
 //!   no-change resync periods, the same after Cortex is stopped (once every Cluster reports
 //!   it), and the binary's peak RSS;
 //! - remote-write throughput into real Cortex as Prometheus sends it (2,000 samples per
-//!   snappy-protobuf request, 8 shards on keep-alive connections) through the real gateway
+//!   snappy-compressed protobuf request, 8 shards on keep-alive connections) through the real gateway
 //!   (nginx, mTLS) and straight to Cortex's distributor, alternating in the same run.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark program may panic
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mla_common::pki::{self, CaState};
 use mla_e2e::bench::{Met, report};
 use mla_e2e::cortex::Cortex;
-use mla_e2e::cortex::remote_write::Series;
+use mla_e2e::cortex::remote_write::{self, Series};
 use mla_e2e::free_port;
 use seed_controller_manager::gateway::nginx::{self, GatewayPaths, GatewayServer, Upstreams};
 use support::Seed;
@@ -134,8 +134,17 @@ async fn blast(client: reqwest::Client, url: String, tenant: Option<&'static str
                         .iter()
                         .map(|i| Series::now("bench_samples", &[("shard", &shard), ("instance", i), ("job", "bench")], 1.0))
                         .collect();
-                    let (status, body) = mla_e2e::cortex::push(&client, &url, tenant, &series).await.unwrap();
-                    assert!((200..300).contains(&status), "{status}: {body}");
+                    let mut request = client.post(&url).body(remote_write::compressed_body(&series));
+                    for (name, value) in remote_write::HEADERS {
+                        request = request.header(name, value);
+                    }
+                    if let Some(tenant) = tenant {
+                        request = request.header(mla_e2e::cortex::TENANT_HEADER, tenant);
+                    }
+                    let response = request.send().await.unwrap();
+                    let status = response.status();
+                    let body = response.text().await.unwrap();
+                    assert!(status.is_success(), "{status}: {body}");
                     done.fetch_add(SAMPLES_PER_REQUEST as u64, Ordering::Relaxed);
                 }
             })

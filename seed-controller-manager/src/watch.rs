@@ -67,16 +67,21 @@ pub fn cluster_changes<S>(
 where
     S: futures::Stream<Item = Result<watcher::Event<Cluster>, watcher::Error>> + Send + 'static,
 {
+    // A hash of the relevant part is all that is kept per Cluster (not the part itself).
     relevant_changes(events, move |cluster: &Cluster| {
+        use std::hash::{Hash, Hasher};
         let meta = &cluster.metadata;
-        serde_json::json!([
+        let relevant = serde_json::json!([
             meta.generation,
             meta.labels,
             meta.finalizers,
             meta.deletion_timestamp.is_some(),
             cluster.status.as_ref().map(|s| (&s.namespace_name, &s.address)),
             cluster.condition(condition),
-        ])
+        ]);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        relevant.to_string().hash(&mut hasher);
+        hasher.finish()
     })
 }
 
