@@ -81,7 +81,9 @@ async fn steady_state(count: usize, resync: u64) -> anyhow::Result<()> {
     let writes = support::writes_during(&seed.client, period).await?;
     let total: u64 = writes.values().sum();
     report(
-        &format!("seed, {count} Clusters: writes during two {resync} s no-change resync periods (every controller converged)"),
+        &format!(
+            "seed, {count} Clusters: writes during two {resync} s no-change resync periods (every controller converged)"
+        ),
         total,
         "0",
         Met::from(total == 0),
@@ -92,12 +94,15 @@ async fn steady_state(count: usize, resync: u64) -> anyhow::Result<()> {
 
     // Cortex goes away: one condition change per Cluster, then nothing more.
     seed.cortex.stop();
-    let noticed = seed.wait_for("MLAAlertingReady", &["BackendUnavailable"], Duration::from_secs(4 * resync + 120)).await?;
+    let noticed =
+        seed.wait_for("MLAAlertingReady", &["BackendUnavailable"], Duration::from_secs(4 * resync + 120)).await?;
     println!("every Cluster reports Cortex unavailable {:.1} s after it stopped", noticed.as_secs_f64());
     let writes = support::writes_during(&seed.client, period).await?;
     let total: u64 = writes.values().sum();
     report(
-        &format!("seed, {count} Clusters, Cortex stopped: writes during two {resync} s resync periods after the condition change"),
+        &format!(
+            "seed, {count} Clusters, Cortex stopped: writes during two {resync} s resync periods after the condition change"
+        ),
         total,
         "0",
         Met::from(total == 0),
@@ -106,7 +111,11 @@ async fn steady_state(count: usize, resync: u64) -> anyhow::Result<()> {
         println!("writes by kind: {writes:?}");
     }
     let rss = mla_e2e::bench::peak_rss_mib(process.id()).unwrap_or(f64::NAN);
-    let (goal, met) = if count == 1000 { ("<= 100 MiB", Met::from(rss <= 100.0)) } else { ("<= 100 MiB at 1,000 Clusters", Met::NoGoal) };
+    let (goal, met) = if count == 1000 {
+        ("<= 100 MiB", Met::from(rss <= 100.0))
+    } else {
+        ("<= 100 MiB at 1,000 Clusters", Met::NoGoal)
+    };
     report(&format!("seed peak RSS, {count} MLA Clusters, all controllers on"), format!("{rss:.0} MiB"), goal, met);
     Ok(())
 }
@@ -119,7 +128,13 @@ const SHARDS: usize = 8;
 /// Sends remote-write requests of [`SAMPLES_PER_REQUEST`] series (one sample each,
 /// timestamped now) from [`SHARDS`] concurrent senders for `duration`, under `tenant` when
 /// given (the gateway sets it itself); samples/s. `phase` keeps each run's series apart.
-async fn blast(client: reqwest::Client, url: String, tenant: Option<&'static str>, phase: &str, duration: Duration) -> f64 {
+async fn blast(
+    client: reqwest::Client,
+    url: String,
+    tenant: Option<&'static str>,
+    phase: &str,
+    duration: Duration,
+) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + duration;
     let started = Instant::now();
@@ -132,7 +147,9 @@ async fn blast(client: reqwest::Client, url: String, tenant: Option<&'static str
                 while Instant::now() < deadline {
                     let series: Vec<Series> = names
                         .iter()
-                        .map(|i| Series::now("bench_samples", &[("shard", &shard), ("instance", i), ("job", "bench")], 1.0))
+                        .map(|i| {
+                            Series::now("bench_samples", &[("shard", &shard), ("instance", i), ("job", "bench")], 1.0)
+                        })
                         .collect();
                     let mut request = client.post(&url).body(remote_write::compressed_body(&series));
                     for (name, value) in remote_write::HEADERS {
@@ -219,14 +236,30 @@ async fn throughput() -> anyhow::Result<()> {
     let window = Duration::from_secs(5);
     let (mut direct, mut through) = (0.0, 0.0);
     for round in 0..3 {
-        direct += blast(plain.clone(), direct_url.clone(), Some("bench"), &format!("direct{round}"), window).await / 3.0;
+        direct +=
+            blast(plain.clone(), direct_url.clone(), Some("bench"), &format!("direct{round}"), window).await / 3.0;
         through += blast(tls.clone(), gateway_url.clone(), None, &format!("gateway{round}"), window).await / 3.0;
     }
     let ratio = through / direct;
     let what = format!("{SAMPLES_PER_REQUEST} samples per request, {SHARDS} shards");
-    report(&format!("remote write into real Cortex straight to the distributor ({what})"), format!("{direct:.0} samples/s"), "-", Met::NoGoal);
-    report(&format!("remote write into real Cortex through the gateway, nginx mTLS ({what})"), format!("{through:.0} samples/s"), "-", Met::NoGoal);
-    report("remote write: samples/s through the gateway / straight to Cortex, same run", format!("{ratio:.2}"), ">= 0.9", Met::from(ratio >= 0.9));
+    report(
+        &format!("remote write into real Cortex straight to the distributor ({what})"),
+        format!("{direct:.0} samples/s"),
+        "-",
+        Met::NoGoal,
+    );
+    report(
+        &format!("remote write into real Cortex through the gateway, nginx mTLS ({what})"),
+        format!("{through:.0} samples/s"),
+        "-",
+        Met::NoGoal,
+    );
+    report(
+        "remote write: samples/s through the gateway / straight to Cortex, same run",
+        format!("{ratio:.2}"),
+        ">= 0.9",
+        Met::from(ratio >= 0.9),
+    );
     println!("Cortex RSS afterwards {} MiB", cortex.rss_kib().unwrap_or_default() / 1024);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

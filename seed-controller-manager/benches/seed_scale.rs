@@ -24,7 +24,8 @@ async fn main() -> anyhow::Result<()> {
     let resync: u64 = args.get(1).map(|v| v.parse()).transpose()?.unwrap_or(30);
     // The goals are for 5,000 Clusters; another size reports without one.
     let full = count == 5000;
-    let goal = |goal: &'static str, ok: bool| if full { (goal, Met::from(ok)) } else { ("- (goal at 5,000)", Met::NoGoal) };
+    let goal =
+        |goal: &'static str, ok: bool| if full { (goal, Met::from(ok)) } else { ("- (goal at 5,000)", Met::NoGoal) };
 
     let seed = Seed::prepare("bench-seed-scale", count).await?;
     let process = seed.start_manager(resync).await?;
@@ -39,7 +40,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let converged = seed.wait_converged(Duration::from_secs(5), limit).await?;
     report(
-        &format!("seed, {count} MLA Clusters: cold start -> every controller converged (5 conditions settled, last write)"),
+        &format!(
+            "seed, {count} MLA Clusters: cold start -> every controller converged (5 conditions settled, last write)"
+        ),
         format!("{:.1} s", converged.as_secs_f64()),
         "-",
         Met::NoGoal,

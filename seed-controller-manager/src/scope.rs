@@ -146,16 +146,16 @@ pub fn reflect_pauses(
     let gate = runtime.readiness.gate("scope/clusters");
     let shutdown = runtime.shutdown.clone();
     let api = kube::Api::<ClusterPause>::all(runtime.client.clone());
-    let watch = mla_common::runtime::relisting_watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|pause: &mut ClusterPause| {
+    let watch = mla_common::runtime::relisting_watcher(api, watcher::Config::default()).default_backoff().modify(
+        |pause: &mut ClusterPause| {
             let meta = &mut pause.metadata;
             *meta = kube::api::ObjectMeta {
                 name: meta.name.take(),
                 resource_version: meta.resource_version.take(),
                 ..Default::default()
             };
-        });
+        },
+    );
     let task = async move {
         let stream = mla_common::runtime::mark_synced(reflector::reflector(writer, watch), gate).for_each(|event| {
             if let Err(error) = event {

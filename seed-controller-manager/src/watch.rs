@@ -32,7 +32,10 @@ pub fn only_managed_by<K: Resource>(manager: &str) -> impl FnMut(&mut K) + Send 
 /// What a controller's cache of Clusters keeps: its own managedFields entry and, of the
 /// status conditions, its own (`condition`); every controller writes one condition, and
 /// KKP many more, that no other controller reads.
-pub fn cluster_view(manager: &str, condition: &'static str) -> impl FnMut(&mut Cluster) + Send + Clone + 'static + use<> {
+pub fn cluster_view(
+    manager: &str,
+    condition: &'static str,
+) -> impl FnMut(&mut Cluster) + Send + Clone + 'static + use<> {
     let mut fields = only_managed_by::<Cluster>(manager);
     move |cluster: &mut Cluster| {
         fields(cluster);

@@ -240,7 +240,12 @@ mod tests {
         let compressed = compressed_body(&series);
         assert_eq!(unsnappy(&compressed), raw);
         assert!(compressed.len() * 3 < raw.len(), "{} of {}", compressed.len(), raw.len());
-        for data in [&b""[..], b"a", b"abcd", b"abcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcd"] {
+        for data in [
+            &b""[..],
+            b"a",
+            b"abcd",
+            b"abcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcdabcd",
+        ] {
             assert_eq!(unsnappy(&snappy_compress(data)), data);
         }
         let long = vec![7u8; 200_000];

@@ -92,9 +92,14 @@ impl Seed {
         Api::<ConfigMap>::namespaced(client.clone(), "mla").create(&PostParams::default(), &runtime_config).await?;
         let grafana = GrafanaServer::start("admin", "bench-password").await?;
         mla_secrets
-            .create(&PostParams::default(), &secret("grafana", &[("admin-user", "admin"), ("admin-password", "bench-password")]))
+            .create(
+                &PostParams::default(),
+                &secret("grafana", &[("admin-user", "admin"), ("admin-password", "bench-password")]),
+            )
             .await?;
-        mla_secrets.create(&PostParams::default(), &secret("mla-iap-oidc", &[("client-secret", "bench-secret")])).await?;
+        mla_secrets
+            .create(&PostParams::default(), &secret("mla-iap-oidc", &[("client-secret", "bench-secret")]))
+            .await?;
 
         let started = Instant::now();
         let projects = count.div_ceil(5).max(1);
@@ -167,11 +172,16 @@ impl Seed {
         let reason = |c: &Cluster, condition: &str| {
             c.status.as_ref().and_then(|s| s.conditions.get(condition)).and_then(|c| c.reason.clone())
         };
-        let one = list.items.iter().filter(|c| reason(c, condition).is_some_and(|r| reasons.contains(&r.as_str()))).count();
+        let one =
+            list.items.iter().filter(|c| reason(c, condition).is_some_and(|r| reasons.contains(&r.as_str()))).count();
         let all = list
             .items
             .iter()
-            .filter(|c| SETTLED.iter().all(|(condition, reasons)| reason(c, condition).is_some_and(|r| reasons.contains(&r.as_str()))))
+            .filter(|c| {
+                SETTLED
+                    .iter()
+                    .all(|(condition, reasons)| reason(c, condition).is_some_and(|r| reasons.contains(&r.as_str())))
+            })
             .count();
         Ok((one, all))
     }
@@ -204,7 +214,11 @@ impl Seed {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > timeout {
-                anyhow::bail!("only {done} of {} Clusters have {condition} {reasons:?}: {:?}", self.count, self.reasons().await?);
+                anyhow::bail!(
+                    "only {done} of {} Clusters have {condition} {reasons:?}: {:?}",
+                    self.count,
+                    self.reasons().await?
+                );
             }
             tokio::time::sleep(self.poll()).await;
         }

@@ -121,8 +121,7 @@ pub fn run(
             watch::children::<ConfigMap>(&client, app, &manager, synced("gateway/configmaps"));
         let (deployments, deployment_events) =
             watch::children::<Deployment>(&client, app, &manager, synced("gateway/deployments"));
-        let (services, service_events) =
-            watch::children::<Service>(&client, app, &manager, synced("gateway/services"));
+        let (services, service_events) = watch::children::<Service>(&client, app, &manager, synced("gateway/services"));
         // The pod sets of a gateway being replaced, to remove once ours has rolled out.
         let (replica_sets, replica_set_events) =
             watch::children::<ReplicaSet>(&client, app, &manager, synced("gateway/replicasets"));

@@ -123,8 +123,7 @@ pub fn run(
         let child_synced = |name: &'static str| count_unsynced(readiness.gate(name), &unsynced);
         let app = resources::IAP;
         let manager = applier.field_manager().to_string();
-        let (secrets, secret_events) =
-            watch::children::<Secret>(&client, app, &manager, child_synced("iap/secrets"));
+        let (secrets, secret_events) = watch::children::<Secret>(&client, app, &manager, child_synced("iap/secrets"));
         let (config_maps, config_map_events) =
             watch::children::<ConfigMap>(&client, app, &manager, child_synced("iap/configmaps"));
         let (deployments, deployment_events) =
