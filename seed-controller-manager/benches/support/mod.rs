@@ -207,7 +207,18 @@ impl Seed {
     /// Waits until every Cluster's `condition` has one of `reasons` (the time it took),
     /// failing after `timeout`.
     pub async fn wait_for(&self, condition: &str, reasons: &[&str], timeout: Duration) -> anyhow::Result<Duration> {
-        let started = Instant::now();
+        self.wait_for_since(Instant::now(), condition, reasons, timeout).await
+    }
+
+    /// [`Seed::wait_for`], the time counted from `since`.
+    pub async fn wait_for_since(
+        &self,
+        since: Instant,
+        condition: &str,
+        reasons: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let started = since;
         loop {
             let (done, _) = self.count_settled(condition, reasons).await?;
             if done == self.count {
@@ -231,8 +242,8 @@ impl Seed {
     }
 
     /// Waits until every condition of every Cluster has settled ([`SETTLED`]) and the API
-    /// server has served no write for `quiet` (the convergence time, to the last write).
-    pub async fn wait_converged(&self, quiet: Duration, timeout: Duration) -> anyhow::Result<Duration> {
+    /// server has served no write for `quiet`; the time from `since` to the last write.
+    pub async fn wait_converged(&self, since: Instant, quiet: Duration, timeout: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let mut last = (u64::MAX, Instant::now());
         loop {
@@ -242,7 +253,7 @@ impl Seed {
             }
             let (_, settled) = self.count_settled("", &[]).await?;
             if settled == self.count && last.1.elapsed() >= quiet {
-                return Ok(last.1.duration_since(started));
+                return Ok(last.1.duration_since(since));
             }
             if started.elapsed() > timeout {
                 anyhow::bail!("only {settled} of {} Clusters settled: {:?}", self.count, self.reasons().await?);
@@ -253,9 +264,11 @@ impl Seed {
 }
 
 /// Write requests (POST, PUT, PATCH, DELETE, APPLY) the API server has served, by
-/// `group/resource/subresource verb`, from its `apiserver_request_total`. Leases
-/// (`coordination.k8s.io`: leader election and the API server's own heartbeats) are left
-/// out; everything else a controller could write counts, Events included.
+/// `group/resource/subresource verb`, from its `apiserver_request_total`. Left out: what
+/// the API server writes itself (Leases, `coordination.k8s.io`, also for leader election;
+/// IPAddresses and their Events, which its ClusterIP repair loop deletes and reports while
+/// it catches up with thousands of Services) and Events, which [`our_events`] counts by
+/// reporter.
 pub async fn writes(client: &kube::Client) -> anyhow::Result<BTreeMap<String, u64>> {
     let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
     let mut counts = BTreeMap::new();
@@ -266,16 +279,27 @@ pub async fn writes(client: &kube::Client) -> anyhow::Result<BTreeMap<String, u6
             labels[start..].split('"').next().map(str::to_string)
         };
         let (Some(group), Some(verb)) = (label("group"), label("verb")) else { continue };
-        if group != "coordination.k8s.io" && ["POST", "PUT", "PATCH", "DELETE", "APPLY"].contains(&verb.as_str()) {
-            let key = format!(
-                "{group}/{}/{} {verb}",
-                label("resource").unwrap_or_default(),
-                label("subresource").unwrap_or_default()
-            );
+        let resource = label("resource").unwrap_or_default();
+        let theirs = group == "coordination.k8s.io" || resource == "ipaddresses" || resource == "events";
+        if !theirs && ["POST", "PUT", "PATCH", "DELETE", "APPLY"].contains(&verb.as_str()) {
+            let key = format!("{group}/{resource}/{} {verb}", label("subresource").unwrap_or_default());
             *counts.entry(key).or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
         }
     }
+    counts.insert("events.k8s.io/events (by seed-controller-manager)".into(), our_events(client).await?);
     Ok(counts)
+}
+
+/// Events the binary reported (each a create, each repetition a series update).
+pub async fn our_events(client: &kube::Client) -> anyhow::Result<u64> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let list = events.list(&Default::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|e| e.reporting_controller.as_deref().is_some_and(|r| r.starts_with("seed-controller-manager")))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count.max(1) as u64))
+        .sum())
 }
 
 /// The writes served during `period`, by kind (only the kinds written).
