@@ -1,40 +1,46 @@
-//! Benchmark of the gateway (a program that prints figures; `cargo bench -p
-//! seed-controller-manager --bench gateway -- [clusters=1000] [resync-seconds=30]`):
+//! Benchmark of the gateway and of the whole binary at steady state (a program that prints
+//! figures; `cargo bench -p seed-controller-manager --bench gateway -- [clusters=1000]
+//! [resync-seconds=30]`; every figure also goes through `mla_e2e::bench::report`):
 //!
 //! - certificates issued per second by our PKI;
-//! - N Clusters in one seed: time from start to every gateway reconciled, write requests
-//!   during two no-change resync periods, peak RSS of the binary;
-//! - remote-write throughput into real Cortex (its distributor, 50 series per request)
-//!   through the real gateway (mTLS) against straight to Cortex, same run, same client.
+//! - N MLA Clusters in one seed with every controller on (gateway, alerting against real
+//!   Cortex, IAP, user-cluster controller, Grafana against its API test server; see
+//!   `support`): time from start to every gateway reconciled and to every controller
+//!   converged (all five conditions of every Cluster settled), write requests during two
+//!   no-change resync periods, the same after Cortex is stopped (once every Cluster reports
+//!   it), and the binary's peak RSS;
+//! - remote-write throughput into real Cortex as Prometheus sends it (2,000 samples per
+//!   snappy-compressed protobuf request, 8 shards on keep-alive connections) through the real gateway
+//!   (nginx, mTLS) and straight to Cortex's distributor, alternating in the same run.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark program may panic
 
-use std::process::Command;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
-use kube::Api;
-use kube::api::PostParams;
-use mla_common::api::*;
 use mla_common::pki::{self, CaState};
+use mla_e2e::bench::{Met, report};
 use mla_e2e::cortex::Cortex;
-use mla_e2e::cortex::remote_write::Series;
-use mla_e2e::master::ensure_namespace;
-use mla_e2e::{ControlPlane, Identity, ManagedProcess, free_port, write_requests_by_resource};
+use mla_e2e::cortex::remote_write::{self, Series};
+use mla_e2e::free_port;
 use seed_controller_manager::gateway::nginx::{self, GatewayPaths, GatewayServer, Upstreams};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_seed-controller-manager");
+use support::Seed;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    // `-- throughput`: only the remote-write part (a minute), e.g. after a gateway change.
+    if args.first().map(String::as_str) == Some("throughput") {
+        return throughput().await;
+    }
     let clusters: usize = args.first().map(|v| v.parse()).transpose()?.unwrap_or(1000);
     let resync: u64 = args.get(1).map(|v| v.parse()).transpose()?.unwrap_or(30);
 
     certificates_per_second()?;
-    reconcile_many(clusters, resync).await?;
+    steady_state(clusters, resync).await?;
     throughput().await?;
     Ok(())
 }
@@ -51,106 +57,127 @@ fn certificates_per_second() -> anyhow::Result<()> {
         }
     }
     let leaf_rate = 500.0 / started.elapsed().as_secs_f64();
-    println!("pki: {ca_rate:.0} CAs/s, {leaf_rate:.0} gateway certificates/s (one core)");
+    report("PKI, one core: CAs issued per second", format!("{ca_rate:.0}"), "-", Met::NoGoal);
+    report("PKI, one core: gateway certificates issued per second", format!("{leaf_rate:.0}"), "-", Met::NoGoal);
     Ok(())
 }
 
-async fn reconcile_many(count: usize, resync: u64) -> anyhow::Result<()> {
-    let plane = ControlPlane::start("bench-gateway").await?;
-    plane.install_crds().await?;
-    ensure_namespace(&plane.client(), "kubermatic").await?;
-    // Every grant of the binary (rbac*.yaml; the Grafana Role lives in the MLA namespace).
-    mla_e2e::apply_seed_manager_rbac(&plane.client()).await?;
-    let client = plane.client();
-    let clusters: Api<Cluster> = Api::all(client.clone());
-    let started = Instant::now();
-    futures::stream::iter(0..count)
-        .map(|i| {
-            let (client, clusters) = (client.clone(), clusters.clone());
-            async move {
-                let name = format!("bench{i}");
-                ensure_namespace(&client, &format!("cluster-{name}")).await?;
-                let spec = ClusterSpec {
-                    human_readable_name: None,
-                    expose_strategy: Some(ExposeStrategy::NodePort),
-                    mla: Some(MLASettings { monitoring_enabled: true, logging_enabled: true, ..Default::default() }),
-                };
-                clusters.create(&PostParams::default(), &Cluster::new(&name, spec)).await?;
-                let status = serde_json::json!({"status": {"namespaceName": format!("cluster-{name}"),
-                    "address": {"externalName": format!("{name}.seed.example.com"), "ip": "192.0.2.1", "port": 30000}}});
-                clusters.patch_status(&name, &Default::default(), &kube::api::Patch::Merge(&status)).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<()>>>()?;
-    println!("created {count} Clusters with namespaces in {:.1} s", started.elapsed().as_secs_f64());
-
-    let identity = Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
-    let kubeconfig = plane.kubeconfig(&identity).await?;
-    let mut command = Command::new(BINARY);
-    command
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg(format!("--admin-addr=127.0.0.1:{}", free_port()?))
-        .args(["--leader-election-namespace=kubermatic", "--enable-user-cluster-mla=true", "--log-level=warn"])
-        .arg(format!("--resync-period={resync}s"));
-    let process = ManagedProcess::spawn("seed-controller-manager", command, &plane.dir().join("seed.log"))?;
-    let started = Instant::now();
-    loop {
-        let list = clusters.list(&Default::default()).await?;
-        let done = list
-            .items
-            .iter()
-            .filter(|c| {
-                c.status.as_ref().and_then(|s| s.conditions.get("MLAGatewayReady")).and_then(|c| c.reason.as_deref())
-                    == Some("GatewayNotAvailable")
-            })
-            .count();
-        if done == count {
-            break;
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(3600), "only {done} of {count} reconciled");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let elapsed = started.elapsed();
-    println!(
-        "reconciled {count} gateways (2 Secrets, ConfigMap, Deployment, 2 Services, status each) in {:.1} s ({:.1} clusters/s)",
-        elapsed.as_secs_f64(),
-        count as f64 / elapsed.as_secs_f64()
+/// Cold start to convergence, writes at steady state with Cortex up and down, peak RSS.
+async fn steady_state(count: usize, resync: u64) -> anyhow::Result<()> {
+    let mut seed = Seed::prepare("bench-gateway", count).await?;
+    let process = seed.start_manager(resync).await?;
+    let start = std::time::Instant::now();
+    let limit = Duration::from_secs(3600);
+    let gateways = seed.wait_for_since(start, "MLAGatewayReady", &["GatewayNotAvailable"], limit).await?;
+    report(
+        &format!("seed, {count} MLA Clusters, all controllers on: start -> every gateway reconciled"),
+        format!("{:.1} s ({:.1} clusters/s)", gateways.as_secs_f64(), count as f64 / gateways.as_secs_f64()),
+        "-",
+        Met::NoGoal,
     );
-    let groups = ["", "apps", "kubermatic.k8c.io"];
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let before: u64 = write_requests_by_resource(&client, &groups).await?.values().sum();
-    tokio::time::sleep(Duration::from_secs(2 * resync + 5)).await;
-    let after: u64 = write_requests_by_resource(&client, &groups).await?.values().sum();
-    println!("write requests during two {resync} s no-change resync periods: {}", after - before);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", process.id()))?;
-    let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or("?").trim().to_string();
-    println!("peak RSS of seed-controller-manager: {peak}");
+    let converged = seed.wait_converged(start, Duration::from_secs(5), limit).await?;
+    report(
+        &format!("seed, {count} MLA Clusters: start -> every controller converged (5 conditions settled, last write)"),
+        format!("{:.1} s", converged.as_secs_f64()),
+        "-",
+        Met::NoGoal,
+    );
+    let period = Duration::from_secs(2 * resync + 5);
+    let writes = support::writes_during(&seed.client, period).await?;
+    let total: u64 = writes.values().sum();
+    report(
+        &format!(
+            "seed, {count} Clusters: writes during two {resync} s no-change resync periods (every controller converged)"
+        ),
+        total,
+        "0",
+        Met::from(total == 0),
+    );
+    if total > 0 {
+        println!("writes by kind: {writes:?}");
+    }
+
+    // Cortex goes away: one condition change per Cluster, then nothing more.
+    seed.cortex.stop();
+    let noticed =
+        seed.wait_for("MLAAlertingReady", &["BackendUnavailable"], Duration::from_secs(4 * resync + 120)).await?;
+    println!("every Cluster reports Cortex unavailable {:.1} s after it stopped", noticed.as_secs_f64());
+    let writes = support::writes_during(&seed.client, period).await?;
+    let total: u64 = writes.values().sum();
+    report(
+        &format!(
+            "seed, {count} Clusters, Cortex stopped: writes during two {resync} s resync periods after the condition change"
+        ),
+        total,
+        "0",
+        Met::from(total == 0),
+    );
+    if total > 0 {
+        println!("writes by kind: {writes:?}");
+    }
+    let rss = mla_e2e::bench::peak_rss_mib(process.id()).unwrap_or(f64::NAN);
+    let (goal, met) = if count == 1000 {
+        ("<= 100 MiB", Met::from(rss <= 100.0))
+    } else {
+        ("<= 100 MiB at 1,000 Clusters", Met::NoGoal)
+    };
+    report(&format!("seed peak RSS, {count} MLA Clusters, all controllers on"), format!("{rss:.0} MiB"), goal, met);
     Ok(())
 }
 
-/// Sends remote-write requests of 50 series (one sample each, timestamped now) with 16
-/// concurrent keep-alive connections for `duration`, under `tenant` when given (the
-/// gateway sets it itself); requests/s.
-async fn blast(client: reqwest::Client, url: String, tenant: Option<&'static str>, duration: Duration) -> f64 {
+/// Samples in one remote-write request: Prometheus's `max_samples_per_send` default.
+const SAMPLES_PER_REQUEST: usize = 2000;
+/// Concurrent senders, each on its own keep-alive connection: Prometheus's shards.
+const SHARDS: usize = 8;
+
+/// Sends remote-write requests of [`SAMPLES_PER_REQUEST`] series (one sample each,
+/// timestamped now) from [`SHARDS`] concurrent senders for `duration`, under `tenant` when
+/// given (the gateway sets it itself); samples/s accepted, and the requests Cortex
+/// refused with a 5xx (which Prometheus retries: an ingester overwhelmed on this machine).
+/// `phase` names the run.
+async fn blast(
+    client: reqwest::Client,
+    url: String,
+    tenant: Option<&'static str>,
+    phase: &str,
+    duration: Duration,
+) -> (f64, u64) {
     let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + duration;
-    let workers: Vec<_> = (0..16)
-        .map(|worker| {
-            let (client, url, done) = (client.clone(), url.clone(), done.clone());
+    let started = Instant::now();
+    let workers: Vec<_> = (0..SHARDS)
+        .map(|shard| {
+            let (client, url, done, failed) = (client.clone(), url.clone(), done.clone(), failed.clone());
+            // The same series in every phase (they run one after the other, so each series'
+            // timestamps only grow): 16,000 series, under Cortex's per-metric limit.
+            let _ = phase;
+            let shard = shard.to_string();
             tokio::spawn(async move {
-                let worker = worker.to_string();
+                let names: Vec<String> = (0..SAMPLES_PER_REQUEST).map(|i| i.to_string()).collect();
                 while Instant::now() < deadline {
-                    let series: Vec<Series> = (0..50)
-                        .map(|i| Series::now("bench_samples", &[("worker", &worker), ("i", &i.to_string())], 1.0))
+                    let series: Vec<Series> = names
+                        .iter()
+                        .map(|i| {
+                            Series::now("bench_samples", &[("shard", &shard), ("instance", i), ("job", "bench")], 1.0)
+                        })
                         .collect();
-                    let (status, body) = mla_e2e::cortex::push(&client, &url, tenant, &series).await.unwrap();
-                    assert!((200..300).contains(&status), "{status}: {body}");
-                    done.fetch_add(1, Ordering::Relaxed);
+                    let mut request = client.post(&url).body(remote_write::compressed_body(&series));
+                    for (name, value) in remote_write::HEADERS {
+                        request = request.header(name, value);
+                    }
+                    if let Some(tenant) = tenant {
+                        request = request.header(mla_e2e::cortex::TENANT_HEADER, tenant);
+                    }
+                    let response = request.send().await.unwrap();
+                    let status = response.status();
+                    let body = response.text().await.unwrap();
+                    if status.is_server_error() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    assert!(status.is_success(), "{status}: {body}");
+                    done.fetch_add(SAMPLES_PER_REQUEST as u64, Ordering::Relaxed);
                 }
             })
         })
@@ -158,7 +185,7 @@ async fn blast(client: reqwest::Client, url: String, tenant: Option<&'static str
     for worker in workers {
         worker.await.unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
+    (done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(), failed.load(Ordering::Relaxed))
 }
 
 async fn throughput() -> anyhow::Result<()> {
@@ -189,6 +216,8 @@ async fn throughput() -> anyhow::Result<()> {
     }
     let backend = cortex.url().to_string();
 
+    // The production configuration, as the controller renders it (upstream groups with
+    // keep-alive), on loopback ports and scratch paths.
     let upstreams = Upstreams::all(&backend);
     let server = GatewayServer {
         write_port: free_port()?,
@@ -213,14 +242,48 @@ async fn throughput() -> anyhow::Result<()> {
         .identity(identity)
         .build()?;
     let plain = reqwest::Client::builder().no_proxy().build()?;
+    let direct_url = format!("{backend}/api/v1/push");
+    let gateway_url = format!("https://127.0.0.1:{}/api/v1/push", server.write_port);
+    // Warm-up (connections, TSDB head), then alternating windows so that drift in the
+    // machine's load falls on both sides alike.
+    blast(plain.clone(), direct_url.clone(), Some("bench"), "warm-direct", Duration::from_secs(2)).await;
+    blast(tls.clone(), gateway_url.clone(), None, "warm-gateway", Duration::from_secs(2)).await;
     let window = Duration::from_secs(5);
-    let direct = blast(plain, format!("{backend}/api/v1/push"), Some("bench"), window).await;
-    let through = blast(tls, format!("https://127.0.0.1:{}/api/v1/push", server.write_port), None, window).await;
+    let (mut direct, mut through, mut refused) = (0.0, 0.0, (0, 0));
+    for round in 0..3 {
+        let (rate, failed) =
+            blast(plain.clone(), direct_url.clone(), Some("bench"), &format!("direct{round}"), window).await;
+        direct += rate / 3.0;
+        refused.0 += failed;
+        let (rate, failed) = blast(tls.clone(), gateway_url.clone(), None, &format!("gateway{round}"), window).await;
+        through += rate / 3.0;
+        refused.1 += failed;
+    }
     println!(
-        "remote write into real Cortex, 50 series per request, 16 connections: {through:.0} req/s through the gateway (mTLS), {direct:.0} req/s straight to Cortex: ratio {:.2}; Cortex RSS afterwards {} MiB",
-        through / direct,
-        cortex.rss_kib().unwrap_or_default() / 1024
+        "requests Cortex answered with 5xx (not counted): {} straight, {} through the gateway",
+        refused.0, refused.1
     );
+    let ratio = through / direct;
+    let what = format!("{SAMPLES_PER_REQUEST} samples per request, {SHARDS} shards");
+    report(
+        &format!("remote write into real Cortex straight to the distributor ({what})"),
+        format!("{direct:.0} samples/s"),
+        "-",
+        Met::NoGoal,
+    );
+    report(
+        &format!("remote write into real Cortex through the gateway, nginx mTLS ({what})"),
+        format!("{through:.0} samples/s"),
+        "-",
+        Met::NoGoal,
+    );
+    report(
+        "remote write: samples/s through the gateway / straight to Cortex, same run",
+        format!("{ratio:.2}"),
+        ">= 0.9",
+        Met::from(ratio >= 0.9),
+    );
+    println!("Cortex RSS afterwards {} MiB", cortex.rss_kib().unwrap_or_default() / 1024);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -148,11 +148,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let runtime = Runtime::new(BINARY, &args.common).await?;
-    let (pauses, pause_watch) = runtime.reflect(
-        "scope/clusters",
-        kube::Api::<seed_controller_manager::scope::ClusterPause>::all(runtime.client.clone()),
-        kube::runtime::watcher::Config::default(),
-    );
+    let (pauses, pause_watch) = seed_controller_manager::scope::reflect_pauses(&runtime);
     let scope = ClusterScope::new(args.worker_name.clone(), pauses);
     let seed = SeedSettings {
         scope: scope.clone(),

@@ -133,6 +133,44 @@ pub fn decide(worker_name: &str, cluster: &Cluster, pause: Option<&ClusterPause>
     }
 }
 
+/// The projection of every Cluster's pause, for [`ClusterScope::new`], and the future that
+/// keeps it current (run it beside the controllers); its readiness gate is
+/// `scope/clusters`. Only the name, resourceVersion and `spec.pause` are read: the rest
+/// of the metadata (managedFields, labels, annotations) is dropped.
+pub fn reflect_pauses(
+    runtime: &mla_common::runtime::Runtime,
+) -> (Store<ClusterPause>, impl std::future::Future<Output = ()> + Send + 'static) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (store, writer) = reflector::store();
+    let gate = runtime.readiness.gate("scope/clusters");
+    let shutdown = runtime.shutdown.clone();
+    let api = kube::Api::<ClusterPause>::all(runtime.client.clone());
+    let watch = mla_common::runtime::relisting_watcher(api, watcher::Config::default()).default_backoff().modify(
+        |pause: &mut ClusterPause| {
+            let meta = &mut pause.metadata;
+            *meta = kube::api::ObjectMeta {
+                name: meta.name.take(),
+                resource_version: meta.resource_version.take(),
+                ..Default::default()
+            };
+        },
+    );
+    let task = async move {
+        let stream = mla_common::runtime::mark_synced(reflector::reflector(writer, watch), gate).for_each(|event| {
+            if let Err(error) = event {
+                tracing::warn!(watch = "scope/clusters", %error, "watch failed; retrying");
+            }
+            futures::future::ready(())
+        });
+        tokio::select! {
+            () = stream => {}
+            () = shutdown.cancelled() => {}
+        }
+    };
+    (store, task)
+}
+
 /// Whether `object` carries `finalizer`.
 pub fn has_finalizer<K: Resource>(object: &K, finalizer: &str) -> bool {
     object.meta().finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == finalizer))

@@ -266,9 +266,8 @@ pub fn run(
     let stop = runtime.shutdown.clone();
     async move {
         let (clusters, writer) = reflector::store();
-        let watch =
-            relisting_watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
-        let events = mark_synced(reflector::reflector(writer, watch), gate).applied_objects();
+        let watch = crate::watch::cluster_watch(&client, context.applier.field_manager(), CONDITION);
+        let events = crate::watch::cluster_changes(mark_synced(reflector::reflector(writer, watch), gate), CONDITION);
         // A kubeconfig Secret appearing (or changing) brings its Cluster's process up.
         let secret_name = context.settings.kubeconfig_secret.clone();
         let secrets = relisting_watcher(

@@ -6,16 +6,96 @@ use kube::runtime::controller;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
+use mla_common::api::Cluster;
 use mla_common::runtime::on_first_sync;
 use mla_common::runtime::relisting_watcher;
 use serde::de::DeserializeOwned;
 
+/// Keeps, of an object's managedFields, only the entries of `manager`. A controller's
+/// applier reads its own entry (to tell whether an apply would change anything); the other
+/// writers' entries (every controller's status apply on a Cluster, the API server's own
+/// defaults, KKP's writers) would only take memory in each controller's cache. `""`
+/// keeps none: for a cache of objects the controller never applies.
+pub fn only_managed_by<K: Resource>(manager: &str) -> impl FnMut(&mut K) + Send + Clone + 'static + use<K> {
+    let manager = manager.to_string();
+    move |object: &mut K| {
+        let meta = object.meta_mut();
+        if let Some(fields) = meta.managed_fields.as_mut() {
+            fields.retain(|entry| !manager.is_empty() && entry.manager.as_deref() == Some(manager.as_str()));
+            if fields.is_empty() {
+                meta.managed_fields = None;
+            }
+        }
+    }
+}
+
+/// What a controller's cache of Clusters keeps: its own managedFields entry and, of the
+/// status conditions, its own (`condition`); every controller writes one condition, and
+/// KKP many more, that no other controller reads.
+pub fn cluster_view(
+    manager: &str,
+    condition: &'static str,
+) -> impl FnMut(&mut Cluster) + Send + Clone + 'static + use<> {
+    let mut fields = only_managed_by::<Cluster>(manager);
+    move |cluster: &mut Cluster| {
+        fields(cluster);
+        if let Some(status) = cluster.status.as_mut() {
+            status.conditions.retain(|name, _| name == condition);
+        }
+    }
+}
+
+/// A watch of all Clusters, each trimmed by [`cluster_view`], for a controller's reflector.
+pub fn cluster_watch(
+    client: &kube::Client,
+    manager: &str,
+    condition: &'static str,
+) -> impl futures::Stream<Item = Result<watcher::Event<Cluster>, watcher::Error>> + Send + 'static + use<> {
+    relisting_watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(cluster_view(manager, condition))
+}
+
+/// The Clusters of a (reflector's) event stream whose part a seed controller reads changed:
+/// generation (any spec change, KKP's pause included), labels, finalizers, deletion, the
+/// namespace and address in the status, and the controller's own `condition`. Another
+/// controller's status write (five controllers write a condition each, the
+/// user-cluster-controller-manager writes health) wakes no one else: at thousands of
+/// Clusters, waking every controller for every write multiplied the reconciles (and their
+/// reads) several times over during a cold start.
+pub fn cluster_changes<S>(
+    events: S,
+    condition: &'static str,
+) -> impl futures::Stream<Item = Result<Cluster, watcher::Error>> + Send + 'static
+where
+    S: futures::Stream<Item = Result<watcher::Event<Cluster>, watcher::Error>> + Send + 'static,
+{
+    // A hash of the relevant part is all that is kept per Cluster (not the part itself).
+    relevant_changes(events, move |cluster: &Cluster| {
+        use std::hash::{Hash, Hasher};
+        let meta = &cluster.metadata;
+        let relevant = serde_json::json!([
+            meta.generation,
+            meta.labels,
+            meta.finalizers,
+            meta.deletion_timestamp.is_some(),
+            cluster.status.as_ref().map(|s| (&s.namespace_name, &s.address)),
+            cluster.condition(condition),
+        ]);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        relevant.to_string().hash(&mut hasher);
+        hasher.finish()
+    })
+}
+
 /// A reflector of a controller's children of one kind: the objects labelled
-/// `app.kubernetes.io/name=<app>` in all namespaces. `synced` is called once, with the
-/// first complete list; the stream yields every object touched, for `owns_stream`.
+/// `app.kubernetes.io/name=<app>` in all namespaces, with only `manager`'s managedFields
+/// ([`only_managed_by`]). `synced` is called once, with the first complete list; the
+/// stream yields every object touched, for `owns_stream`.
 pub fn children<K>(
     client: &kube::Client,
     app: &str,
+    manager: &str,
     synced: impl FnOnce() + Send + 'static,
 ) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
@@ -30,7 +110,8 @@ where
     let (store, writer) = reflector::store();
     let selector = format!("app.kubernetes.io/name={app}");
     let watch = relisting_watcher(Api::<K>::all(client.clone()), watcher::Config::default().labels(&selector))
-        .default_backoff();
+        .default_backoff()
+        .modify(only_managed_by::<K>(manager));
     let stream = on_first_sync(reflector::reflector(writer, watch), synced).touched_objects();
     (store, stream)
 }

@@ -169,6 +169,7 @@ fn goldens_pass_nginx_t() {
         if let Some(resolver) = &production.resolver {
             config = config.replace(&format!("resolver {resolver} "), "resolver 127.0.0.1 ");
         }
+        let config = support::localize_upstreams(&config);
         if let Err(output) = support::nginx_check(&dir, &config) {
             panic!("golden {} fails nginx -t:\n{output}\n{config}", variant.name);
         }
@@ -195,22 +196,24 @@ fn goldens_limit_the_tenant_not_clients() {
 }
 
 /// The canonical form the renderer writes: lower case, no trailing `/` or `.`, IPv6 in
-/// its shortest form.
+/// its shortest form, the scheme's port when none is given (an upstream server needs one).
 fn canonical(url: &str) -> String {
     let lower = url.to_ascii_lowercase();
     let lower = lower.strip_suffix('/').unwrap_or(&lower);
     let Some((scheme, authority)) = lower.split_once("://") else { return lower.to_string() };
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let with_port = |port: &str| if port.is_empty() { default_port.to_string() } else { port.to_string() };
     if let Some(rest) = authority.strip_prefix('[')
         && let Some((ip, after)) = rest.split_once(']')
         && let Ok(ip) = ip.parse::<Ipv6Addr>()
     {
-        return format!("{scheme}://[{ip}]{after}");
+        return format!("{scheme}://[{ip}]{}", with_port(after));
     }
     let (host, port) = match authority.split_once(':') {
         Some((host, port)) => (host, format!(":{port}")),
         None => (authority, String::new()),
     };
-    format!("{scheme}://{}{port}", host.strip_suffix('.').unwrap_or(host))
+    format!("{scheme}://{}{}", host.strip_suffix('.').unwrap_or(host), with_port(&port))
 }
 
 fn canonical_upstreams(up: &Upstreams) -> ExpectedUpstreams {
@@ -470,7 +473,7 @@ fn rendered_configs_pass_nginx_t() {
         .run(&prop_oneof![valid_inputs(), one_hostile_field()], |inputs| {
             if let Some(config) = check_rendered(&inputs, &server)? {
                 rendered.set(rendered.get() + 1);
-                if let Err(output) = support::nginx_check(&dir, &config) {
+                if let Err(output) = support::nginx_check(&dir, &support::localize_upstreams(&config)) {
                     return Err(TestCaseError::fail(format!("nginx -t failed:\n{output}\n{config}")));
                 }
             }

@@ -80,28 +80,34 @@ pub(super) fn run(
 ) -> (Store<Cluster>, impl std::future::Future<Output = ()> + Send + 'static) {
     let client = runtime.client.clone();
     let readiness = runtime.readiness.clone();
+    let applier = runtime.applier(CONTROLLER);
+    let manager = applier.field_manager().to_string();
 
     let (clusters, cluster_writer) = reflector::store();
-    let cluster_watch =
-        relisting_watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
-    let cluster_events =
-        mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("alerting/clusters"))
-            .applied_objects();
+    let cluster_watch = crate::watch::cluster_watch(&client, &manager, CONDITION);
+    let cluster_events = crate::watch::cluster_changes(
+        mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("alerting/clusters")),
+        CONDITION,
+    );
 
     let (alertmanagers, writer) = reflector::store();
-    let watch =
-        relisting_watcher(Api::<Alertmanager>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let watch = relisting_watcher(Api::<Alertmanager>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(crate::watch::only_managed_by(&manager));
     let alertmanager_events =
         mark_synced(reflector::reflector(writer, watch), readiness.gate("alerting/alertmanagers")).touched_objects();
 
     let (settings, writer) = reflector::store();
-    let watch =
-        relisting_watcher(Api::<MLAAdminSetting>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let watch = relisting_watcher(Api::<MLAAdminSetting>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(crate::watch::only_managed_by(""));
     let settings_events =
         mark_synced(reflector::reflector(writer, watch), readiness.gate("alerting/mlaadminsettings")).touched_objects();
 
     let (rule_groups, writer) = reflector::store();
-    let watch = relisting_watcher(Api::<RuleGroup>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let watch = relisting_watcher(Api::<RuleGroup>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(crate::watch::only_managed_by(&manager));
     let rule_group_events =
         mark_synced(reflector::reflector(writer, watch), readiness.gate("alerting/rulegroups")).touched_objects();
 
@@ -116,7 +122,7 @@ pub(super) fn run(
 
     let context = Arc::new(Context {
         client: client.clone(),
-        applier: runtime.applier(CONTROLLER),
+        applier,
         events: runtime.events(client.clone(), CONTROLLER),
         metrics: runtime.metrics.controller(CONTROLLER),
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::DeleteParams;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::api::{
     Cluster, Condition, ConditionStatus, ExposeStrategy, ExtendedClusterHealth, HealthStatus, MLA_ADMIN_SETTING_NAME,
@@ -28,7 +28,6 @@ use super::nginx::{self, GatewayServer, Upstreams};
 use super::resources::{self, GatewayDeploymentSettings};
 use crate::scope::{ClusterScope, STALE_RETRY, Serve};
 use crate::{status, watch};
-use mla_common::runtime::relisting_watcher;
 
 /// Condition on the Cluster about its gateway.
 pub const CONDITION: &str = "MLAGatewayReady";
@@ -116,20 +115,22 @@ pub fn run(
             move || gate.set_ready()
         };
         let app = resources::GATEWAY;
-        let (secrets, secret_events) = watch::children::<Secret>(&client, app, synced("gateway/secrets"));
-        let (config_maps, config_map_events) = watch::children::<ConfigMap>(&client, app, synced("gateway/configmaps"));
+        let manager = applier.field_manager().to_string();
+        let (secrets, secret_events) = watch::children::<Secret>(&client, app, &manager, synced("gateway/secrets"));
+        let (config_maps, config_map_events) =
+            watch::children::<ConfigMap>(&client, app, &manager, synced("gateway/configmaps"));
         let (deployments, deployment_events) =
-            watch::children::<Deployment>(&client, app, synced("gateway/deployments"));
-        let (services, service_events) = watch::children::<Service>(&client, app, synced("gateway/services"));
+            watch::children::<Deployment>(&client, app, &manager, synced("gateway/deployments"));
+        let (services, service_events) = watch::children::<Service>(&client, app, &manager, synced("gateway/services"));
         // The pod sets of a gateway being replaced, to remove once ours has rolled out.
         let (replica_sets, replica_set_events) =
-            watch::children::<ReplicaSet>(&client, app, synced("gateway/replicasets"));
+            watch::children::<ReplicaSet>(&client, app, &manager, synced("gateway/replicasets"));
         let (clusters, cluster_writer) = reflector::store();
-        let cluster_watch =
-            relisting_watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
-        let cluster_events =
-            mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("gateway/clusters"))
-                .applied_objects();
+        let cluster_watch = watch::cluster_watch(&client, &manager, CONDITION);
+        let cluster_events = watch::cluster_changes(
+            mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("gateway/clusters")),
+            CONDITION,
+        );
         let resync_period = settings.resync_period;
         let leader_gained = leader.gained();
         let context = Arc::new(Context {

@@ -11,9 +11,14 @@
 //! configuration API) and `/loki/api/v1/rules` (Loki ruler configuration API) go to the
 //! rulers instead of the query frontends, which do not serve them.
 //!
-//! Upstreams are addressed through variables (`$request_uri`), so nginx resolves their names
-//! when a request comes, with the configured `resolver`, and starts even while a backend's
-//! Service does not resolve yet.
+//! Each backend is an `upstream` group with idle keep-alive connections (HTTP/1.1,
+//! `Connection ""`): a request does not pay for a new TCP connection to Cortex or Loki. A
+//! DNS name in a group is a `server ... resolve` (nginx >= 1.27.3, which the gateway image
+//! has): nginx resolves it with the configured `resolver` while it runs, again after each
+//! `valid` period, so a Service whose ClusterIP changes (deleted and made again) is
+//! followed without a restart, and nginx starts even while a backend's Service does not
+//! resolve yet. `proxy_pass` names the group in a URL with variables (`$request_uri`),
+//! which nginx looks up among the groups first.
 //!
 //! Certificates are read from fixed paths ([`GatewayPaths`]): nginx re-reads the certificate,
 //! key and client CA bundle on `nginx -s reload`, which replaces the workers gracefully
@@ -227,13 +232,6 @@ pub fn render(
         ("certificate", validate_path("certificate path", &paths.certificate)?),
         ("certificate_key", validate_path("certificate key path", &paths.certificate_key)?),
         ("client_ca_bundle", validate_path("client CA bundle path", &paths.client_ca_bundle)?),
-        ("cortex_distributor", upstream("cortex-distributor upstream URL", &upstreams.cortex_distributor)?),
-        ("loki_distributor", upstream("loki-distributor upstream URL", &upstreams.loki_distributor)?),
-        ("cortex_query_frontend", upstream("cortex-query-frontend upstream URL", &upstreams.cortex_query_frontend)?),
-        ("loki_query_frontend", upstream("loki-query-frontend upstream URL", &upstreams.loki_query_frontend)?),
-        ("cortex_alertmanager", upstream("cortex-alertmanager upstream URL", &upstreams.cortex_alertmanager)?),
-        ("cortex_ruler", upstream("cortex-ruler upstream URL", &upstreams.cortex_ruler)?),
-        ("loki_ruler", upstream("loki-ruler upstream URL", &upstreams.loki_ruler)?),
         (
             "resolver",
             match &server.resolver {
@@ -242,6 +240,22 @@ pub fn render(
             },
         ),
     ]);
+    let resolving = server.resolver.is_some();
+    let mut groups = String::new();
+    for (placeholder, field, url) in [
+        ("cortex_distributor", "cortex-distributor upstream URL", &upstreams.cortex_distributor),
+        ("loki_distributor", "loki-distributor upstream URL", &upstreams.loki_distributor),
+        ("cortex_query_frontend", "cortex-query-frontend upstream URL", &upstreams.cortex_query_frontend),
+        ("loki_query_frontend", "loki-query-frontend upstream URL", &upstreams.loki_query_frontend),
+        ("cortex_alertmanager", "cortex-alertmanager upstream URL", &upstreams.cortex_alertmanager),
+        ("cortex_ruler", "cortex-ruler upstream URL", &upstreams.cortex_ruler),
+        ("loki_ruler", "loki-ruler upstream URL", &upstreams.loki_ruler),
+    ] {
+        let target = upstream(field, url)?;
+        groups.push_str(&upstream_group(placeholder, &target, resolving));
+        values.insert(placeholder, format!("{}://{placeholder}", target.scheme));
+    }
+    values.insert("upstreams", groups);
     let mut zones = String::new();
     for (zone, placeholder, limit) in limits {
         let directive = match limit {
@@ -316,9 +330,40 @@ fn validate_label<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Re
     }
 }
 
+/// Idle connections each gateway keeps open to each backend group (per worker). Prometheus
+/// sends with up to 50 shards by default; more than this many concurrent requests open
+/// further connections, which are closed after their request.
+const UPSTREAM_KEEPALIVE: u32 = 32;
+
+/// A backend from its validated URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Upstream {
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// Host (DNS name, IPv4 address or `[IPv6 address]`) in canonical form.
+    host: String,
+    /// The port, the scheme's default when the URL names none (an upstream `server`
+    /// defaults to 80 whatever the scheme).
+    port: u16,
+    /// Whether the host is a DNS name (not an address).
+    named: bool,
+}
+
+/// The `upstream` block `name` for `target`: keep-alive connections, and a DNS name
+/// resolved again while nginx runs when a resolver is configured (`server ... resolve`,
+/// nginx >= 1.27.3; the `zone` holds the addresses it resolved). Without a resolver a name
+/// is resolved once, when nginx loads the configuration.
+fn upstream_group(name: &str, target: &Upstream, resolving: bool) -> String {
+    let resolve = if target.named && resolving { " resolve" } else { "" };
+    format!(
+        "upstream {name} {{\n    zone {name} 64k;\n    server {}:{}{resolve};\n    keepalive {UPSTREAM_KEEPALIVE};\n}}\n",
+        target.host, target.port
+    )
+}
+
 /// `http://host[:port]` or `https://host[:port]`, an optional trailing `/`, nothing else;
-/// returned in canonical form (lower case, no trailing `/`).
-fn upstream(field: &'static str, url: &str) -> Result<String, RenderError> {
+/// parsed into its canonical form (lower case, no trailing `/`).
+fn upstream(field: &'static str, url: &str) -> Result<Upstream, RenderError> {
     let invalid = |reason| RenderError::Invalid { field, value: url.to_string(), reason };
     let (scheme, rest) =
         url.split_once("://").ok_or_else(|| invalid("must be http://host[:port] or https://host[:port]"))?;
@@ -330,7 +375,14 @@ fn upstream(field: &'static str, url: &str) -> Result<String, RenderError> {
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     let authority = host_port(field, authority)
         .map_err(|_| invalid("must be http(s)://host[:port] without path, query or user"))?;
-    Ok(format!("{scheme}://{authority}"))
+    // host_port's canonical form: `[v6]`, `[v6]:port`, `host` or `host:port`.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.ends_with(']') => (host.to_string(), port.parse::<u16>().ok()),
+        _ => (authority.clone(), None),
+    };
+    let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let named = !host.starts_with('[') && host.parse::<Ipv4Addr>().is_err();
+    Ok(Upstream { scheme, host, port, named })
 }
 
 /// `host`, `host:port`, `[ipv6]` or `[ipv6]:port`, where host is a DNS name or an IPv4
@@ -422,6 +474,25 @@ mod tests {
     }
 
     #[test]
+    fn upstreams_are_keep_alive_groups_resolved_while_running() {
+        let config = render_default("abc123", None).expect("renders");
+        assert!(config.contains(
+            "upstream cortex_distributor {\n        zone cortex_distributor 64k;\n        server cortex-distributor.mla.svc.cluster.local:8080 resolve;\n        keepalive 32;\n    }"
+        ), "{config}");
+        assert!(config.contains("proxy_pass http://cortex_distributor$request_uri;"));
+        // Every proxied request reuses a connection: HTTP/1.1 without `Connection: close`.
+        assert_eq!(config.matches("proxy_set_header Connection \"\";").count(), config.matches("proxy_pass ").count());
+        assert!(config.contains("proxy_http_version 1.1;"));
+        // Without a resolver nginx resolves a name once, at start; addresses need none.
+        let server = GatewayServer { resolver: None, ..GatewayServer::default() };
+        let config = render("abc123", None, &Upstreams::all("http://127.0.0.1:9009"), &server).expect("renders");
+        assert!(config.contains("server 127.0.0.1:9009;"), "{config}");
+        assert!(!config.contains("resolve"), "{config}");
+        let config = render("abc123", None, &Upstreams::in_namespace("mla"), &server).expect("renders");
+        assert!(config.contains("server cortex-distributor.mla.svc.cluster.local:8080;"), "{config}");
+    }
+
+    #[test]
     fn cluster_name_must_be_a_label() {
         for bad in ["", "ABC", "abc;", "a b", "-abc", "abc-", "a.b", "x\n}", &"a".repeat(64)] {
             let err = render_default(bad, None).expect_err(bad);
@@ -437,12 +508,17 @@ mod tests {
             ("HTTPS://Cortex.Example.:443/", "https://cortex.example:443"),
             ("http://127.0.0.1:1", "http://127.0.0.1:1"),
             ("http://[::1]:8080", "http://[::1]:8080"),
-            ("http://[0:0::1]", "http://[::1]"),
-            ("http://cortex", "http://cortex"),
+            ("http://[0:0::1]", "http://[::1]:80"),
+            ("http://cortex", "http://cortex:80"),
+            ("https://cortex", "https://cortex:443"),
         ];
         for (input, want) in ok {
-            assert_eq!(upstream("u", input).expect(input), want);
+            let parsed = upstream("u", input).expect(input);
+            assert_eq!(format!("{}://{}:{}", parsed.scheme, parsed.host, parsed.port), want);
         }
+        assert!(upstream("u", "http://cortex.mla:80").expect("valid").named);
+        assert!(!upstream("u", "http://10.0.0.1:80").expect("valid").named);
+        assert!(!upstream("u", "http://[fd00::1]:80").expect("valid").named);
         let bad = [
             "",
             "cortex:8080",

@@ -122,25 +122,29 @@ pub fn run(
         let unsynced = Arc::new(AtomicUsize::new(0));
         let child_synced = |name: &'static str| count_unsynced(readiness.gate(name), &unsynced);
         let app = resources::IAP;
-        let (secrets, secret_events) = watch::children::<Secret>(&client, app, child_synced("iap/secrets"));
+        let manager = applier.field_manager().to_string();
+        let (secrets, secret_events) = watch::children::<Secret>(&client, app, &manager, child_synced("iap/secrets"));
         let (config_maps, config_map_events) =
-            watch::children::<ConfigMap>(&client, app, child_synced("iap/configmaps"));
+            watch::children::<ConfigMap>(&client, app, &manager, child_synced("iap/configmaps"));
         let (deployments, deployment_events) =
-            watch::children::<Deployment>(&client, app, child_synced("iap/deployments"));
-        let (services, service_events) = watch::children::<Service>(&client, app, child_synced("iap/services"));
-        let (ingresses, ingress_events) = watch::children::<Ingress>(&client, app, child_synced("iap/ingresses"));
+            watch::children::<Deployment>(&client, app, &manager, child_synced("iap/deployments"));
+        let (services, service_events) =
+            watch::children::<Service>(&client, app, &manager, child_synced("iap/services"));
+        let (ingresses, ingress_events) =
+            watch::children::<Ingress>(&client, app, &manager, child_synced("iap/ingresses"));
 
         let (clusters, cluster_writer) = reflector::store();
-        let cluster_watch =
-            relisting_watcher(Api::<Cluster>::all(client.clone()), watcher::Config::default()).default_backoff();
-        let cluster_events =
-            synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("iap/clusters"), &unsynced)
-                .applied_objects();
+        let cluster_watch = watch::cluster_watch(&client, &manager, CONDITION);
+        let cluster_events = watch::cluster_changes(
+            synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("iap/clusters"), &unsynced),
+            CONDITION,
+        );
 
         let (bindings, binding_writer) = reflector::store();
         let binding_watch =
             relisting_watcher(Api::<UserProjectBinding>::all(client.clone()), watcher::Config::default())
-                .default_backoff();
+                .default_backoff()
+                .modify(watch::only_managed_by(""));
         let binding_events = synced(
             reflector::reflector(binding_writer, binding_watch),
             readiness.gate("iap/userprojectbindings"),
@@ -151,8 +155,9 @@ pub fn run(
         // Users change often (KKP records when they were last seen); only a change of
         // email or admin flag, or a deletion, can change who is let in.
         let (users, user_writer) = reflector::store();
-        let user_watch =
-            relisting_watcher(Api::<User>::all(client.clone()), watcher::Config::default()).default_backoff();
+        let user_watch = relisting_watcher(Api::<User>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(watch::only_managed_by(""));
         let user_events = watch::relevant_changes(
             synced(reflector::reflector(user_writer, user_watch), readiness.gate("iap/users"), &unsynced),
             |user: &User| (user.spec.email.clone(), user.spec.admin),
@@ -161,7 +166,8 @@ pub fn run(
         let (group_bindings, group_binding_writer) = reflector::store();
         let group_binding_watch =
             relisting_watcher(Api::<GroupProjectBinding>::all(client.clone()), watcher::Config::default())
-                .default_backoff();
+                .default_backoff()
+                .modify(watch::only_managed_by(""));
         let group_binding_events = synced(
             reflector::reflector(group_binding_writer, group_binding_watch),
             readiness.gate("iap/groupprojectbindings"),
@@ -171,8 +177,9 @@ pub fn run(
 
         // Users' groups: only a change of the groups (or a deletion) can change who is let in.
         let (user_groups, user_groups_writer) = reflector::store();
-        let user_groups_watch =
-            relisting_watcher(Api::<UserGroups>::all(client.clone()), watcher::Config::default()).default_backoff();
+        let user_groups_watch = relisting_watcher(Api::<UserGroups>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(watch::only_managed_by(""));
         let user_groups_events = watch::relevant_changes(
             synced(
                 reflector::reflector(user_groups_writer, user_groups_watch),

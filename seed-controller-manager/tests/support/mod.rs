@@ -107,6 +107,46 @@ pub fn nginx_check(dir: &ScratchDir, config: &str) -> Result<(), String> {
     }
 }
 
+/// Whether the nginx tests run with resolves a `server` name of an `upstream` block while
+/// it runs (`resolve`, nginx >= 1.27.3; Debian's 1.22 does not).
+pub fn nginx_resolves_upstreams() -> bool {
+    let Ok(output) = Command::new(nginx_bin()).arg("-v").output() else { return false };
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    let Some(version) = text.trim().rsplit('/').next() else { return false };
+    let parts: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+    parts.as_slice() >= [1, 27, 3].as_slice()
+}
+
+/// `config` made checkable by this machine's nginx without a DNS server: every upstream
+/// `server` that is a DNS name is pointed at 127.0.0.1 (same port), since `nginx -t`
+/// resolves a name without `resolve` at once; `resolve` is kept when this nginx knows it
+/// (a resolver must then be configured), else dropped. Addresses stay as they are.
+pub fn localize_upstreams(config: &str) -> String {
+    let keep_resolve = nginx_resolves_upstreams();
+    config
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            let Some(rest) = trimmed.strip_prefix("server ").and_then(|r| r.strip_suffix(';')) else {
+                return line.to_string();
+            };
+            let (address, resolve) = match rest.strip_suffix(" resolve") {
+                Some(address) => (address, true),
+                None => (rest, false),
+            };
+            let indent = &line[..line.len() - trimmed.len()];
+            let Some((host, port)) = address.rsplit_once(':') else { return line.to_string() };
+            if host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+                return line.to_string();
+            }
+            let flag = if resolve && keep_resolve { " resolve" } else { "" };
+            format!("{indent}server 127.0.0.1:{port}{flag};")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
 /// One directive of an nginx configuration: name, arguments, and its block if it has one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Directive {
@@ -261,14 +301,47 @@ pub fn server_shapes(config: &[Directive]) -> Result<Vec<ServerShape>, String> {
     }
     let http = config.iter().find(|d| d.name == "http").and_then(|d| d.block.as_ref()).ok_or("no http block")?;
     let mut servers = Vec::new();
+    let mut groups = std::collections::BTreeMap::new();
     for directive in http {
         match (directive.name.as_str(), &directive.block) {
             ("server", Some(block)) => servers.push(server_shape(block)?),
+            ("upstream", Some(block)) => {
+                let [name] = directive.args.as_slice() else { return Err(format!("upstream {:?}", directive.args)) };
+                let address = upstream_shape(name, block)?;
+                if groups.insert(name.clone(), address).is_some() {
+                    return Err(format!("upstream {name} twice"));
+                }
+            }
             (_, Some(_)) => return Err(format!("unexpected block {} in http", directive.name)),
             _ => {}
         }
     }
+    // A proxy_pass naming a group goes to the group's one server.
+    for location in servers.iter_mut().flat_map(|s| s.locations.iter_mut()) {
+        let Some((scheme, rest)) = location.target.split_once("://") else { continue };
+        let end = rest.find(['/', '$']).unwrap_or(rest.len());
+        if let Some(address) = groups.get(&rest[..end]) {
+            location.target = format!("{scheme}://{address}{}", &rest[end..]);
+        }
+    }
     Ok(servers)
+}
+
+/// The one server (`host:port`) of an upstream group, or why the group is not what the
+/// renderer makes: a zone of its own name, one server (`resolve` allowed), keep-alive.
+fn upstream_shape(name: &str, block: &[Directive]) -> Result<String, String> {
+    let names: Vec<&str> = block.iter().map(|d| d.name.as_str()).collect();
+    if names != ["zone", "server", "keepalive"] || block.iter().any(|d| d.block.is_some()) {
+        return Err(format!("upstream {name} has {names:?}"));
+    }
+    if block[0].args != [name.to_string(), "64k".to_string()] {
+        return Err(format!("upstream {name} zone {:?}", block[0].args));
+    }
+    match block[1].args.as_slice() {
+        [address] => Ok(address.clone()),
+        [address, flag] if flag == "resolve" => Ok(address.clone()),
+        other => Err(format!("upstream {name} server {other:?}")),
+    }
 }
 
 fn server_shape(block: &[Directive]) -> Result<ServerShape, String> {
@@ -394,6 +467,9 @@ pub const ALLOWED_DIRECTIVES: &[&str] = &[
     "client_max_body_size",
     "proxy_http_version",
     "resolver",
+    "upstream",
+    "zone",
+    "keepalive",
     "limit_req_status",
     "limit_req_zone",
     "server",

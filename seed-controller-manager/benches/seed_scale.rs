@@ -1,0 +1,66 @@
+//! The largest seed (a program that prints figures; `cargo bench -p seed-controller-manager
+//! --bench seed_scale -- [clusters=5000] [resync-seconds=30]`; every figure also goes
+//! through `mla_e2e::bench::report`): N MLA Clusters in one seed with every controller on
+//! (see `support`), the binary started cold:
+//!
+//! - start to every gateway reconciled (goal: 3 minutes at 5,000 Clusters);
+//! - start to every controller converged (all five conditions of every Cluster settled);
+//! - write requests during two no-change resync periods after that (goal: 0);
+//! - the binary's peak RSS (goal: 200 MiB at 5,000 Clusters).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark program may panic
+
+mod support;
+
+use std::time::Duration;
+
+use mla_e2e::bench::{Met, report};
+use support::Seed;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let count: usize = args.first().map(|v| v.parse()).transpose()?.unwrap_or(5000);
+    let resync: u64 = args.get(1).map(|v| v.parse()).transpose()?.unwrap_or(30);
+    // The goals are for 5,000 Clusters; another size reports without one.
+    let full = count == 5000;
+    let goal =
+        |goal: &'static str, ok: bool| if full { (goal, Met::from(ok)) } else { ("- (goal at 5,000)", Met::NoGoal) };
+
+    let seed = Seed::prepare("bench-seed-scale", count).await?;
+    let process = seed.start_manager(resync).await?;
+    let start = std::time::Instant::now();
+    let limit = Duration::from_secs(3600);
+    let gateways = seed.wait_for_since(start, "MLAGatewayReady", &["GatewayNotAvailable"], limit).await?;
+    let (text, met) = goal("<= 180 s", gateways <= Duration::from_secs(180));
+    report(
+        &format!("seed, {count} MLA Clusters, all controllers on: cold start -> every gateway reconciled"),
+        format!("{:.1} s ({:.1} clusters/s)", gateways.as_secs_f64(), count as f64 / gateways.as_secs_f64()),
+        text,
+        met,
+    );
+    let converged = seed.wait_converged(start, Duration::from_secs(5), limit).await?;
+    report(
+        &format!(
+            "seed, {count} MLA Clusters: cold start -> every controller converged (5 conditions settled, last write)"
+        ),
+        format!("{:.1} s", converged.as_secs_f64()),
+        "-",
+        Met::NoGoal,
+    );
+    let writes = support::writes_during(&seed.client, Duration::from_secs(2 * resync + 5)).await?;
+    let total: u64 = writes.values().sum();
+    report(
+        &format!("seed, {count} MLA Clusters: writes during two {resync} s no-change resync periods"),
+        total,
+        "0",
+        Met::from(total == 0),
+    );
+    if total > 0 {
+        println!("writes by kind: {writes:?}");
+    }
+    let rss = mla_e2e::bench::peak_rss_mib(process.id()).unwrap_or(f64::NAN);
+    let (text, met) = goal("<= 200 MiB", rss <= 200.0);
+    report(&format!("seed peak RSS, {count} MLA Clusters, all controllers on"), format!("{rss:.0} MiB"), text, met);
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! A seed for the seed-controller-manager benchmarks (`gateway`, `seed_scale`): a real API
+//! server with N MLA Clusters, every controller of the binary switched on and given what
+//! it needs to converge (real Cortex for the alerting controller and its runtime-config
+//! ConfigMap, the Grafana API test server with Projects, an OIDC client secret for the
+//! IAP, a kubeconfig Secret per cluster for the user-cluster controller), and the binary
+//! under the RBAC of its manifests. Also: when every controller has converged (all five
+//! conditions of every Cluster settled), and the write requests the API server served.
+
+#![allow(dead_code)] // each benchmark uses part of it
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark program may panic
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use kube::api::{ObjectMeta, Patch, PostParams};
+use mla_common::api::*;
+use mla_e2e::cortex::Cortex;
+use mla_e2e::grafana::GrafanaServer;
+use mla_e2e::master::ensure_namespace;
+use mla_e2e::{ControlPlane, Identity, ManagedProcess, free_port};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_seed-controller-manager");
+
+/// Every condition the binary writes on an MLA Cluster, with the reasons it settles on in
+/// this seed. There is no kube-controller-manager, so no pod ever runs: the gateway and
+/// the IAP settle on "not available" (their Deployments exist, without replicas).
+pub const SETTLED: [(&str, &[&str]); 5] = [
+    ("MLAGatewayReady", &["GatewayNotAvailable"]),
+    ("MLAAlertingReady", &["Synced"]),
+    ("MLAIAPReady", &["IAPNotAvailable"]),
+    ("MLAUserClusterControllerReady", &["Deployed"]),
+    ("MLAGrafanaReady", &["DatasourcesReady"]),
+];
+
+/// The seed of a benchmark.
+pub struct Seed {
+    pub plane: ControlPlane,
+    pub client: kube::Client,
+    pub cortex: Cortex,
+    pub grafana: GrafanaServer,
+    pub count: usize,
+    pub dir: PathBuf,
+}
+
+/// Runs `count` futures made by `make`, 32 at a time.
+pub async fn create_all<F, Fut>(count: usize, make: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    futures::stream::iter(0..count)
+        .map(make)
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(())
+}
+
+fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        string_data: Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        ..Default::default()
+    }
+}
+
+impl Seed {
+    /// A seed named `name` with `count` MLA Clusters (monitoring and logging on, each with
+    /// namespace, address, project label and kubeconfig Secret) in `count / 5` Projects.
+    pub async fn prepare(name: &str, count: usize) -> anyhow::Result<Self> {
+        let plane = ControlPlane::start(name).await?;
+        plane.install_crds().await?;
+        let client = plane.client();
+        ensure_namespace(&client, "kubermatic").await?;
+        // Every grant of the binary (rbac*.yaml; the Grafana Role lives in the MLA namespace).
+        mla_e2e::apply_seed_manager_rbac(&client).await?;
+        let dir = plane.dir().to_path_buf();
+        let cortex = Cortex::start(&dir.join("cortex")).await?;
+        let mla_secrets: Api<Secret> = Api::namespaced(client.clone(), "mla");
+        let runtime_config = ConfigMap {
+            metadata: ObjectMeta { name: Some("cortex-runtime-config".into()), ..Default::default() },
+            data: Some(BTreeMap::from([("runtime_config.yaml".to_string(), "overrides: {}\n".to_string())])),
+            ..Default::default()
+        };
+        Api::<ConfigMap>::namespaced(client.clone(), "mla").create(&PostParams::default(), &runtime_config).await?;
+        let grafana = GrafanaServer::start("admin", "bench-password").await?;
+        mla_secrets
+            .create(
+                &PostParams::default(),
+                &secret("grafana", &[("admin-user", "admin"), ("admin-password", "bench-password")]),
+            )
+            .await?;
+        mla_secrets
+            .create(&PostParams::default(), &secret("mla-iap-oidc", &[("client-secret", "bench-secret")]))
+            .await?;
+
+        let started = Instant::now();
+        let projects = count.div_ceil(5).max(1);
+        let project_api: Api<Project> = Api::all(client.clone());
+        create_all(projects, |i| {
+            let api = project_api.clone();
+            async move {
+                let project = Project::new(&format!("p{i}"), ProjectSpec { name: format!("Project {i}") });
+                api.create(&PostParams::default(), &project).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let clusters: Api<Cluster> = Api::all(client.clone());
+        create_all(count, |i| {
+            let (client, clusters) = (client.clone(), clusters.clone());
+            async move {
+                let name = format!("bench{i}");
+                let namespace = format!("cluster-{name}");
+                ensure_namespace(&client, &namespace).await?;
+                Api::<Secret>::namespaced(client.clone(), &namespace)
+                    .create(&PostParams::default(), &secret("admin-kubeconfig", &[("kubeconfig", "apiVersion: v1\nkind: Config\n")]))
+                    .await?;
+                let spec = ClusterSpec {
+                    human_readable_name: Some(format!("cluster {i}")),
+                    expose_strategy: Some(ExposeStrategy::NodePort),
+                    mla: Some(MLASettings { monitoring_enabled: true, logging_enabled: true, ..Default::default() }),
+                };
+                let mut cluster = Cluster::new(&name, spec);
+                cluster.metadata.labels = Some([(PROJECT_ID_LABEL.to_string(), format!("p{}", i % projects))].into());
+                clusters.create(&PostParams::default(), &cluster).await?;
+                let status = serde_json::json!({"status": {"namespaceName": namespace,
+                    "address": {"externalName": format!("{name}.seed.example.com"), "ip": "192.0.2.1", "port": 30000}}});
+                clusters.patch_status(&name, &Default::default(), &Patch::Merge(&status)).await?;
+                anyhow::Ok(())
+            }
+        })
+        .await?;
+        println!(
+            "created {projects} Projects and {count} MLA Clusters (namespace, kubeconfig Secret, address) in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Self { plane, client, cortex, grafana, count, dir })
+    }
+
+    /// Starts the binary with every controller on, as its ServiceAccount.
+    pub async fn start_manager(&self, resync: u64) -> anyhow::Result<ManagedProcess> {
+        let identity =
+            Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
+        let kubeconfig = self.plane.kubeconfig(&identity).await?;
+        let cortex = self.cortex.url();
+        let mut command = Command::new(BINARY);
+        command
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--admin-addr=127.0.0.1:{}", free_port()?))
+            .args(["--leader-election-namespace=kubermatic", "--enable-user-cluster-mla=true", "--log-level=warn"])
+            .arg(format!("--resync-period={resync}s"))
+            .arg(format!("--grafana-url={}", self.grafana.url()))
+            .arg(format!("--cortex-alertmanager-url={cortex}"))
+            .arg(format!("--cortex-ruler-url={cortex}"))
+            .arg(format!("--loki-ruler-url={cortex}"))
+            .args(["--iap-oidc-issuer-url=https://dex.example.com/dex", "--iap-domain=iap.example.com"]);
+        ManagedProcess::spawn("seed-controller-manager", command, &self.dir.join("seed.log"))
+    }
+
+    /// Clusters whose condition `condition` has one of `reasons`, and those with every
+    /// condition of [`SETTLED`] settled.
+    pub async fn count_settled(&self, condition: &str, reasons: &[&str]) -> anyhow::Result<(usize, usize)> {
+        let list = Api::<Cluster>::all(self.client.clone()).list(&Default::default()).await?;
+        let reason = |c: &Cluster, condition: &str| {
+            c.status.as_ref().and_then(|s| s.conditions.get(condition)).and_then(|c| c.reason.clone())
+        };
+        let one =
+            list.items.iter().filter(|c| reason(c, condition).is_some_and(|r| reasons.contains(&r.as_str()))).count();
+        let all = list
+            .items
+            .iter()
+            .filter(|c| {
+                SETTLED
+                    .iter()
+                    .all(|(condition, reasons)| reason(c, condition).is_some_and(|r| reasons.contains(&r.as_str())))
+            })
+            .count();
+        Ok((one, all))
+    }
+
+    /// How many Clusters hold each `condition=reason`, for a report of what has not settled.
+    pub async fn reasons(&self) -> anyhow::Result<BTreeMap<String, usize>> {
+        let list = Api::<Cluster>::all(self.client.clone()).list(&Default::default()).await?;
+        let mut counts = BTreeMap::new();
+        for cluster in &list.items {
+            for (condition, _) in SETTLED {
+                let reason = cluster
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.get(condition))
+                    .and_then(|c| c.reason.clone())
+                    .unwrap_or_else(|| "-".into());
+                *counts.entry(format!("{condition}={reason}")).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Waits until every Cluster's `condition` has one of `reasons` (the time it took),
+    /// failing after `timeout`.
+    pub async fn wait_for(&self, condition: &str, reasons: &[&str], timeout: Duration) -> anyhow::Result<Duration> {
+        self.wait_for_since(Instant::now(), condition, reasons, timeout).await
+    }
+
+    /// [`Seed::wait_for`], the time counted from `since`.
+    pub async fn wait_for_since(
+        &self,
+        since: Instant,
+        condition: &str,
+        reasons: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let started = since;
+        loop {
+            let (done, _) = self.count_settled(condition, reasons).await?;
+            if done == self.count {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                anyhow::bail!(
+                    "only {done} of {} Clusters have {condition} {reasons:?}: {:?}",
+                    self.count,
+                    self.reasons().await?
+                );
+            }
+            tokio::time::sleep(self.poll()).await;
+        }
+    }
+
+    /// How often to look at the Clusters: a list of thousands is itself load on the API
+    /// server the binary shares.
+    fn poll(&self) -> Duration {
+        Duration::from_millis((self.count as u64).clamp(500, 5000))
+    }
+
+    /// Waits until every condition of every Cluster has settled ([`SETTLED`]) and the API
+    /// server has served no write for `quiet`; the time from `since` to the last write.
+    pub async fn wait_converged(&self, since: Instant, quiet: Duration, timeout: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let mut last = (u64::MAX, Instant::now());
+        loop {
+            let writes = writes(&self.client).await?.values().sum::<u64>();
+            if writes != last.0 {
+                last = (writes, Instant::now());
+            }
+            let (_, settled) = self.count_settled("", &[]).await?;
+            if settled == self.count && last.1.elapsed() >= quiet {
+                return Ok(last.1.duration_since(since));
+            }
+            if started.elapsed() > timeout {
+                anyhow::bail!("only {settled} of {} Clusters settled: {:?}", self.count, self.reasons().await?);
+            }
+            tokio::time::sleep(self.poll()).await;
+        }
+    }
+}
+
+/// Write requests (POST, PUT, PATCH, DELETE, APPLY) the API server has served, by
+/// `group/resource/subresource verb`, from its `apiserver_request_total`. Left out: what
+/// the API server writes itself (Leases, `coordination.k8s.io`, also for leader election;
+/// IPAddresses and their Events, which its ClusterIP repair loop deletes and reports while
+/// it catches up with thousands of Services) and Events, which [`our_events`] counts by
+/// reporter.
+pub async fn writes(client: &kube::Client) -> anyhow::Result<BTreeMap<String, u64>> {
+    let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+        let label = |name: &str| {
+            let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+            labels[start..].split('"').next().map(str::to_string)
+        };
+        let (Some(group), Some(verb)) = (label("group"), label("verb")) else { continue };
+        let resource = label("resource").unwrap_or_default();
+        let theirs = group == "coordination.k8s.io" || resource == "ipaddresses" || resource == "events";
+        if !theirs && ["POST", "PUT", "PATCH", "DELETE", "APPLY"].contains(&verb.as_str()) {
+            let key = format!("{group}/{resource}/{} {verb}", label("subresource").unwrap_or_default());
+            *counts.entry(key).or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
+        }
+    }
+    counts.insert("events.k8s.io/events (by seed-controller-manager)".into(), our_events(client).await?);
+    Ok(counts)
+}
+
+/// Events the binary reported (each a create, each repetition a series update).
+pub async fn our_events(client: &kube::Client) -> anyhow::Result<u64> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let list = events.list(&Default::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|e| e.reporting_controller.as_deref().is_some_and(|r| r.starts_with("seed-controller-manager")))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count.max(1) as u64))
+        .sum())
+}
+
+/// The writes served during `period`, by kind (only the kinds written).
+pub async fn writes_during(client: &kube::Client, period: Duration) -> anyhow::Result<BTreeMap<String, u64>> {
+    let before = writes(client).await?;
+    tokio::time::sleep(period).await;
+    let after = writes(client).await?;
+    Ok(after
+        .into_iter()
+        .map(|(k, v)| {
+            let old = before.get(&k).copied().unwrap_or(0);
+            (k, v - old)
+        })
+        .filter(|(_, v)| *v > 0)
+        .collect())
+}
