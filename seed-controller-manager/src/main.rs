@@ -39,7 +39,9 @@ struct Args {
     /// Replicas of each gateway.
     #[arg(long, env = "MLA_GATEWAY_REPLICAS", default_value_t = 1)]
     gateway_replicas: i32,
-    /// DNS server the gateway resolves backend names with.
+    /// DNS server the gateway resolves backend names with, while it runs (`server ...
+    /// resolve`, nginx >= 1.27.3). Empty: none; names are resolved when nginx loads its
+    /// configuration.
     #[arg(long, env = "MLA_GATEWAY_RESOLVER", default_value = "kube-dns.kube-system.svc.cluster.local")]
     gateway_resolver: String,
     /// Image of user-cluster-controller-manager, run once per MLA-enabled Cluster.
@@ -130,7 +132,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     mla_common::telemetry::init(&args.common.log)?;
     let upstreams = args.upstreams.resolve(&args.mla_namespace);
-    let server = GatewayServer { resolver: Some(args.gateway_resolver.clone()), ..GatewayServer::default() };
+    let server = GatewayServer {
+        // Empty: no resolver; nginx resolves names once, when it loads the configuration
+        // (for an nginx before 1.27.3, which has no `server ... resolve`).
+        resolver: Some(args.gateway_resolver.clone()).filter(|resolver| !resolver.is_empty()),
+        ..GatewayServer::default()
+    };
     // Refuse bad flags at start-up rather than on every Cluster.
     seed_controller_manager::gateway::nginx::render("flag-check", None, &upstreams, &server)
         .map_err(|e| anyhow::anyhow!("invalid upstream or gateway flags: {e}"))?;
