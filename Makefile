@@ -4,8 +4,12 @@
 
 CARGO ?= cargo
 export MLA_TOOLS_CACHE ?= $(HOME)/.cache/mla-controllers
+# When `make test` started (hack/deployed-form.sh decides by it whether to run the pods e2e).
+ifndef MLA_TEST_STARTED
+export MLA_TEST_STARTED := $(shell date +%s)
+endif
 
-.PHONY: all build test deps fmt-check clippy check-monitoring unit-and-integration check-leftovers crds demo demo-down images images-test e2e-pods kind-e2e kind-e2e-down bench bench-quick clean
+.PHONY: all build test deployed-form deps fmt-check clippy check-monitoring unit-and-integration check-leftovers crds demo demo-down images images-test e2e-pods kind-e2e kind-e2e-down bench bench-quick clean
 
 all: build
 
@@ -14,8 +18,13 @@ build:
 
 ## Installs what the tests need, then runs everything: fmt check, clippy -D warnings, the
 ## monitoring rules and dashboard (promtool), unit and integration tests (against real
-## kube-apiservers), and then checks that no process the tests started is left behind.
-test: deps fmt-check clippy check-monitoring unit-and-integration
+## kube-apiservers), and then checks that no process the tests started is left behind;
+## then the deployed form (images test and pods e2e) unless the run was a cold one
+## (hack/deployed-form.sh).
+test: deps fmt-check clippy check-monitoring unit-and-integration deployed-form
+
+deployed-form:
+	hack/deployed-form.sh
 
 deps:
 	hack/install-test-deps.sh
