@@ -14,15 +14,6 @@ command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 
-if ((${#need[@]})); then
-  echo "[install-node-deps] apt-get install ${need[*]}" >&2
-  sudo_cmd=()
-  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo_cmd[@]}" apt-get update -qq >/dev/null
-  # Debian starts containerd from postinst; the e2e runs one containerd per node instead.
-  printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-  "${sudo_cmd[@]}" chmod +x /usr/sbin/policy-rc.d
-  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
-fi
+# shellcheck source=hack/lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
+apt_install install-node-deps "${need[@]}"

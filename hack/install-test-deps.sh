@@ -15,18 +15,9 @@ command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v ps >/dev/null 2>&1 || need+=(procps)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
 
-if ((${#need[@]})); then
-  echo "[install-test-deps] apt-get install ${need[*]}" >&2
-  sudo_cmd=()
-  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo_cmd[@]}" apt-get update -qq >/dev/null
-  # Debian starts services from postinst; tests start their own processes instead.
-  printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-  "${sudo_cmd[@]}" chmod +x /usr/sbin/policy-rc.d
-  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
-fi
+# shellcheck source=hack/lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
+apt_install install-test-deps "${need[@]}"
 
 "$(dirname "$0")/build-control-plane.sh"
 # Cortex, Prometheus 3 with promtool, oauth2-proxy and the mock OIDC provider, from their

@@ -91,19 +91,7 @@ fn varint(out: &mut Vec<u8>, mut value: u64) {
 fn snappy_literals(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 65_536 * 3 + 8);
     varint(&mut out, data.len() as u64);
-    for chunk in data.chunks(65_536) {
-        let n = chunk.len() - 1;
-        if n < 60 {
-            out.push((n as u8) << 2);
-        } else if n < 256 {
-            out.push(60 << 2);
-            out.push(n as u8);
-        } else {
-            out.push(61 << 2);
-            out.extend_from_slice(&(n as u16).to_le_bytes());
-        }
-        out.extend_from_slice(chunk);
-    }
+    snappy_literal(&mut out, data);
     out
 }
 
