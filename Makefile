@@ -91,7 +91,7 @@ images-test: images
 ## The deployed form in real pods (docs/testing.md, "Pods"): seed and user clusters with a
 ## node each (containerd, kubelet, kube-proxy in namespaces of their own), the binaries
 ## from their images as Deployments, an agent pushing to Cortex. Root; not part of `make test`.
-E2E_PODS_IMAGES = seed-controller-manager user-cluster-controller-manager nginx prometheus pause
+E2E_PODS_IMAGES = master-controller-manager seed-controller-manager user-cluster-controller-manager nginx prometheus pause
 e2e-pods: deps
 	hack/install-node-deps.sh
 	hack/build-control-plane.sh --node >/dev/null

@@ -77,7 +77,12 @@ async fn lease_holder(client: &kube::Client) -> anyhow::Result<Option<String>> {
 /// The seed manager's Deployment from `manifests/`, with the image `make images` built and
 /// the flags an operator sets for this seed (as a kustomize overlay would).
 fn seed_manager_deployment(image: &str, extra_args: &[String]) -> anyhow::Result<Deployment> {
-    let path = workspace_root().join("manifests/seed-controller-manager/deployment.yaml");
+    manifest_deployment("seed-controller-manager", image, extra_args)
+}
+
+/// The Deployment of `manifests/<binary>/deployment.yaml` with `image` and `extra_args`.
+fn manifest_deployment(binary: &str, image: &str, extra_args: &[String]) -> anyhow::Result<Deployment> {
+    let path = workspace_root().join("manifests").join(binary).join("deployment.yaml");
     let mut deployment: Deployment = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
     let container = deployment
         .spec
@@ -154,7 +159,7 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
         &user,
         &network,
         "user-1",
-        &NodeOptions { images: vec![pause, archive("prometheus")?], sandbox_image },
+        &NodeOptions { images: vec![pause.clone(), archive("prometheus")?], sandbox_image: sandbox_image.clone() },
     )
     .await?;
     figures.push(("user node Ready (images imported)".into(), node_started.elapsed()));
@@ -485,8 +490,61 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
     figures.push(("second Cluster's gateway Ready under the new leader".into(), second_gateway));
     deployment_ready(&client, SEED_NAMESPACE, "seed-controller-manager", 2, Duration::from_secs(180)).await?;
 
+    // The master: master-controller-manager as the Deployment of manifests/ on a node of
+    // the master cluster, with its ServiceAccount's in-cluster credentials; the seed
+    // registered as KKP registers it (a Seed and a kubeconfig Secret of the seed
+    // ServiceAccount of manifests/master-controller-manager/seed-rbac.yaml, whose server is
+    // the seed's API server on the test network). A Project made in the master is copied
+    // into the seed.
+    let mut master = ControlPlane::start_with("master", network.dir(), &options).await?;
+    master.start_pod_controllers()?;
+    master.install_crds().await?;
+    let node_started = Instant::now();
+    let master_node = Node::start(
+        &master,
+        &network,
+        "master-1",
+        &NodeOptions { images: vec![pause, archive("master-controller-manager")?], sandbox_image },
+    )
+    .await?;
+    figures.push(("master node Ready (images imported)".into(), node_started.elapsed()));
+    mla_e2e::master::prepare_master(&master).await?;
+    apply_manifest(&master.client(), &mla_e2e::master::manifest("service.yaml")).await?;
+    mla_e2e::master::register_seed(&master, &seed, "seed-1").await?;
+    let master_started = Instant::now();
+    let deployment = manifest_deployment("master-controller-manager", &image("master-controller-manager")?, &[])?;
+    Api::<Deployment>::namespaced(master.client(), SEED_NAMESPACE)
+        .patch("master-controller-manager", &apply(), &Patch::Apply(&deployment))
+        .await?;
+    let replicas = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let ready = deployment_ready(
+        &master.client(),
+        SEED_NAMESPACE,
+        "master-controller-manager",
+        replicas,
+        Duration::from_secs(180),
+    )
+    .await?;
+    figures.push((format!("master-controller-manager {replicas}/{replicas} Ready"), ready));
+    let project: mla_common::api::Project = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "Project",
+        "metadata": {"name": "p1"},
+        "spec": {"name": "pods project"},
+    }))?;
+    Api::<mla_common::api::Project>::all(master.client()).patch("p1", &apply(), &Patch::Apply(&project)).await?;
+    let copied = Instant::now();
+    let seed_projects: Api<mla_common::api::Project> = Api::all(client.clone());
+    eventually("Project p1 copied from the master into the seed", Duration::from_secs(120), || {
+        let seed_projects = seed_projects.clone();
+        async move { Ok(seed_projects.get_opt("p1").await?.filter(|p| p.spec.name == "pods project").map(|_| ())) }
+    })
+    .await?;
+    figures.push(("Project copied into the seed".into(), copied.elapsed()));
+    figures.push(("master-controller-manager applied to Project in the seed".into(), master_started.elapsed()));
+
     figures.summary();
     println!("pods e2e: leader {leader} -> {new_leader}");
+    drop(master_node);
     drop(user_node);
     drop(seed_node);
     Ok(())
