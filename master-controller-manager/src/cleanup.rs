@@ -52,7 +52,13 @@ impl Cleanup {
         if !fanout.synced().await {
             return;
         }
-        let resync = futures::stream::select(lagged, self.registry.changes());
+        // Everything is looked at once at the start too: the master's initial list, or a
+        // seed finishing its first pass, may have come before this controller subscribed
+        // (a replica that became leader late).
+        let resync = futures::stream::select(
+            lagged,
+            futures::stream::once(futures::future::ready(())).chain(self.registry.changes()),
+        );
         let context = Arc::new(Context {
             api: Api::all(self.master),
             registry: self.registry,
