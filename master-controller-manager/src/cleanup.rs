@@ -1,5 +1,5 @@
-//! The finalizer on master objects: added while there is a seed to copy to, removed once
-//! no seed holds a copy any more. The per-seed synchronizers do the deleting; this
+//! The finalizer on master objects: added while there is a seed to copy to (once every
+//! seed's first pass is done), removed once no seed holds a copy any more. The per-seed synchronizers do the deleting; this
 //! controller only decides when the master object may go.
 
 use std::sync::Arc;
@@ -52,7 +52,13 @@ impl Cleanup {
         if !fanout.synced().await {
             return;
         }
-        let resync = futures::stream::select(lagged, self.registry.changes());
+        // Everything is looked at once at the start too: the master's initial list, or a
+        // seed finishing its first pass, may have come before this controller subscribed
+        // (a replica that became leader late).
+        let resync = futures::stream::select(
+            lagged,
+            futures::stream::once(futures::future::ready(())).chain(self.registry.changes()),
+        );
         let context = Arc::new(Context {
             api: Api::all(self.master),
             registry: self.registry,
@@ -92,11 +98,21 @@ async fn cleanup<K: Synced>(object: &K, ctx: &Context<K>) -> Result<Action, mla_
     let remote: Vec<_> = seeds.into_iter().filter(|s| s.same_cluster() == Some(false)).collect();
     let has_finalizer = object.finalizers().iter().any(|f| f == K::FINALIZER);
     if object.meta().deletion_timestamp.is_none() {
-        if !remote.is_empty() && !has_finalizer {
+        // Additions wait until every seed's synchronizers finished their first pass (or
+        // --finalizer-hold ran out): on a cold start the master's API server, usually on
+        // the same machines as the seeds', then serves the copying first instead of one
+        // finalizer patch per object beside it. Safe: an original deleted before it got
+        // the finalizer goes at once, and the orphan sweep of each seed synchronizer
+        // (seed_sync::sweep_orphans) deletes its copies within a resync period. The seed
+        // reporting its first pass bumps the registry, which reconciles everything again.
+        let held = remote.iter().any(|s| !s.first_pass_done());
+        if !remote.is_empty() && !has_finalizer && !held {
             ctx.applier.add_finalizer(&ctx.api, object, K::FINALIZER).await?;
         }
         return Ok(Action::await_change());
     }
+    // Deletions never wait for the first pass: the copies are deleted and the finalizer
+    // released as soon as every seed has none.
     if !has_finalizer {
         return Ok(Action::await_change());
     }

@@ -55,6 +55,12 @@ struct Args {
     /// means an orphaned copy is deleted by the next sweep instead of at once.
     #[arg(long, env = "MLA_CLEANUP_CONCURRENCY", default_value_t = 2)]
     cleanup_concurrency: u16,
+    /// Finalizers are added only once every seed's synchronizers have looked at every
+    /// object once, so that a cold start spends the master's API server on the copies
+    /// first; a seed that takes longer than this (unreachable, or very large) holds them
+    /// no longer. Releasing finalizers never waits.
+    #[arg(long, env = "MLA_FINALIZER_HOLD", default_value = "5m", value_parser = parse_duration)]
+    finalizer_hold: Duration,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -73,12 +79,17 @@ struct Shared {
     runtime_metrics: mla_common::metrics::Metrics,
     settings: SyncSettings,
     seed_applier: mla_common::apply::Applier,
+    /// Told when a seed finished its first pass, so the cleanup controllers look again.
+    registry: Arc<Registry>,
+    /// At most this long after a seed is served, its first pass counts as done.
+    finalizer_hold: Duration,
 }
 
 impl Shared {
     /// Serves one seed until `stop`: finds out whether it is the master itself, and if not
     /// runs a synchronizer per kind.
     async fn serve_seed(self, seed: Arc<SeedHandle>, stop: CancellationToken) {
+        let hold_until = tokio::time::Instant::now() + self.finalizer_hold;
         let mut delay = Duration::from_millis(500);
         let same = loop {
             match seed_sync::is_same_cluster(&self.master, &seed.client).await {
@@ -102,23 +113,65 @@ impl Shared {
         let run = |kind: &'static str| {
             (self.seed_applier.clone(), self.metrics.clone(), self.runtime_metrics.controller(kind))
         };
+        // Each kind's synchronizer reports the end of its first pass; a kind not synced to
+        // this seed drops its sender, which counts as done.
+        let channel = tokio::sync::oneshot::channel::<()>;
+        let [
+            (projects_pass, projects_done),
+            (users_pass, users_done),
+            (bindings_pass, bindings_done),
+            (group_bindings_pass, group_bindings_done),
+        ] = [channel(), channel(), channel(), channel()];
+        let passed = [projects_done, users_done, bindings_done, group_bindings_done];
+        let first_pass = {
+            let (seed, registry, stop) = (seed.clone(), self.registry.clone(), stop.clone());
+            async move {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = futures::future::join_all(passed) => {}
+                    () = tokio::time::sleep_until(hold_until) => {
+                        tracing::warn!(seed = %seed.name, "first pass not done within --finalizer-hold: adding finalizers anyway");
+                    }
+                }
+                seed.set_first_pass_done();
+                registry.bump();
+            }
+        };
         let (a, m, r) = run(Project::CONTROLLER);
-        let projects =
-            seed_sync::run(seed.clone(), self.projects.clone(), a, m, r, self.settings.clone(), stop.clone());
+        let projects = seed_sync::run(
+            seed.clone(),
+            self.projects.clone(),
+            a,
+            m,
+            r,
+            self.settings.clone(),
+            projects_pass,
+            stop.clone(),
+        );
         let (a, m, r) = run(User::CONTROLLER);
-        let users = seed_sync::run(seed.clone(), self.users.clone(), a, m, r, self.settings.clone(), stop.clone());
+        let users =
+            seed_sync::run(seed.clone(), self.users.clone(), a, m, r, self.settings.clone(), users_pass, stop.clone());
         let (a, m, r) = run(UserProjectBinding::CONTROLLER);
-        let bindings =
-            seed_sync::run(seed.clone(), self.bindings.clone(), a, m, r, self.settings.clone(), stop.clone());
+        let bindings = seed_sync::run(
+            seed.clone(),
+            self.bindings.clone(),
+            a,
+            m,
+            r,
+            self.settings.clone(),
+            bindings_pass,
+            stop.clone(),
+        );
         let group_bindings = {
             let (a, m, r) = run(GroupProjectBinding::CONTROLLER);
             let (seed, settings, stop) = (seed.clone(), self.settings.clone(), stop.clone());
             let fanout = self.group_bindings.clone();
+            let pass = group_bindings_pass;
             async move {
                 let Some(fanout) = fanout else { return };
                 loop {
                     match serves_group_project_bindings(&seed.client).await {
-                        Ok(true) => return seed_sync::run(seed, fanout, a, m, r, settings, stop).await,
+                        Ok(true) => return seed_sync::run(seed, fanout, a, m, r, settings, pass, stop).await,
                         Ok(false) => {
                             tracing::warn!(seed = %seed.name, "the seed serves no GroupProjectBindings: not syncing them there");
                             return;
@@ -134,7 +187,7 @@ impl Shared {
                 }
             }
         };
-        tokio::join!(projects, users, bindings, group_bindings);
+        tokio::join!(projects, users, bindings, group_bindings, first_pass);
     }
 }
 
@@ -167,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
         (None, futures::future::Either::Right(futures::future::ready(())))
     };
     let metrics = SyncMetrics::new(&runtime.metrics);
+    let registry = Arc::new(Registry::default());
     let shared = Shared {
         master: master.clone(),
         projects: projects.clone(),
@@ -177,9 +231,10 @@ async fn main() -> anyhow::Result<()> {
         runtime_metrics: runtime.metrics.clone(),
         settings: SyncSettings { resync_period: args.resync_period, concurrency: args.sync_concurrency },
         seed_applier: runtime.applier("seed-sync"),
+        registry: registry.clone(),
+        finalizer_hold: args.finalizer_hold,
     };
 
-    let registry = Arc::new(Registry::default());
     let worker = shared.clone();
     let forget = metrics.clone();
     let discovery = Discovery {

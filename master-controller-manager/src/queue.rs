@@ -98,6 +98,12 @@ impl Queue {
         }
     }
 
+    /// Whether no name waits or runs (names waiting out a retry delay are not counted).
+    pub fn is_idle(&self) -> bool {
+        let inner = self.lock();
+        inner.order.is_empty() && inner.running.is_empty()
+    }
+
     /// How many names wait.
     #[cfg(test)]
     fn len(&self) -> usize {

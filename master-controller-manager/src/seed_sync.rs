@@ -96,7 +96,14 @@ pub async fn is_same_cluster(master: &kube::Client, seed: &kube::Client) -> Resu
     Ok(uid(master.clone()).await? == uid(seed.clone()).await?)
 }
 
-/// Syncs kind `K` to `seed` until `stop`.
+/// Signals once that a synchronizer's first pass is over: after the first complete list
+/// of the seed's copies, every master object was looked at once (created, updated, found
+/// current, or failed and left to its retry) and nothing is queued or running. Dropped
+/// unsent when the synchronizer stops or never starts.
+pub type FirstPass = tokio::sync::oneshot::Sender<()>;
+
+/// Syncs kind `K` to `seed` until `stop`; sends `first_pass` when its first pass is over.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<K: Synced>(
     seed: Arc<SeedHandle>,
     fanout: Fanout<K>,
@@ -104,6 +111,7 @@ pub async fn run<K: Synced>(
     metrics: SyncMetrics,
     reconciles: ControllerMetrics,
     settings: SyncSettings,
+    first_pass: FirstPass,
     stop: CancellationToken,
 ) {
     let api: Api<K> = Api::all(seed.client.clone());
@@ -174,6 +182,20 @@ pub async fn run<K: Synced>(
     // Everything that asks for a look at an object queues its name; `concurrency`
     // workers take names from the queue.
     let queue = Arc::new(Queue::default());
+    // Set once a look at everything was queued after the first complete list; from then
+    // on an idle queue means the first pass is over.
+    let pass_queued = AtomicBool::new(false);
+    let first_pass = Mutex::new(Some(first_pass));
+    let pass_over = || {
+        if pass_queued.load(Ordering::SeqCst)
+            && queue.is_idle()
+            && let Some(sender) = first_pass.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+        {
+            tracing::info!(seed = %seed.name, kind = K::CONTROLLER, "first pass over the objects done");
+            let _ = sender.send(());
+        }
+    };
+    let listed = context.listed.clone();
     let feeds = {
         let master_changes = objects.for_each(|object| {
             queue.push(&object.name_any());
@@ -184,8 +206,14 @@ pub async fn run<K: Synced>(
             futures::future::ready(())
         });
         let resyncs = resync.for_each(|()| {
+            // Read before queueing: a look queued after the list is a real one.
+            let listed = listed.load(Ordering::SeqCst);
             for object in master_store.state() {
                 queue.push(&object.name_any());
+            }
+            if listed {
+                pass_queued.store(true, Ordering::SeqCst);
+                pass_over();
             }
             futures::future::ready(())
         });
@@ -195,6 +223,7 @@ pub async fn run<K: Synced>(
     };
     let workers = futures::future::join_all((0..settings.concurrency).map(|_| {
         let (queue, master_store, context, stop) = (queue.clone(), master_store.clone(), context.clone(), stop.clone());
+        let pass_over = &pass_over;
         async move {
             while let Some(name) = queue.next(&stop).await {
                 // Gone from the master: nothing to copy (orphans are swept).
@@ -205,6 +234,7 @@ pub async fn run<K: Synced>(
                     queue.push_after(name.to_string(), delay, stop.clone());
                 }
                 queue.done(&name);
+                pass_over();
             }
         }
     }));

@@ -36,6 +36,9 @@ pub struct SeedHandle {
     /// Client of the seed cluster.
     pub client: kube::Client,
     same_cluster: watch::Sender<Option<bool>>,
+    /// Whether its synchronizers have looked at every object of every kind once (or the
+    /// `--finalizer-hold` ran out first).
+    first_pass: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for SeedHandle {
@@ -52,6 +55,16 @@ impl SeedHandle {
 
     pub(crate) fn set_same_cluster(&self, same: bool) {
         self.same_cluster.send_replace(Some(same));
+    }
+
+    /// Whether the seed's synchronizers finished their first pass over every kind (each
+    /// object created, updated or failed once), or the wait for that ran out.
+    pub fn first_pass_done(&self) -> bool {
+        *self.first_pass.borrow()
+    }
+
+    pub(crate) fn set_first_pass_done(&self) {
+        self.first_pass.send_replace(true);
     }
 }
 
@@ -80,7 +93,8 @@ impl Registry {
         self.read().values().map(|e| e.handle.clone()).collect()
     }
 
-    /// A stream that yields whenever a seed was added, replaced or removed.
+    /// A stream that yields whenever a seed was added, replaced or removed, or finished its
+    /// first pass.
     pub fn changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
         tokio_stream::wrappers::WatchStream::from_changes(self.changed.subscribe()).map(|_| ())
     }
@@ -93,7 +107,9 @@ impl Registry {
         self.seeds.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn bump(&self) {
+    /// Tells [`Registry::changes`] listeners to look again (a seed was added, replaced or
+    /// removed, or finished its first pass).
+    pub(crate) fn bump(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -224,7 +240,12 @@ impl Discovery {
             return Ok(());
         }
         let client = client_from_kubeconfig(kubeconfig).await?;
-        let handle = Arc::new(SeedHandle { name: name.to_string(), client, same_cluster: watch::Sender::new(None) });
+        let handle = Arc::new(SeedHandle {
+            name: name.to_string(),
+            client,
+            same_cluster: watch::Sender::new(None),
+            first_pass: watch::Sender::new(false),
+        });
         let stop = CancellationToken::new();
         let previous = self
             .registry

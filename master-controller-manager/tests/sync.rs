@@ -234,6 +234,59 @@ async fn create_update_delete_drift_and_zero_write_resync() -> anyhow::Result<()
     Ok(())
 }
 
+/// Finalizers are added only once every seed's synchronizers finished their first pass,
+/// or when `--finalizer-hold` runs out. An original deleted before it got the finalizer
+/// goes at once, and the orphan sweep deletes its copies from every seed.
+#[tokio::test]
+async fn finalizers_wait_for_the_first_pass_and_early_deletions_are_swept() -> anyhow::Result<()> {
+    let mut setup = Setup::new("hold", 2).await?;
+    // Seed 1 serves no Users: its User synchronizer never completes a list, so its first
+    // pass never ends (Projects still reach it).
+    Api::<CustomResourceDefinition>::all(setup.seeds[1].client())
+        .delete("users.kubermatic.k8c.io", &DeleteParams::default())
+        .await?;
+    eventually("the User CRD gone from seed 1", WAIT, || async {
+        let crds = Api::<CustomResourceDefinition>::all(setup.seeds[1].client());
+        Ok(crds.get_opt("users.kubermatic.k8c.io").await?.is_none().then_some(()))
+    })
+    .await?;
+    let hold = Duration::from_secs(40);
+    setup.start_binary_with("4s", &["--finalizer-hold=40s"]).await?;
+    let held_since = Instant::now();
+    let projects: Api<Project> = Api::all(setup.master.client());
+    projects.create(&PostParams::default(), &project("early", "Early", &[])).await?;
+    wait_copied::<Project>(&setup, "early").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let early = projects.get("early").await?;
+    assert!(held_since.elapsed() < hold, "the test was too slow to see the hold: {:?}", held_since.elapsed());
+    assert!(early.finalizers().is_empty(), "finalizer added before seed 1's first pass: {:?}", early.finalizers());
+
+    // Deleted without our finalizer: gone from the master at once, swept from the seeds.
+    projects.delete("early", &DeleteParams::default()).await?;
+    wait_gone::<Project>(&setup.master, "early").await?;
+    for seed in &setup.seeds {
+        wait_gone::<Project>(seed, "early").await?;
+    }
+
+    // The hold is bounded: after --finalizer-hold the finalizer is added anyway.
+    projects.create(&PostParams::default(), &project("late", "Late", &[])).await?;
+    eventually("the finalizer once the hold ran out", hold + WAIT, || {
+        let projects = projects.clone();
+        async move {
+            let late = projects.get("late").await?;
+            Ok(late.finalizers().iter().any(|f| f == "kubermatic.k8c.io/cleanup-seed-projects").then_some(()))
+        }
+    })
+    .await?;
+    // The hold counts from when the seed is served, a little before the binary is ready.
+    assert!(
+        held_since.elapsed() + Duration::from_secs(10) >= hold,
+        "finalizer added after {:?}, before the hold ran out",
+        held_since.elapsed()
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_unreachable_seed_delays_nobody_and_converges_when_back() -> anyhow::Result<()> {
     let mut setup = Setup::new("outage", 2).await?;
