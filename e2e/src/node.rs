@@ -127,6 +127,9 @@ impl Network {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let host_link = format!("mla{:05x}", pid & 0xfffff);
+        // not a ManagedProcess: the network's watchdog, in its own process group, must
+        // outlive a panic of this process to remove the namespaces, mounts and cgroups
+        // (as ManagedProcess's own watchdog does for a process group).
         let watchdog = Command::new("sh")
             .args(["-c", WATCHDOG, "watchdog", &pid.to_string(), CLEAN_UP, "clean-up", &prefix, "tree"])
             .arg(&dir)
