@@ -403,6 +403,7 @@ fn cortex_and_prometheus_become_ready_as_their_users() {
     let grpc = free_port().unwrap().to_string();
     let config = include_str!("../src/cortex/cortex.yaml")
         .replace("{DIR}", "/data")
+        .replace("{HTTP_ADDR}", "127.0.0.1")
         .replace("{HTTP_PORT}", &http)
         .replace("{GRPC_PORT}", &grpc)
         .replace("file: /data/runtime-config.yaml", "file: /etc/cortex/runtime-config.yaml");
