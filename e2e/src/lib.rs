@@ -20,7 +20,9 @@ pub mod real_parts;
 pub mod world;
 
 pub use control_plane::{ControlPlane, Identity};
-pub use manifests::{apply_manifest, apply_seed_manager_rbac, write_requests, write_requests_by_resource};
+pub use manifests::{
+    apply_manifest, apply_seed_manager_rbac, write_requests, write_requests_by_resource, write_requests_where,
+};
 pub use process::{ManagedProcess, Stop};
 
 use std::path::{Path, PathBuf};

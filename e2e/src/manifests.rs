@@ -53,6 +53,16 @@ pub async fn write_requests_by_resource(
     client: &kube::Client,
     groups: &[&str],
 ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    write_requests_where(client, |group, _| groups.contains(&group)).await
+}
+
+/// The write requests the API server has served for the resources `keep(group, resource)`
+/// accepts, by `group/resource/subresource verb`, from its own `apiserver_request_total`
+/// counter.
+pub async fn write_requests_where(
+    client: &kube::Client,
+    keep: impl Fn(&str, &str) -> bool,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
     let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
     let mut counts = std::collections::BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
@@ -62,12 +72,9 @@ pub async fn write_requests_by_resource(
             labels[start..].split('"').next().map(str::to_string)
         };
         let (Some(group), Some(verb)) = (label("group"), label("verb")) else { continue };
-        if groups.contains(&group.as_str()) && ["POST", "PUT", "PATCH", "DELETE", "APPLY"].contains(&verb.as_str()) {
-            let key = format!(
-                "{group}/{}/{} {verb}",
-                label("resource").unwrap_or_default(),
-                label("subresource").unwrap_or_default()
-            );
+        let resource = label("resource").unwrap_or_default();
+        if keep(&group, &resource) && ["POST", "PUT", "PATCH", "DELETE", "APPLY"].contains(&verb.as_str()) {
+            let key = format!("{group}/{resource}/{} {verb}", label("subresource").unwrap_or_default());
             *counts.entry(key).or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
         }
     }

@@ -24,6 +24,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark program may panic
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
@@ -39,6 +41,7 @@ use mla_e2e::cortex::{Cortex, CortexServer};
 use mla_e2e::grafana::GrafanaServer;
 use mla_e2e::master::ensure_namespace;
 use mla_e2e::{ControlPlane, Identity, ManagedProcess, free_port};
+use support::create_all;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_seed-controller-manager");
 /// API groups whose writes count (the leader-election Lease's renewals do not).
@@ -58,22 +61,6 @@ const SETTLED: [(&str, &str); 4] = [
     ("MLAGatewayReady", "WaitingForAddress"),
     ("MLAUserClusterControllerReady", "KubeconfigSecretMissing"),
 ];
-
-/// Runs `count` futures made by `make`, 32 at a time.
-async fn create_all<F, Fut>(count: usize, make: F) -> anyhow::Result<()>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    futures::stream::iter(0..count)
-        .map(make)
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<()>>>()?;
-    Ok(())
-}
 
 /// The binary's metrics text.
 async fn metrics(url: &str) -> anyhow::Result<String> {

@@ -270,22 +270,10 @@ impl Seed {
 /// it catches up with thousands of Services) and Events, which [`our_events`] counts by
 /// reporter.
 pub async fn writes(client: &kube::Client) -> anyhow::Result<BTreeMap<String, u64>> {
-    let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
-    let mut counts = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
-        let label = |name: &str| {
-            let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
-            labels[start..].split('"').next().map(str::to_string)
-        };
-        let (Some(group), Some(verb)) = (label("group"), label("verb")) else { continue };
-        let resource = label("resource").unwrap_or_default();
-        let theirs = group == "coordination.k8s.io" || resource == "ipaddresses" || resource == "events";
-        if !theirs && ["POST", "PUT", "PATCH", "DELETE", "APPLY"].contains(&verb.as_str()) {
-            let key = format!("{group}/{resource}/{} {verb}", label("subresource").unwrap_or_default());
-            *counts.entry(key).or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
-        }
-    }
+    let theirs = |group: &str, resource: &str| {
+        group == "coordination.k8s.io" || resource == "ipaddresses" || resource == "events"
+    };
+    let mut counts = mla_e2e::write_requests_where(client, |group, resource| !theirs(group, resource)).await?;
     counts.insert("events.k8s.io/events (by seed-controller-manager)".into(), our_events(client).await?);
     Ok(counts)
 }
