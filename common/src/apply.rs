@@ -16,6 +16,10 @@ pub fn field_manager(binary: &str, controller: &str) -> String {
     format!("{binary}/{controller}")
 }
 
+/// How many times [`Applier::add_finalizer`] tries its test-and-set patch when another
+/// writer changed the finalizers in between.
+pub const FINALIZER_ATTEMPTS: u32 = 4;
+
 /// Applies objects for one controller.
 #[derive(Clone, Debug)]
 pub struct Applier {
@@ -95,33 +99,57 @@ impl Applier {
     }
 
     /// Adds `finalizer` to the object unless present, with a test-and-set JSON patch
-    /// that fails (409/422) if the finalizers changed since `current` was read.
+    /// that fails (409/422) if the finalizers changed since `current` was read. Another
+    /// writer's finalizer arriving in between (five seed controllers each add theirs to a
+    /// new Cluster at about the same time) is not an error: the object is read again and
+    /// the patch tried again with what it holds now, up to [`FINALIZER_ATTEMPTS`] times;
+    /// without it, every such race cost a reconcile's backoff (and, in a Grafana pass, a
+    /// whole second pass).
     pub async fn add_finalizer<K>(&self, api: &Api<K>, current: &K, finalizer: &str) -> Result<()>
     where
         K: Resource + DeserializeOwned + Clone + Debug,
         K::DynamicType: Default,
     {
-        let finalizers = current.meta().finalizers.clone().unwrap_or_default();
-        if finalizers.iter().any(|f| f == finalizer) {
-            return Ok(());
-        }
         let name = current.name_any();
-        self.ensure_leader("add finalizer to", &name)?;
-        let patch: json_patch::Patch = if current.meta().finalizers.is_none() {
-            serde_json::from_value(serde_json::json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": null},
-                {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]},
-            ]))
-        } else {
-            serde_json::from_value(serde_json::json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
-                {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer},
-            ]))
+        let mut finalizers = current.meta().finalizers.clone();
+        for attempt in 1..=FINALIZER_ATTEMPTS {
+            let present = finalizers.clone().unwrap_or_default();
+            if present.iter().any(|f| f == finalizer) {
+                return Ok(());
+            }
+            self.ensure_leader("add finalizer to", &name)?;
+            let patch: json_patch::Patch = if finalizers.is_none() {
+                serde_json::from_value(serde_json::json!([
+                    {"op": "test", "path": "/metadata/finalizers", "value": null},
+                    {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]},
+                ]))
+            } else {
+                serde_json::from_value(serde_json::json!([
+                    {"op": "test", "path": "/metadata/finalizers", "value": present},
+                    {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer},
+                ]))
+            }
+            .map_err(|source| Error::Serialization {
+                kind: "finalizer patch",
+                object: name.clone(),
+                source,
+            })?;
+            match api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status))
+                    if (status.code == 409 || status.code == 422) && attempt < FINALIZER_ATTEMPTS =>
+                {
+                    let fresh = api.get(&name).await.map_err(|source| kube_error::<K>("read", name.clone(), source))?;
+                    if fresh.meta().deletion_timestamp.is_some() {
+                        // Being deleted: no finalizer can be added any more; the caller
+                        // gets the refusal, and its next look sees the deletion.
+                        return Err(kube_error::<K>("add finalizer to", name, kube::Error::Api(status)));
+                    }
+                    finalizers = fresh.meta().finalizers.clone();
+                }
+                Err(source) => return Err(kube_error::<K>("add finalizer to", name, source)),
+            }
         }
-        .map_err(|source| Error::Serialization { kind: "finalizer patch", object: name.clone(), source })?;
-        api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
-            .await
-            .map_err(|source| kube_error::<K>("add finalizer to", name, source))?;
         Ok(())
     }
 

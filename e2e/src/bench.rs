@@ -69,3 +69,19 @@ pub fn peak_rss_mib(pid: u32) -> Option<f64> {
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
+
+/// A command that runs `binary`, under the profiler `MLA_BENCH_WRAPPER` names when set
+/// (e.g. `heaptrack -o target/bench/seed`, or `perf record -g -o perf.data --`; the peak
+/// RSS is then the profiler's process, not the binary's).
+pub fn profiled(binary: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let wrapper: Vec<String> =
+        std::env::var("MLA_BENCH_WRAPPER").unwrap_or_default().split_whitespace().map(String::from).collect();
+    match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+        None => std::process::Command::new(binary),
+    }
+}

@@ -67,3 +67,45 @@ async fn readyz_is_false_before_sync_true_while_running_false_during_shutdown() 
     assert_eq!(readyz(&url).await, None, "the admin server is gone after run() returns");
     Ok(())
 }
+
+/// Five seed controllers add their finalizers to a new Cluster at about the same time; each
+/// patch is test-and-set on the list it read. One that lost the race reads the object again
+/// and adds its finalizer to what is there now, in the same call (before, it failed with 422
+/// and its reconcile waited for a backoff, or a Grafana pass for the next pass).
+#[tokio::test]
+async fn a_finalizer_add_that_lost_a_race_tries_again_with_what_is_there() -> anyhow::Result<()> {
+    use kube::ResourceExt;
+    use kube::api::PostParams;
+    use mla_common::apply::Applier;
+    use mla_common::leader::LeaderState;
+
+    let plane = ControlPlane::start("finalizer-race").await?;
+    plane.install_crds().await?;
+    let api = Api::<Project>::all(plane.client());
+    let project: Project = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubermatic.k8c.io/v1", "kind": "Project",
+        "metadata": {"name": "p1"}, "spec": {"name": "one"}
+    }))?;
+    eventually("the Project CRD serves", Duration::from_secs(30), || async {
+        Ok(api.create(&PostParams::default(), &project).await.ok())
+    })
+    .await?;
+    let stale = api.get("p1").await?;
+    let first = Applier::new("test/first", LeaderState::always());
+    let second = Applier::new("test/second", LeaderState::always());
+    first.add_finalizer(&api, &stale, "example.com/first").await?;
+    // `stale` has no finalizers; the list now holds one: the test of the patch fails once.
+    second.add_finalizer(&api, &stale, "example.com/second").await?;
+    let fresh = api.get("p1").await?;
+    assert_eq!(fresh.finalizers(), ["example.com/first".to_string(), "example.com/second".to_string()]);
+    // And once more from a copy that has one of them but not the other.
+    let third = Applier::new("test/third", LeaderState::always());
+    third.add_finalizer(&api, &stale, "example.com/third").await?;
+    third.add_finalizer(&api, &stale, "example.com/third").await?;
+    assert_eq!(api.get("p1").await?.finalizers().len(), 3, "added once");
+    // Release them so the API server can delete the Project with the plane.
+    for finalizer in ["example.com/first", "example.com/second", "example.com/third"] {
+        first.remove_finalizer(&api, &api.get("p1").await?, finalizer).await?;
+    }
+    Ok(())
+}

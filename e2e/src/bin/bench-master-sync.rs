@@ -71,18 +71,8 @@ async fn main() -> anyhow::Result<()> {
 
     let port = free_port()?;
     let kubeconfig = master.kubeconfig(&master_identity()).await?;
-    // MLA_BENCH_WRAPPER runs the binary under a profiler, e.g. "perf record -g -o perf.data --"
-    // (the peak RSS is then the profiler's).
-    let wrapper: Vec<String> =
-        std::env::var("MLA_BENCH_WRAPPER").unwrap_or_default().split_whitespace().map(String::from).collect();
-    let mut command = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut command = Command::new(program);
-            command.args(args).arg(&binary);
-            command
-        }
-        None => Command::new(&binary),
-    };
+    // MLA_BENCH_WRAPPER runs the binary under a profiler (see mla_e2e::bench::profiled).
+    let mut command = mla_e2e::bench::profiled(&binary);
     command
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--admin-addr=127.0.0.1:{port}"))

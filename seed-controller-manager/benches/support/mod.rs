@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -151,7 +150,8 @@ impl Seed {
             Identity::ServiceAccount { namespace: "kubermatic".into(), name: "seed-controller-manager".into() };
         let kubeconfig = self.plane.kubeconfig(&identity).await?;
         let cortex = self.cortex.url();
-        let mut command = Command::new(BINARY);
+        // MLA_BENCH_WRAPPER runs the binary under a profiler (see mla_e2e::bench::profiled).
+        let mut command = mla_e2e::bench::profiled(BINARY);
         command
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--admin-addr=127.0.0.1:{}", free_port()?))
