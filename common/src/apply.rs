@@ -95,7 +95,7 @@ impl Applier {
     fn holds(&self, current: &serde_json::Value, desired: &serde_json::Value, subresource: Option<&str>) -> bool {
         json_contains(current, desired)
             && !managed_fields(current, &self.field_manager, subresource)
-                .is_some_and(|fields| owned_field_missing(fields, desired))
+                .is_some_and(|fields| owned_field_missing(&fields, desired))
     }
 
     /// Adds `finalizer` to the object unless present, with a test-and-set JSON patch
@@ -268,18 +268,40 @@ pub fn json_contains(current: &serde_json::Value, desired: &serde_json::Value) -
 }
 
 /// The `fieldsV1` set that `manager` owns through Apply on `subresource` (None: the main
-/// resource), from the object's managedFields.
+/// resource), from the object's managedFields; a set kept as its JSON text
+/// ([`compact_managed_fields`]) is parsed back.
 fn managed_fields<'a>(
     object: &'a serde_json::Value,
     manager: &str,
     subresource: Option<&str>,
-) -> Option<&'a serde_json::Value> {
+) -> Option<std::borrow::Cow<'a, serde_json::Value>> {
     object.pointer("/metadata/managedFields")?.as_array()?.iter().find_map(|entry| {
         let matches = entry.get("manager")?.as_str()? == manager
             && entry.get("operation")?.as_str()? == "Apply"
             && entry.get("subresource").and_then(|s| s.as_str()) == subresource;
-        matches.then(|| entry.get("fieldsV1")).flatten()
+        let fields = entry.get("fieldsV1").filter(|_| matches)?;
+        match fields {
+            serde_json::Value::String(text) => serde_json::from_str(text).ok().map(std::borrow::Cow::Owned),
+            fields => Some(std::borrow::Cow::Borrowed(fields)),
+        }
     })
+}
+
+/// Keeps each managedFields entry's `fieldsV1` set as its JSON text instead of a tree of
+/// maps, for objects held in a cache. The set of a Deployment our controller applied
+/// names every field of its spec: as a `serde_json::Value` that is about a hundred maps
+/// (a B-tree node each, ~0.5 KiB even for one key), over 20 KiB per object, which made
+/// the managedFields most of a seed manager's memory at a thousand Clusters (heaptrack);
+/// as text it is one allocation of a few hundred bytes. The applier parses it back when
+/// it compares ([`Applier::apply`]); nothing else reads it.
+pub fn compact_managed_fields(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    for entry in meta.managed_fields.iter_mut().flatten() {
+        if let Some(fields) = entry.fields_v1.as_mut()
+            && !fields.0.is_string()
+        {
+            fields.0 = serde_json::Value::String(fields.0.to_string());
+        }
+    }
 }
 
 /// Whether `fields` (a managedFields `fieldsV1` set) names a field, by `f:<name>` path,
@@ -351,6 +373,29 @@ mod tests {
     }
 
     #[test]
+    fn a_compacted_fields_set_compares_as_the_tree_did() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let mut object: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "a", "managedFields": [
+                {"manager": "me", "operation": "Apply", "fieldsV1": {"f:data": {"f:a": {}, "f:b": {}}}}]},
+            "data": {"a": "1", "b": "2"}
+        }))
+        .expect("parses");
+        compact_managed_fields(&mut object.metadata);
+        let current = serde_json::to_value(&object).expect("serializes");
+        let stored = current.pointer("/metadata/managedFields/0/fieldsV1").expect("kept");
+        assert!(stored.is_string(), "kept as text: {stored}");
+        assert_eq!(managed_fields(&current, "me", None).as_deref(), Some(&json!({"f:data": {"f:a": {}, "f:b": {}}})));
+        let applier = Applier::new("me", LeaderState::always());
+        assert!(applier.holds(&current, &json!({"data": {"a": "1", "b": "2"}}), None));
+        assert!(!applier.holds(&current, &json!({"data": {"a": "1"}}), None), "b is ours and no longer wanted");
+        // Compacting twice changes nothing.
+        let before = object.metadata.clone();
+        compact_managed_fields(&mut object.metadata);
+        assert_eq!(object.metadata, before);
+    }
+
+    #[test]
     fn managed_fields_are_found_by_manager_operation_and_subresource() {
         let object = json!({"metadata": {"managedFields": [
             {"manager": "me", "operation": "Update", "fieldsV1": {"f:x": {}}},
@@ -358,8 +403,8 @@ mod tests {
             {"manager": "me", "operation": "Apply", "fieldsV1": {"f:spec": {}}},
             {"manager": "other", "operation": "Apply", "fieldsV1": {"f:y": {}}},
         ]}});
-        assert_eq!(managed_fields(&object, "me", None), Some(&json!({"f:spec": {}})));
-        assert_eq!(managed_fields(&object, "me", Some("status")), Some(&json!({"f:status": {}})));
+        assert_eq!(managed_fields(&object, "me", None).as_deref(), Some(&json!({"f:spec": {}})));
+        assert_eq!(managed_fields(&object, "me", Some("status")).as_deref(), Some(&json!({"f:status": {}})));
         assert_eq!(managed_fields(&object, "nobody", None), None);
     }
 

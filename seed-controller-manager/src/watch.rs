@@ -11,11 +11,12 @@ use mla_common::runtime::on_first_sync;
 use mla_common::runtime::relisting_watcher;
 use serde::de::DeserializeOwned;
 
-/// Keeps, of an object's managedFields, only the entries of `manager`. A controller's
-/// applier reads its own entry (to tell whether an apply would change anything); the other
-/// writers' entries (every controller's status apply on a Cluster, the API server's own
-/// defaults, KKP's writers) would only take memory in each controller's cache. `""`
-/// keeps none: for a cache of objects the controller never applies.
+/// Keeps, of an object's managedFields, only the entries of `manager`, their field sets as
+/// text ([`mla_common::apply::compact_managed_fields`]). A controller's applier reads its
+/// own entry (to tell whether an apply would change anything); the other writers' entries
+/// (every controller's status apply on a Cluster, the API server's own defaults, KKP's
+/// writers) would only take memory in each controller's cache. `""` keeps none: for a
+/// cache of objects the controller never applies.
 pub fn only_managed_by<K: Resource>(manager: &str) -> impl FnMut(&mut K) + Send + Clone + 'static + use<K> {
     let manager = manager.to_string();
     move |object: &mut K| {
@@ -26,6 +27,7 @@ pub fn only_managed_by<K: Resource>(manager: &str) -> impl FnMut(&mut K) + Send 
                 meta.managed_fields = None;
             }
         }
+        mla_common::apply::compact_managed_fields(meta);
     }
 }
 

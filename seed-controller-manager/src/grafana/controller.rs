@@ -211,22 +211,29 @@ fn watch<K>(
     synced: Arc<AtomicUsize>,
     wake: Arc<Notify>,
     relevant: fn(&K) -> serde_json::Value,
+    trim: impl FnMut(&mut K) + Send + 'static,
 ) -> (Store<K>, impl std::future::Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, relisting_watcher(api, config).default_backoff());
+    let stream = reflector::reflector(writer, relisting_watcher(api, config).default_backoff().modify(trim));
     let stream = on_first_sync(stream, move || {
         gate.set_ready();
         synced.fetch_add(1, Ordering::SeqCst);
     });
-    let mut seen: HashMap<(Option<String>, String), serde_json::Value> = HashMap::new();
+    // A hash of the relevant part is all that is kept per object.
+    let mut seen: HashMap<(Option<String>, String), u64> = HashMap::new();
     let task = stream.for_each(move |event| {
         match event {
             Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
                 let key = (object.namespace(), object.name_any());
-                let fingerprint = relevant(&object);
+                let fingerprint = {
+                    use std::hash::{Hash, Hasher};
+                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                    relevant(&object).to_string().hash(&mut hasher);
+                    hasher.finish()
+                };
                 let changed = seen.get(&key) != Some(&fingerprint);
                 seen.insert(key, fingerprint);
                 if changed {
@@ -304,6 +311,9 @@ pub fn run(
     let wake = Arc::new(Notify::new());
     let synced = Arc::new(AtomicUsize::new(0));
     let gate = |name: &str| runtime.readiness.gate(format!("grafana/{name}"));
+    // What the caches keep: our own managedFields entry (the applier's), and of a
+    // Cluster's conditions our own.
+    let manager = runtime.applier(CONTROLLER).field_manager().to_string();
     let all = watcher::Config::default();
     let (projects, w1) = watch(
         Api::<Project>::all(client.clone()),
@@ -312,6 +322,7 @@ pub fn run(
         synced.clone(),
         wake.clone(),
         relevant_project,
+        crate::watch::only_managed_by(&manager),
     );
     let (users, w2) = watch(
         Api::<User>::all(client.clone()),
@@ -320,6 +331,7 @@ pub fn run(
         synced.clone(),
         wake.clone(),
         relevant_user,
+        crate::watch::only_managed_by(&manager),
     );
     let (bindings, w3) = watch(
         Api::<UserProjectBinding>::all(client.clone()),
@@ -328,6 +340,7 @@ pub fn run(
         synced.clone(),
         wake.clone(),
         relevant_binding,
+        crate::watch::only_managed_by(&manager),
     );
     let (group_bindings, w7) = watch(
         Api::<GroupProjectBinding>::all(client.clone()),
@@ -336,6 +349,7 @@ pub fn run(
         synced.clone(),
         wake.clone(),
         relevant_group_binding,
+        crate::watch::only_managed_by(&manager),
     );
     let (user_groups, w8) = watch(
         Api::<UserGroups>::all(client.clone()),
@@ -344,6 +358,7 @@ pub fn run(
         synced.clone(),
         wake.clone(),
         relevant_user_groups,
+        crate::watch::only_managed_by(&manager),
     );
     // Only to wake a pass when a pause switches; the scope reads its own projection.
     let (_, w9) = watch(
@@ -353,6 +368,7 @@ pub fn run(
         Arc::new(AtomicUsize::new(0)),
         wake.clone(),
         relevant_pause,
+        crate::watch::only_managed_by(&manager),
     );
     let (clusters, w4) = watch(
         Api::<Cluster>::all(client.clone()),
@@ -361,6 +377,7 @@ pub fn run(
         synced.clone(),
         wake.clone(),
         relevant_cluster,
+        crate::watch::cluster_view(&manager, CONDITION),
     );
     let (config_maps, w5) = watch(
         Api::<ConfigMap>::namespaced(client.clone(), &settings.mla_namespace),
@@ -369,6 +386,7 @@ pub fn run(
         synced.clone(),
         wake.clone(),
         relevant_config_map,
+        crate::watch::only_managed_by(&manager),
     );
     let (secrets, w6) = watch(
         Api::<Secret>::namespaced(client.clone(), &settings.mla_namespace),
@@ -377,6 +395,7 @@ pub fn run(
         synced.clone(),
         wake.clone(),
         relevant_secret,
+        crate::watch::only_managed_by(&manager),
     );
     let context = Arc::new(Context {
         applier: runtime.applier(CONTROLLER),
