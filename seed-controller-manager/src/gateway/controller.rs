@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::DeleteParams;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::api::{
     Cluster, Condition, ConditionStatus, ExposeStrategy, ExtendedClusterHealth, HealthStatus, MLA_ADMIN_SETTING_NAME,
@@ -90,6 +90,11 @@ struct Context {
     deployments: Store<Deployment>,
     replica_sets: Store<ReplicaSet>,
     services: Store<Service>,
+    /// The MLAAdminSettings, and whether their first list is in: a reconcile reads its
+    /// Cluster's from here (one GET per reconcile before; a Cluster's gateway reconciles
+    /// several times while its objects appear), from the API server only until then.
+    admin_settings: Store<MLAAdminSetting>,
+    admin_settings_synced: Arc<std::sync::atomic::AtomicBool>,
     scope: ClusterScope,
 }
 
@@ -131,6 +136,23 @@ pub fn run(
             mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("gateway/clusters")),
             CONDITION,
         );
+        let (admin_settings, admin_settings_writer) = reflector::store();
+        let admin_settings_synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let admin_settings_events = {
+            let synced = admin_settings_synced.clone();
+            let gate = readiness.gate("gateway/mlaadminsettings");
+            let watch = mla_common::runtime::relisting_watcher(
+                Api::<MLAAdminSetting>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .modify(watch::only_managed_by::<MLAAdminSetting>(""));
+            mla_common::runtime::on_first_sync(reflector::reflector(admin_settings_writer, watch), move || {
+                synced.store(true, std::sync::atomic::Ordering::SeqCst);
+                gate.set_ready();
+            })
+            .touched_objects()
+        };
         let resync_period = settings.resync_period;
         let leader_gained = leader.gained();
         let context = Arc::new(Context {
@@ -147,6 +169,8 @@ pub fn run(
             deployments,
             replica_sets,
             services,
+            admin_settings,
+            admin_settings_synced,
             scope,
         });
         let periodic = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync_period)).map(|_| ());
@@ -156,11 +180,9 @@ pub fn run(
             .owns_stream(deployment_events)
             .owns_stream(service_events)
             .owns_stream(replica_set_events)
-            .watches(
-                Api::<MLAAdminSetting>::all(client.clone()),
-                watcher::Config::default(),
-                |settings: MLAAdminSetting| Some(ObjectRef::new(&settings.spec.cluster_name)),
-            )
+            .watches_stream(admin_settings_events, |settings: MLAAdminSetting| {
+                Some(ObjectRef::new(&settings.spec.cluster_name))
+            })
             .reconcile_all_on(futures::stream::select(periodic, leader_gained))
             .with_config(ControllerConfig::default().concurrency(8))
             .graceful_shutdown_on(stop.cancelled_owned());
@@ -292,12 +314,17 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
         };
 
     // nginx.conf: an invalid setting leaves the last good configuration serving.
-    let settings_api: Api<MLAAdminSetting> = Api::namespaced(ctx.client.clone(), &namespace);
-    let admin_settings = settings_api
-        .get_opt(MLA_ADMIN_SETTING_NAME)
-        .await
-        .map_err(|source| mla_common::Error::kube("get", "MLAAdminSetting", &namespace, source))?
-        .filter(|s| s.spec.cluster_name == name);
+    let admin_settings = if ctx.admin_settings_synced.load(std::sync::atomic::Ordering::SeqCst) {
+        ctx.admin_settings.get(&ObjectRef::new(MLA_ADMIN_SETTING_NAME).within(&namespace))
+    } else {
+        let settings_api: Api<MLAAdminSetting> = Api::namespaced(ctx.client.clone(), &namespace);
+        settings_api
+            .get_opt(MLA_ADMIN_SETTING_NAME)
+            .await
+            .map_err(|source| mla_common::Error::kube("get", "MLAAdminSetting", &namespace, source))?
+            .map(Arc::new)
+    }
+    .filter(|s| s.spec.cluster_name == name);
     let nginx_conf = match nginx::render(
         &name,
         admin_settings.as_ref().map(|s| &s.spec),
@@ -373,7 +400,10 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
     ctx.applier.apply(&deployments, &desired, current_deployment.as_deref()).await?;
     remove_replaced_pods(ctx, cluster, &namespace).await?;
 
-    let health = gateway_health(ctx, &namespace);
+    // The Deployment was applied just now: one the cache does not show yet is one being
+    // created, i.e. provisioning (not "no health", which the Cluster would show until the
+    // cache's event brought another reconcile).
+    let health = gateway_health(ctx, &namespace).or(Some(HealthStatus::HealthStatusProvisioning));
     let outcome = match health {
         Some(HealthStatus::HealthStatusUp) => Outcome {
             health,
