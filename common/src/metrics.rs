@@ -251,13 +251,51 @@ pub struct CertificateKindLabels {
 #[derive(Clone, Debug)]
 pub struct CertificateExpiry {
     earliest: Family<CertificateKindLabels, Gauge>,
-    by_object: Arc<Mutex<BTreeMap<(&'static str, String), i64>>>,
+    state: Arc<Mutex<ExpiryState>>,
+}
+
+/// Each object's notAfter by kind, and the same ordered by time per kind, so that a change
+/// costs O(log n): every gateway reconcile records two certificates, and recomputing the
+/// minimum over all of them each time was quadratic over a cold start of thousands of
+/// Clusters.
+#[derive(Debug, Default)]
+struct ExpiryState {
+    by_object: std::collections::HashMap<(&'static str, String), i64>,
+    by_kind: BTreeMap<&'static str, std::collections::BTreeSet<(i64, String)>>,
+}
+
+impl ExpiryState {
+    fn remove(&mut self, kind: &'static str, object: &str) -> bool {
+        let Some(t) = self.by_object.remove(&(kind, object.to_string())) else { return false };
+        if let Some(times) = self.by_kind.get_mut(kind) {
+            times.remove(&(t, object.to_string()));
+        }
+        true
+    }
+
+    fn insert(&mut self, kind: &'static str, object: &str, t: i64) -> bool {
+        match self.by_object.insert((kind, object.to_string()), t) {
+            Some(old) if old == t => false,
+            old => {
+                let times = self.by_kind.entry(kind).or_default();
+                if let Some(old) = old {
+                    times.remove(&(old, object.to_string()));
+                }
+                times.insert((t, object.to_string()));
+                true
+            }
+        }
+    }
+
+    fn earliest(&self, kind: &'static str) -> Option<i64> {
+        self.by_kind.get(kind).and_then(|times| times.first()).map(|(t, _)| *t)
+    }
 }
 
 impl CertificateExpiry {
     /// Registers the gauge in `metrics`; call once per binary and clone the result.
     pub fn register(metrics: &Metrics) -> Self {
-        let this = Self { earliest: Family::default(), by_object: Arc::default() };
+        let this = Self { earliest: Family::default(), state: Arc::default() };
         metrics.register("", |registry| {
             registry.register(
                 "certificate_expiry_earliest_timestamp_seconds",
@@ -271,48 +309,56 @@ impl CertificateExpiry {
     /// Records the notAfter of `object`'s certificate of `kind`; `None` (no certificate, or
     /// one that cannot be read) forgets it.
     pub fn set(&self, kind: &'static str, object: &str, not_after: Option<i64>) {
-        self.update(|map| match not_after {
-            Some(t) => {
-                map.insert((kind, object.to_string()), t);
-            }
-            None => {
-                map.remove(&(kind, object.to_string()));
-            }
-        });
+        let mut state = self.lock();
+        let changed = match not_after {
+            Some(t) => state.insert(kind, object, t),
+            None => state.remove(kind, object),
+        };
+        if changed {
+            self.publish(&state, kind);
+        }
     }
 
     /// Forgets every certificate of `object`.
     pub fn forget(&self, object: &str) {
-        self.update(|map| map.retain(|(_, name), _| name != object));
+        let mut state = self.lock();
+        let kinds: Vec<&'static str> = state.by_kind.keys().copied().collect();
+        for kind in kinds {
+            if state.remove(kind, object) {
+                self.publish(&state, kind);
+            }
+        }
     }
 
     /// Forgets the certificates of every object for which `keep` is false (objects that
-    /// are gone).
+    /// are gone). Looks at every certificate: for a sweep now and then, not per change.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.update(|map| map.retain(|(_, name), _| keep(name)));
+        let mut state = self.lock();
+        let gone: Vec<(&'static str, String)> =
+            state.by_object.keys().filter(|(_, name)| !keep(name)).cloned().collect();
+        for (kind, object) in gone {
+            state.remove(kind, &object);
+            self.publish(&state, kind);
+        }
     }
 
     /// The published value of `kind` (for tests).
     pub fn earliest(&self, kind: &'static str) -> Option<i64> {
-        let map = self.by_object.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.iter().filter(|((k, _), _)| *k == kind).map(|(_, t)| *t).min()
+        self.lock().earliest(kind)
     }
 
-    fn update(&self, change: impl FnOnce(&mut BTreeMap<(&'static str, String), i64>)) {
-        let mut map = self.by_object.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let before: Vec<&'static str> = map.keys().map(|(kind, _)| *kind).collect();
-        change(&mut map);
-        let mut earliest: BTreeMap<&'static str, i64> = BTreeMap::new();
-        for ((kind, _), t) in map.iter() {
-            earliest.entry(kind).and_modify(|e| *e = (*e).min(*t)).or_insert(*t);
-        }
-        for kind in before {
-            if !earliest.contains_key(kind) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExpiryState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn publish(&self, state: &ExpiryState, kind: &'static str) {
+        match state.earliest(kind) {
+            Some(t) => {
+                self.earliest.get_or_create(&CertificateKindLabels { kind }).set(t);
+            }
+            None => {
                 self.earliest.remove(&CertificateKindLabels { kind });
             }
-        }
-        for (kind, t) in earliest {
-            self.earliest.get_or_create(&CertificateKindLabels { kind }).set(t);
         }
     }
 }

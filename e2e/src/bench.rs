@@ -70,6 +70,18 @@ pub fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// CPU seconds (user + system) the process `pid` has used so far, from `/proc/<pid>/stat`
+/// (clock ticks of 1/100 s, Linux's USER_HZ).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 /// A command that runs `binary`, under the profiler `MLA_BENCH_WRAPPER` names when set
 /// (e.g. `heaptrack -o target/bench/seed`, or `perf record -g -o perf.data --`; the peak
 /// RSS is then the profiler's process, not the binary's).

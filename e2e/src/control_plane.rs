@@ -344,6 +344,11 @@ impl ControlPlane {
         &self.admin_kubeconfig
     }
 
+    /// The process ids of the API server and etcd (for benchmarks that account their CPU).
+    pub fn process_ids(&self) -> Vec<u32> {
+        self.apiserver.iter().map(ManagedProcess::id).chain(std::iter::once(self._etcd.id())).collect()
+    }
+
     /// The directory with this control plane's data, certificates and logs.
     pub fn dir(&self) -> &Path {
         &self.dir

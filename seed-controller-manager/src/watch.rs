@@ -2,6 +2,7 @@
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::controller;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -111,9 +112,16 @@ where
 {
     let (store, writer) = reflector::store();
     let selector = format!("app.kubernetes.io/name={app}");
+    let mut trim = only_managed_by::<K>(manager);
     let watch = relisting_watcher(Api::<K>::all(client.clone()), watcher::Config::default().labels(&selector))
         .default_backoff()
-        .modify(only_managed_by::<K>(manager));
+        .modify(move |object: &mut K| {
+            trim(object);
+            // A Deployment's pod template is kept as text (read only by the applier).
+            if let Some(deployment) = (object as &mut dyn std::any::Any).downcast_mut::<Deployment>() {
+                mla_common::apply::compact_deployment(deployment);
+            }
+        });
     let stream = on_first_sync(reflector::reflector(writer, watch), synced).touched_objects();
     (store, stream)
 }

@@ -519,7 +519,9 @@ async fn sync_limits(
         .filter(|s| s.spec.cluster_name == tenant && s.meta().deletion_timestamp.is_none());
     let overrides = limits::cortex_overrides(setting.as_ref().and_then(|s| s.spec.monitoring_rate_limits.as_ref()));
     let config = &ctx.shared.runtime_config;
-    match limits::sync(&ctx.client, &ctx.applier, config, tenant, overrides.as_ref()).await? {
+    match limits::sync(&ctx.client, &ctx.applier, config, &ctx.shared.runtime_config_cache, tenant, overrides.as_ref())
+        .await?
+    {
         LimitsOutcome::Done => {}
         LimitsOutcome::Missing => problems.push(Problem {
             reason: "RuntimeConfigMissing",
@@ -548,7 +550,9 @@ async fn cleanup_tenant(ctx: &Context, cluster: &Cluster, tenant: &str) -> Resul
         }
     }
     let config = &ctx.shared.runtime_config;
-    if let LimitsOutcome::Unreadable(reason) = limits::sync(&ctx.client, &ctx.applier, config, tenant, None).await? {
+    if let LimitsOutcome::Unreadable(reason) =
+        limits::sync(&ctx.client, &ctx.applier, config, &ctx.shared.runtime_config_cache, tenant, None).await?
+    {
         // Blocking the deletion would not make it readable; say so and go on.
         let message = format!(
             "the tenant's limits could not be removed from ConfigMap {}/{}: {reason}",

@@ -78,8 +78,15 @@ async fn reconcile(setting: Arc<MLAAdminSetting>, ctx: Arc<Context>) -> Result<A
     // limits away: a setting elsewhere naming another cluster never applied any.
     if !tenant.is_empty()
         && (cluster.is_none() || namespace == setting.namespace())
-        && let LimitsOutcome::Unreadable(reason) =
-            limits::sync(&ctx.client, &ctx.applier, &ctx.shared.runtime_config, tenant, None).await?
+        && let LimitsOutcome::Unreadable(reason) = limits::sync(
+            &ctx.client,
+            &ctx.applier,
+            &ctx.shared.runtime_config,
+            &ctx.shared.runtime_config_cache,
+            tenant,
+            None,
+        )
+        .await?
     {
         // Holding the setting would not make the runtime configuration readable.
         tracing::warn!(setting = %key(&setting), reason, "the tenant's limits could not be removed");

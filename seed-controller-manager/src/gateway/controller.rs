@@ -82,6 +82,8 @@ struct Context {
     metrics: ControllerMetrics,
     /// Earliest notAfter of the CAs (`ca`) and gateway certificates (`gateway`).
     expiry: CertificateExpiry,
+    /// When certificates of vanished Clusters were last swept from `expiry`.
+    expiry_swept: std::sync::Mutex<Option<Instant>>,
     backoff: Backoff<String>,
     settings: GatewaySettings,
     clusters: Store<Cluster>,
@@ -97,6 +99,9 @@ struct Context {
     admin_settings_synced: Arc<std::sync::atomic::AtomicBool>,
     scope: ClusterScope,
 }
+
+/// How often the certificates of Clusters that are gone are swept from the expiry gauge.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
 
 /// The gateway controller of `runtime`, running until shutdown. Each of its watches has a
 /// readiness gate (`gateway/<kind>`) that opens once it has synced. Followers keep their
@@ -161,6 +166,7 @@ pub fn run(
             events,
             metrics,
             expiry,
+            expiry_swept: std::sync::Mutex::default(),
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             settings,
             clusters: clusters.clone(),
@@ -200,8 +206,13 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, G
     let started = Instant::now();
     let result = reconcile_gateway(&cluster, &ctx).await;
     ctx.metrics.observe_category(started.elapsed(), result.as_ref().err().map(GatewayError::category));
-    // Certificates of Clusters that are gone no longer count.
-    ctx.expiry.retain(|name| ctx.clusters.get(&ObjectRef::new(name)).is_some());
+    // Certificates of Clusters that are gone no longer count (a deletion we reconcile
+    // forgets them at once; this sweep catches one we never saw, e.g. while following). It
+    // looks at every certificate, so at most once a minute, not on each reconcile.
+    if ctx.expiry_swept.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|at| at.elapsed() >= EXPIRY_SWEEP) {
+        ctx.expiry.retain(|name| ctx.clusters.get(&ObjectRef::new(name)).is_some());
+        *ctx.expiry_swept.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
     if result.is_ok() {
         ctx.backoff.reset(&cluster.name_any());
     }
