@@ -10,6 +10,10 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// The fields of a listed datasource that [`super::datasources::DesiredDatasource::matches`]
+/// and the pass read.
+const DATASOURCE_FIELDS: [&str; 8] = ["uid", "name", "type", "access", "url", "isDefault", "basicAuth", "jsonData"];
+
 /// The `api` label of every call.
 const API: &str = "grafana";
 /// Page size of organization and user listings.
@@ -494,11 +498,20 @@ impl GrafanaClient {
         Ok(())
     }
 
-    /// The datasources of an organization (list items).
+    /// The datasources of an organization (list items), each with only the fields a
+    /// comparison reads (`DATASOURCE_FIELDS`): a pass holds every org's list at once, the
+    /// superuser org's with every Cluster's datasources.
     pub async fn datasources(&self, org: i64) -> Result<Vec<Value>, GrafanaError> {
         let body = self.call(Method::GET, "datasources", "/api/datasources", Some(org), None).await?;
         match body {
-            Value::Array(list) => Ok(list),
+            Value::Array(mut list) => {
+                for item in &mut list {
+                    if let Some(fields) = item.as_object_mut() {
+                        fields.retain(|key, _| DATASOURCE_FIELDS.contains(&key.as_str()));
+                    }
+                }
+                Ok(list)
+            }
             _ => Err(Self::invalid("datasources", "GET", "not a list")),
         }
     }
