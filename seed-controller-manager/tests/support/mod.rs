@@ -9,7 +9,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -521,8 +520,10 @@ pub async fn start_backend() -> (String, Records) {
     (url, records)
 }
 
+/// A free port for a process the test starts (`mla_e2e::free_port`: below the ephemeral
+/// range, which outgoing connections take from).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    mla_e2e::free_port().expect("a free port")
 }
 
 /// nginx in the foreground on loopback (`mla_e2e::nginx`): its whole process group is
