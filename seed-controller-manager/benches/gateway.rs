@@ -83,38 +83,28 @@ async fn steady_state(count: usize, resync: u64) -> anyhow::Result<()> {
         Met::NoGoal,
     );
     let period = Duration::from_secs(2 * resync + 5);
-    let writes = support::writes_during(&seed.client, period).await?;
-    let total: u64 = writes.values().sum();
-    report(
+    support::report_writes_during(
+        &seed.client,
+        period,
         &format!(
             "seed, {count} Clusters: writes during two {resync} s no-change resync periods (every controller converged)"
         ),
-        total,
-        "0",
-        Met::from(total == 0),
-    );
-    if total > 0 {
-        println!("writes by kind: {writes:?}");
-    }
+    )
+    .await?;
 
     // Cortex goes away: one condition change per Cluster, then nothing more.
     seed.cortex.stop();
     let noticed =
         seed.wait_for("MLAAlertingReady", &["BackendUnavailable"], Duration::from_secs(4 * resync + 120)).await?;
     println!("every Cluster reports Cortex unavailable {:.1} s after it stopped", noticed.as_secs_f64());
-    let writes = support::writes_during(&seed.client, period).await?;
-    let total: u64 = writes.values().sum();
-    report(
+    support::report_writes_during(
+        &seed.client,
+        period,
         &format!(
             "seed, {count} Clusters, Cortex stopped: writes during two {resync} s resync periods after the condition change"
         ),
-        total,
-        "0",
-        Met::from(total == 0),
-    );
-    if total > 0 {
-        println!("writes by kind: {writes:?}");
-    }
+    )
+    .await?;
     let rss = mla_e2e::bench::peak_rss_mib(process.id()).unwrap_or(f64::NAN);
     let (goal, met) = if count == 1000 {
         ("<= 100 MiB", Met::from(rss <= 100.0))

@@ -66,17 +66,12 @@ async fn main() -> anyhow::Result<()> {
         "-",
         Met::NoGoal,
     );
-    let writes = support::writes_during(&seed.client, Duration::from_secs(2 * resync + 5)).await?;
-    let total: u64 = writes.values().sum();
-    report(
+    support::report_writes_during(
+        &seed.client,
+        Duration::from_secs(2 * resync + 5),
         &format!("seed, {count} MLA Clusters: writes during two {resync} s no-change resync periods"),
-        total,
-        "0",
-        Met::from(total == 0),
-    );
-    if total > 0 {
-        println!("writes by kind: {writes:?}");
-    }
+    )
+    .await?;
     let rss = mla_e2e::bench::peak_rss_mib(process.id()).unwrap_or(f64::NAN);
     let (text, met) = goal("<= 200 MiB", rss <= 200.0);
     report(&format!("seed peak RSS, {count} MLA Clusters, all controllers on"), format!("{rss:.0} MiB"), text, met);

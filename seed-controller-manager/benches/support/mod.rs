@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PostParams};
 use mla_common::api::*;
+use mla_e2e::bench::{Met, report};
 use mla_e2e::cortex::Cortex;
 use mla_e2e::grafana::GrafanaServer;
 use mla_e2e::master::ensure_namespace;
@@ -303,4 +304,16 @@ pub async fn writes_during(client: &kube::Client, period: Duration) -> anyhow::R
         })
         .filter(|(_, v)| *v > 0)
         .collect())
+}
+
+/// Counts the writes during `period` ([`writes_during`]) and reports them as `figure`
+/// with the goal 0, printing them by kind when there are any.
+pub async fn report_writes_during(client: &kube::Client, period: Duration, figure: &str) -> anyhow::Result<()> {
+    let writes = writes_during(client, period).await?;
+    let total: u64 = writes.values().sum();
+    report(figure, total, "0", Met::from(total == 0));
+    if total > 0 {
+        println!("writes by kind: {writes:?}");
+    }
+    Ok(())
 }
