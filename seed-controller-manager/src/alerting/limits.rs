@@ -89,47 +89,10 @@ pub enum LimitsOutcome {
     Unreadable(String),
 }
 
-/// A cache of the runtime configuration ConfigMap `name` in `namespace` (only that object)
-/// for [`sync`], and the task that keeps it (readiness gate `alerting/runtime-config`).
-pub fn watch(
-    runtime: &mla_common::runtime::Runtime,
-    namespace: &str,
-    name: &str,
-) -> (kube::runtime::reflector::Store<ConfigMap>, impl std::future::Future<Output = ()> + Send + 'static) {
-    use futures::StreamExt;
-    use kube::runtime::WatchStreamExt;
-    let (store, writer) = kube::runtime::reflector::store();
-    let api: Api<ConfigMap> = Api::namespaced(runtime.client.clone(), namespace);
-    let config = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let stream = mla_common::runtime::mark_synced(
-        kube::runtime::reflector::reflector(
-            writer,
-            mla_common::runtime::relisting_watcher(api, config)
-                .default_backoff()
-                .modify(crate::watch::only_managed_by::<ConfigMap>("")),
-        ),
-        runtime.readiness.gate("alerting/runtime-config"),
-    );
-    let stop = runtime.shutdown.clone();
-    let task = async move {
-        let drain = stream.for_each(|event| {
-            if let Err(error) = event {
-                tracing::warn!(%error, "runtime configuration watch failed; retrying");
-            }
-            futures::future::ready(())
-        });
-        tokio::select! {
-            () = drain => {}
-            () = stop.cancelled() => {}
-        }
-    };
-    (store, task)
-}
-
 /// Sets (or removes) `tenant`'s entry: read, change, write with the read resourceVersion
 /// as precondition, again on conflict (others write this ConfigMap too). When the cached
-/// copy (`cached`, from [`watch`]) already holds the entry as wanted, nothing is read or
-/// written; any change is made on a fresh read.
+/// copy (`cached`, a reflector of that ConfigMap) already holds the entry as wanted,
+/// nothing is read or written; any change is made on a fresh read.
 pub async fn sync(
     client: &kube::Client,
     applier: &mla_common::apply::Applier,

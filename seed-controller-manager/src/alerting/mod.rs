@@ -131,8 +131,13 @@ pub fn start(
         args.cortex_request_timeout,
         seed.external.clone(),
     )?;
-    let (runtime_config_cache, runtime_config_watch) =
-        limits::watch(runtime, &seed.mla_namespace, &args.cortex_runtime_config_map);
+    // The runtime configuration ConfigMap alone, for `limits::sync` (readiness gate
+    // `alerting/runtime-config`).
+    let (runtime_config_cache, runtime_config_watch) = runtime.reflect(
+        "alerting/runtime-config",
+        kube::Api::namespaced(runtime.client.clone(), &seed.mla_namespace),
+        kube::runtime::watcher::Config::default().fields(&format!("metadata.name={}", args.cortex_runtime_config_map)),
+    );
     let shared = Shared {
         mla_enabled: seed.mla_enabled,
         scope: seed.scope.clone(),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::DeleteParams;
@@ -92,11 +92,10 @@ struct Context {
     deployments: Store<Deployment>,
     replica_sets: Store<ReplicaSet>,
     services: Store<Service>,
-    /// The MLAAdminSettings, and whether their first list is in: a reconcile reads its
-    /// Cluster's from here (one GET per reconcile before; a Cluster's gateway reconciles
-    /// several times while its objects appear), from the API server only until then.
+    /// The MLAAdminSettings: a reconcile reads its Cluster's from here (one GET per
+    /// reconcile before; a Cluster's gateway reconciles several times while its objects
+    /// appear), from the API server only until the first list is in.
     admin_settings: Store<MLAAdminSetting>,
-    admin_settings_synced: Arc<std::sync::atomic::AtomicBool>,
     scope: ClusterScope,
 }
 
@@ -142,22 +141,17 @@ pub fn run(
             CONDITION,
         );
         let (admin_settings, admin_settings_writer) = reflector::store();
-        let admin_settings_synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let admin_settings_events = {
-            let synced = admin_settings_synced.clone();
-            let gate = readiness.gate("gateway/mlaadminsettings");
-            let watch = mla_common::runtime::relisting_watcher(
-                Api::<MLAAdminSetting>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .modify(watch::only_managed_by::<MLAAdminSetting>(""));
-            mla_common::runtime::on_first_sync(reflector::reflector(admin_settings_writer, watch), move || {
-                synced.store(true, std::sync::atomic::Ordering::SeqCst);
-                gate.set_ready();
-            })
-            .touched_objects()
-        };
+        let admin_settings_watch = mla_common::runtime::relisting_watcher(
+            Api::<MLAAdminSetting>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(watch::only_managed_by::<MLAAdminSetting>(""));
+        let admin_settings_events = mark_synced(
+            reflector::reflector(admin_settings_writer, admin_settings_watch),
+            readiness.gate("gateway/mlaadminsettings"),
+        )
+        .touched_objects();
         let resync_period = settings.resync_period;
         let leader_gained = leader.gained();
         let context = Arc::new(Context {
@@ -176,7 +170,6 @@ pub fn run(
             replica_sets,
             services,
             admin_settings,
-            admin_settings_synced,
             scope,
         });
         let periodic = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync_period)).map(|_| ());
@@ -325,7 +318,9 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
         };
 
     // nginx.conf: an invalid setting leaves the last good configuration serving.
-    let admin_settings = if ctx.admin_settings_synced.load(std::sync::atomic::Ordering::SeqCst) {
+    // The store is ready once its first list is in (polled, not awaited).
+    let synced = ctx.admin_settings.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok());
+    let admin_settings = if synced {
         ctx.admin_settings.get(&ObjectRef::new(MLA_ADMIN_SETTING_NAME).within(&namespace))
     } else {
         let settings_api: Api<MLAAdminSetting> = Api::namespaced(ctx.client.clone(), &namespace);
