@@ -75,7 +75,6 @@ where
 {
     // A hash of the relevant part is all that is kept per Cluster (not the part itself).
     relevant_changes(events, move |cluster: &Cluster| {
-        use std::hash::{Hash, Hasher};
         let meta = &cluster.metadata;
         let relevant = serde_json::json!([
             meta.generation,
@@ -85,10 +84,17 @@ where
             cluster.status.as_ref().map(|s| (&s.namespace_name, &s.address)),
             cluster.condition(condition),
         ]);
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        relevant.to_string().hash(&mut hasher);
-        hasher.finish()
+        fingerprint(&relevant)
     })
+}
+
+/// A hash of `value`'s JSON text: what a watch keeps per object to tell whether the part
+/// of it a controller reads changed (the part itself would take memory per object).
+pub fn fingerprint(value: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A reflector of a controller's children of one kind: the objects labelled

@@ -228,12 +228,7 @@ where
         match event {
             Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
                 let key = (object.namespace(), object.name_any());
-                let fingerprint = {
-                    use std::hash::{Hash, Hasher};
-                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                    relevant(&object).to_string().hash(&mut hasher);
-                    hasher.finish()
-                };
+                let fingerprint = crate::watch::fingerprint(&relevant(&object));
                 let changed = seen.get(&key) != Some(&fingerprint);
                 seen.insert(key, fingerprint);
                 if changed {
