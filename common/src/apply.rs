@@ -25,6 +25,7 @@ pub const FINALIZER_ATTEMPTS: u32 = 4;
 pub struct Applier {
     field_manager: String,
     leader: LeaderState,
+    writes: Option<crate::metrics::ApiWrites>,
 }
 
 /// What an apply did.
@@ -39,7 +40,24 @@ pub enum Applied {
 impl Applier {
     /// An applier writing as `field_manager`, only while `leader` leads.
     pub fn new(field_manager: impl Into<String>, leader: LeaderState) -> Self {
-        Self { field_manager: field_manager.into(), leader }
+        Self { field_manager: field_manager.into(), leader, writes: None }
+    }
+
+    /// This applier, counting every write request it sends in `writes`.
+    pub fn counting(self, writes: crate::metrics::ApiWrites) -> Self {
+        Self { writes: Some(writes), ..self }
+    }
+
+    /// Counts one write request of `verb` on a `K` this applier's controller sends (the
+    /// applier's own writes count themselves; this is for the few a controller sends
+    /// directly: a create that must not overwrite, a test-and-set merge patch).
+    pub fn count<K: Resource>(&self, verb: &'static str)
+    where
+        K::DynamicType: Default,
+    {
+        if let Some(writes) = &self.writes {
+            writes.inc(&self.field_manager, &K::kind(&K::DynamicType::default()), verb);
+        }
     }
 
     /// The field manager this applier writes as.
@@ -62,6 +80,7 @@ impl Applier {
             return Ok(Applied::Unchanged);
         }
         self.ensure_leader("apply", &object)?;
+        self.count::<K>("apply");
         api.patch(&object, &self.params(), &Patch::Apply(&desired_json))
             .await
             .map_err(|source| kube_error::<K>("apply", object, source))?;
@@ -83,6 +102,7 @@ impl Applier {
             return Ok(Applied::Unchanged);
         }
         self.ensure_leader("apply status of", &object)?;
+        self.count::<K>("apply_status");
         api.patch_status(&object, &self.params(), &Patch::Apply(&desired_json))
             .await
             .map_err(|source| kube_error::<K>("apply status of", object, source))?;
@@ -134,6 +154,7 @@ impl Applier {
                 object: name.clone(),
                 source,
             })?;
+            self.count::<K>("add_finalizer");
             match api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(status))
@@ -168,6 +189,7 @@ impl Applier {
             {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
         ]))
         .map_err(|source| Error::Serialization { kind: "finalizer patch", object: name.clone(), source })?;
+        self.count::<K>("remove_finalizer");
         match api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -195,6 +217,7 @@ impl Applier {
             {"op": "replace", "path": "/metadata/finalizers", "value": kept},
         ]))
         .map_err(|source| Error::Serialization { kind: "finalizer patch", object: name.clone(), source })?;
+        self.count::<K>("remove_finalizer");
         match api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -209,6 +232,7 @@ impl Applier {
         K::DynamicType: Default,
     {
         self.ensure_leader("delete", name)?;
+        self.count::<K>("delete");
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

@@ -19,17 +19,22 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     registry: Arc<RwLock<Registry>>,
     controllers: ControllerFamilies,
+    writes: ApiWrites,
 }
 
 impl Metrics {
     /// A registry with `process_*` metrics, `mla_build_info{binary, version}` and the
     /// reconcile metrics every controller shares (`mla_reconciles_total`,
     /// `mla_reconcile_errors_total`, `mla_reconcile_duration_seconds`, each labelled with
-    /// the controller's name).
+    /// the controller's name) and `mla_api_writes_total` ([`ApiWrites`]).
     pub fn new(binary: &'static str) -> Self {
         let mut root = Registry::default();
         root.register_collector(Box::new(ProcessCollector));
-        let metrics = Self { registry: Arc::new(RwLock::new(root)), controllers: ControllerFamilies::default() };
+        let metrics = Self {
+            registry: Arc::new(RwLock::new(root)),
+            controllers: ControllerFamilies::default(),
+            writes: ApiWrites::default(),
+        };
         metrics.register("", |registry| {
             let build_info = Family::<BuildLabels, Gauge>::default();
             build_info
@@ -40,8 +45,19 @@ impl Metrics {
                 .set(1);
             registry.register("build_info", "Build of this binary; always 1", build_info);
             metrics.controllers.register(registry);
+            registry.register(
+                "api_writes",
+                "Write requests sent to the Kubernetes API, by field manager, kind and verb; \
+                 none at steady state",
+                metrics.writes.0.clone(),
+            );
         });
         metrics
+    }
+
+    /// The counter of write requests every [`crate::apply::Applier`] of the binary adds to.
+    pub fn writes(&self) -> ApiWrites {
+        self.writes.clone()
     }
 
     /// Runs `f` with a sub-registry whose metrics are named `mla_<prefix>_<name>` (or
@@ -71,6 +87,31 @@ impl Metrics {
 struct BuildLabels {
     binary: String,
     version: String,
+}
+
+/// Labels of `mla_api_writes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// The writer's field manager, `<binary>/<controller>`.
+    pub manager: String,
+    /// The object's kind.
+    pub kind: String,
+    /// `apply`, `apply_status`, `add_finalizer`, `remove_finalizer`, `delete`, and for the
+    /// requests a controller sends itself, `create`, `patch` and `patch_status`.
+    pub verb: &'static str,
+}
+
+/// Write requests sent to the Kubernetes API (`mla_api_writes_total`): at steady state a
+/// controller writes nothing, so any rate here is work being done (or a write that does
+/// not stick, which this shows by kind).
+#[derive(Clone, Debug, Default)]
+pub struct ApiWrites(Family<WriteLabels, Counter>);
+
+impl ApiWrites {
+    /// Counts one request.
+    pub fn inc(&self, manager: &str, kind: &str, verb: &'static str) {
+        self.0.get_or_create(&WriteLabels { manager: manager.to_string(), kind: kind.to_string(), verb }).inc();
+    }
 }
 
 /// Labels of reconcile outcomes.
@@ -457,6 +498,22 @@ impl ProcessStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_appliers_write_requests_are_counted_by_manager_kind_and_verb() {
+        let metrics = Metrics::new("test-binary");
+        let applier = crate::apply::Applier::new("test-binary/gateway", crate::leader::LeaderState::always())
+            .counting(metrics.writes());
+        applier.count::<k8s_openapi::api::core::v1::ConfigMap>("apply");
+        applier.count::<k8s_openapi::api::core::v1::ConfigMap>("apply");
+        applier.count::<k8s_openapi::api::core::v1::Secret>("delete");
+        let text = metrics.encode().expect("encodes");
+        assert!(
+            text.contains(r#"mla_api_writes_total{manager="test-binary/gateway",kind="ConfigMap",verb="apply"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"mla_api_writes_total{manager="test-binary/gateway",kind="Secret",verb="delete"} 1"#));
+    }
 
     #[test]
     fn process_stats_are_read_from_procfs() {

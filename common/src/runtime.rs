@@ -137,7 +137,7 @@ impl Runtime {
 
     /// An applier for `controller`, writing as `<binary>/<controller>` while leading.
     pub fn applier(&self, controller: &str) -> Applier {
-        Applier::new(field_manager(self.binary, controller), self.leader.clone())
+        Applier::new(field_manager(self.binary, controller), self.leader.clone()).counting(self.metrics.writes())
     }
 
     /// An Event publisher for `controller`, publishing while leading.

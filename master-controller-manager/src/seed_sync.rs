@@ -304,6 +304,7 @@ async fn create<K: Synced>(object: &K, ctx: &Context<K>) -> Result<bool, SyncErr
     let name = object.name_any();
     ctx.applier.ensure_leader("create", &name)?;
     let params = PostParams { field_manager: Some(ctx.applier.field_manager().to_string()), ..Default::default() };
+    ctx.applier.count::<K>("create");
     match ctx.api.create(&params, &object.copy()).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 409 => return update(object, ctx).await,
@@ -353,6 +354,7 @@ async fn remove_foreign_fields<K: Synced>(object: &K, current: &K, ctx: &Context
     }
     if let Some(patch) = patch {
         ctx.applier.ensure_leader("remove foreign fields from", &name)?;
+        ctx.applier.count::<K>("patch");
         ctx.api
             .patch(&name, &merge_params(ctx), &Patch::Merge(&patch))
             .await
@@ -364,6 +366,7 @@ async fn remove_foreign_fields<K: Synced>(object: &K, current: &K, ctx: &Context
         && let Some(patch) = crate::kinds::foreign_fields(have, want)
     {
         ctx.applier.ensure_leader("remove foreign status fields from", &name)?;
+        ctx.applier.count::<K>("patch_status");
         let patch = serde_json::json!({ "status": patch });
         ctx.api
             .patch_status(&name, &merge_params(ctx), &Patch::Merge(&patch))

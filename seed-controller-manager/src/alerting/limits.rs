@@ -130,6 +130,7 @@ pub async fn sync(
             "data": {config.key.as_str(): updated},
         });
         let params = PatchParams { field_manager: Some(applier.field_manager().to_string()), ..Default::default() };
+        applier.count::<ConfigMap>("patch");
         match api.patch(&config.name, &params, &Patch::Merge(&patch)).await {
             Ok(_) => return Ok(LimitsOutcome::Done),
             Err(kube::Error::Api(status)) if status.code == 409 => continue,

@@ -27,6 +27,7 @@ async fn annotate(ctx: &Context, project: &Project, id: i64) -> Result<(), StepE
         "metadata": { "name": name, "annotations": { orgs::ORG_ANNOTATION: value } },
     });
     let api: Api<Project> = Api::all(ctx.client.clone());
+    ctx.applier.count::<Project>("apply");
     api.patch(&name, &PatchParams::apply(ctx.applier.field_manager()).force(), &Patch::Apply(&patch))
         .await
         .map_err(|source| mla_common::Error::kube("apply", "Project", name.clone(), source))?;
