@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -16,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use mla_common::api::{Cluster, Condition, ConditionStatus};
@@ -30,6 +31,7 @@ use serde::de::DeserializeOwned;
 
 use crate::scope::{ClusterScope, STALE_RETRY, Serve};
 use crate::status;
+use crate::watch;
 use mla_common::runtime::relisting_watcher;
 
 /// Name of the Deployment, ServiceAccount, Role and RoleBinding in the cluster namespace.
@@ -236,6 +238,7 @@ pub fn objects(cluster: &str, namespace: &str, owner: &OwnerReference, settings:
 
 struct Context {
     client: kube::Client,
+    caches: Caches,
     applier: Applier,
     events: EventPublisher,
     metrics: ControllerMetrics,
@@ -244,18 +247,98 @@ struct Context {
     scope: ClusterScope,
 }
 
-/// The controller of `runtime`, running until shutdown (readiness gate
-/// `user-cluster-controller/clusters`).
+/// What the controller reads, from its watches: every object it makes (labelled with
+/// [`NAME`], only its own managedFields entry kept) and the kubeconfig Secrets, of which
+/// only the keys are kept (never a credential in memory). A reconcile with nothing to
+/// change reads nothing from the API server.
+struct Caches {
+    service_accounts: Store<ServiceAccount>,
+    roles: Store<Role>,
+    role_bindings: Store<RoleBinding>,
+    cluster_roles: Store<ClusterRole>,
+    cluster_role_bindings: Store<ClusterRoleBinding>,
+    deployments: Store<Deployment>,
+    kubeconfigs: Store<Secret>,
+}
+
+/// A kubeconfig Secret as its cache keeps it: name, namespace and the keys of its data.
+fn only_keys(secret: &mut Secret) {
+    let metadata = ObjectMeta {
+        name: secret.metadata.name.take(),
+        namespace: secret.metadata.namespace.take(),
+        resource_version: secret.metadata.resource_version.take(),
+        uid: secret.metadata.uid.take(),
+        ..ObjectMeta::default()
+    };
+    *secret = Secret {
+        metadata,
+        data: secret.data.take().map(|data| data.into_keys().map(|key| (key, ByteString(Vec::new()))).collect()),
+        ..Secret::default()
+    };
+}
+
+/// The controller of `runtime`, running until shutdown (readiness gates
+/// `user-cluster-controller/<kind>`, one per watch).
 pub fn run(
     runtime: &Runtime,
     settings: UserClusterSettings,
     scope: ClusterScope,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let client = runtime.client.clone();
+    let applier = runtime.applier(CONTROLLER);
+    let manager = applier.field_manager().to_string();
+    let readiness = runtime.readiness.clone();
+    let synced = |name: &'static str| {
+        let gate = readiness.gate(name);
+        move || gate.set_ready()
+    };
+    let (service_accounts, service_account_events) = watch::children::<ServiceAccount, _>(
+        &client,
+        NAME,
+        &manager,
+        synced("user-cluster-controller/serviceaccounts"),
+    );
+    let (roles, role_events) =
+        watch::children::<Role, _>(&client, NAME, &manager, synced("user-cluster-controller/roles"));
+    let (role_bindings, role_binding_events) =
+        watch::children::<RoleBinding, _>(&client, NAME, &manager, synced("user-cluster-controller/rolebindings"));
+    let (cluster_roles, cluster_role_events) =
+        watch::children::<ClusterRole, _>(&client, NAME, &manager, synced("user-cluster-controller/clusterroles"));
+    let (cluster_role_bindings, cluster_role_binding_events) = watch::children::<ClusterRoleBinding, _>(
+        &client,
+        NAME,
+        &manager,
+        synced("user-cluster-controller/clusterrolebindings"),
+    );
+    let (deployments, deployment_events) =
+        watch::children::<Deployment, _>(&client, NAME, &manager, synced("user-cluster-controller/deployments"));
+    // A kubeconfig Secret appearing (or changing) brings its Cluster's process up.
+    let (kubeconfigs, kubeconfig_writer) = reflector::store();
+    let kubeconfig_watch = relisting_watcher(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={}", settings.kubeconfig_secret)),
+    )
+    .default_backoff()
+    .modify(only_keys);
+    let kubeconfig_events = mla_common::runtime::on_first_sync(
+        reflector::reflector(kubeconfig_writer, kubeconfig_watch),
+        synced("user-cluster-controller/kubeconfig-secrets"),
+    )
+    .touched_objects();
+    let caches = Caches {
+        service_accounts,
+        roles,
+        role_bindings,
+        cluster_roles,
+        cluster_role_bindings,
+        deployments,
+        kubeconfigs,
+    };
     let context = Arc::new(Context {
         scope,
         client: client.clone(),
-        applier: runtime.applier(CONTROLLER),
+        caches,
+        applier,
         events: runtime.events(client.clone(), CONTROLLER),
         metrics: runtime.metrics.controller(CONTROLLER),
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
@@ -267,25 +350,19 @@ pub fn run(
     async move {
         let (clusters, writer) = reflector::store();
         let watch = crate::watch::cluster_watch(&client, context.applier.field_manager(), CONDITION);
-        let events = crate::watch::cluster_changes(mark_synced(reflector::reflector(writer, watch), gate), CONDITION);
-        // A kubeconfig Secret appearing (or changing) brings its Cluster's process up.
-        let secret_name = context.settings.kubeconfig_secret.clone();
-        let secrets = relisting_watcher(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default().fields(&format!("metadata.name={secret_name}")),
-        )
-        .default_backoff()
-        .touched_objects();
-        let deployments = relisting_watcher(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default().labels(&format!("app.kubernetes.io/name={NAME}")),
-        )
-        .default_backoff()
-        .touched_objects();
+        let events =
+            crate::watch::cluster_changes(mark_synced(reflector::reflector(writer, watch), gate), CONDITION, None);
         let store = clusters.clone();
+        // A changed or removed object of ours brings its Cluster's reconcile (which puts
+        // it back as it should be).
         Controller::for_stream(events, clusters)
-            .owns_stream(deployments)
-            .watches_stream(secrets, move |secret: Secret| {
+            .owns_stream(deployment_events)
+            .owns_stream(service_account_events)
+            .owns_stream(role_events)
+            .owns_stream(role_binding_events)
+            .owns_stream(cluster_role_events)
+            .owns_stream(cluster_role_binding_events)
+            .watches_stream(kubeconfig_events, move |secret: Secret| {
                 let namespace = secret.namespace().unwrap_or_default();
                 store
                     .state()
@@ -295,7 +372,7 @@ pub fn run(
                     .collect::<Vec<_>>()
             })
             .reconcile_all_on(leader.gained())
-            .with_config(ControllerConfig::default().concurrency(8))
+            .with_config(ControllerConfig::default().concurrency(8).debounce(crate::watch::DEBOUNCE))
             .graceful_shutdown_on(stop.cancelled_owned())
             .run(reconcile, error_policy, context)
             .for_each(|_| futures::future::ready(()))
@@ -327,22 +404,30 @@ fn error_policy(cluster: Arc<Cluster>, error: &mla_common::Error, ctx: Arc<Conte
     Action::requeue(delay)
 }
 
-async fn apply<K>(ctx: &Context, api: Api<K>, desired: &K) -> Result<(), mla_common::Error>
+/// Applies `desired` unless its cache (`store`) shows it as it should be.
+async fn apply<K>(ctx: &Context, api: Api<K>, store: &Store<K>, desired: &K) -> Result<(), mla_common::Error>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Serialize + DeserializeOwned,
 {
-    let name = desired.name_any();
-    let current = api.get_opt(&name).await.map_err(|e| mla_common::Error::kube("get", K::kind(&()), &name, e))?;
-    ctx.applier.apply(&api, desired, current.as_ref()).await?;
+    let current = watch::known_or_get(store, &api, &ObjectRef::from_obj(desired)).await?;
+    ctx.applier.apply(&api, desired, current.as_deref()).await?;
     Ok(())
 }
 
-async fn delete<K>(ctx: &Context, api: Api<K>, name: &str) -> Result<(), mla_common::Error>
+/// Deletes `name` (in `namespace`, `api`'s) if its cache (`store`) shows it.
+async fn delete<K>(
+    ctx: &Context,
+    api: Api<K>,
+    store: &Store<K>,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<(), mla_common::Error>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned,
 {
-    if api.get_opt(name).await.map_err(|e| mla_common::Error::kube("get", K::kind(&()), name, e))?.is_some() {
-        ctx.applier.delete(&api, name).await?;
+    let key = namespace.map_or_else(|| ObjectRef::new(name), |ns| ObjectRef::new(name).within(ns));
+    if watch::known_or_get(store, &api, &key).await?.is_some() {
+        ctx.applier.delete(&api, &key.name).await?;
     }
     Ok(())
 }
@@ -357,21 +442,21 @@ async fn reconcile_process(cluster: &Cluster, ctx: &Context) -> Result<Action, m
         return Ok(Action::await_change());
     };
     let client = ctx.client.clone();
+    let caches = &ctx.caches;
     if !ctx.settings.mla_enabled || !cluster.mla_enabled() {
-        delete(ctx, Api::<Deployment>::namespaced(client.clone(), &namespace), NAME).await?;
-        delete(ctx, Api::<RoleBinding>::namespaced(client.clone(), &namespace), NAME).await?;
-        delete(ctx, Api::<Role>::namespaced(client.clone(), &namespace), NAME).await?;
-        delete(ctx, Api::<ServiceAccount>::namespaced(client.clone(), &namespace), NAME).await?;
-        delete(ctx, Api::<ClusterRoleBinding>::all(client.clone()), &cluster_role_name(&name)).await?;
-        delete(ctx, Api::<ClusterRole>::all(client.clone()), &cluster_role_name(&name)).await?;
+        let (here, role) = (Some(namespace.as_str()), cluster_role_name(&name));
+        delete(ctx, Api::namespaced(client.clone(), &namespace), &caches.deployments, here, NAME).await?;
+        delete(ctx, Api::namespaced(client.clone(), &namespace), &caches.role_bindings, here, NAME).await?;
+        delete(ctx, Api::namespaced(client.clone(), &namespace), &caches.roles, here, NAME).await?;
+        delete(ctx, Api::namespaced(client.clone(), &namespace), &caches.service_accounts, here, NAME).await?;
+        delete(ctx, Api::all(client.clone()), &caches.cluster_role_bindings, None, &role).await?;
+        delete(ctx, Api::all(client.clone()), &caches.cluster_roles, None, &role).await?;
         write_condition(ctx, cluster, None).await?;
         return Ok(Action::await_change());
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let kubeconfig = secrets
-        .get_opt(&ctx.settings.kubeconfig_secret)
-        .await
-        .map_err(|e| mla_common::Error::kube("get", "Secret", &ctx.settings.kubeconfig_secret, e))?;
+    let key = ObjectRef::new(&ctx.settings.kubeconfig_secret).within(&namespace);
+    let kubeconfig = watch::known_or_get(&caches.kubeconfigs, &secrets, &key).await?;
     let has_key =
         kubeconfig.as_ref().and_then(|s| s.data.as_ref()).is_some_and(|d| d.contains_key(&ctx.settings.kubeconfig_key));
     if !has_key {
@@ -390,12 +475,12 @@ async fn reconcile_process(cluster: &Cluster, ctx: &Context) -> Result<Action, m
     }
     let owner = cluster.owner_reference();
     let objects = objects(&name, &namespace, &owner, &ctx.settings);
-    apply(ctx, Api::namespaced(client.clone(), &namespace), &objects.service_account).await?;
-    apply(ctx, Api::namespaced(client.clone(), &namespace), &objects.role).await?;
-    apply(ctx, Api::namespaced(client.clone(), &namespace), &objects.role_binding).await?;
-    apply(ctx, Api::all(client.clone()), &objects.cluster_role).await?;
-    apply(ctx, Api::all(client.clone()), &objects.cluster_role_binding).await?;
-    apply(ctx, Api::namespaced(client.clone(), &namespace), &objects.deployment).await?;
+    apply(ctx, Api::namespaced(client.clone(), &namespace), &caches.service_accounts, &objects.service_account).await?;
+    apply(ctx, Api::namespaced(client.clone(), &namespace), &caches.roles, &objects.role).await?;
+    apply(ctx, Api::namespaced(client.clone(), &namespace), &caches.role_bindings, &objects.role_binding).await?;
+    apply(ctx, Api::all(client.clone()), &caches.cluster_roles, &objects.cluster_role).await?;
+    apply(ctx, Api::all(client.clone()), &caches.cluster_role_bindings, &objects.cluster_role_binding).await?;
+    apply(ctx, Api::namespaced(client.clone(), &namespace), &caches.deployments, &objects.deployment).await?;
     let message = "the user-cluster-controller-manager Deployment is in place".to_string();
     write_condition(ctx, cluster, Some((ConditionStatus::True, "Deployed", message))).await?;
     Ok(Action::await_change())
@@ -418,6 +503,29 @@ async fn write_condition(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_kubeconfig_secret_keeps_its_keys_and_no_credential() {
+        let mut secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("admin-kubeconfig".into()),
+                namespace: Some("cluster-a".into()),
+                annotations: Some([("kubectl.kubernetes.io/last-applied-configuration".into(), "{...}".into())].into()),
+                ..Default::default()
+            },
+            data: Some([("kubeconfig".to_string(), ByteString(b"apiVersion: v1\nusers: [token]".to_vec()))].into()),
+            string_data: Some([("other".to_string(), "secret".to_string())].into()),
+            ..Default::default()
+        };
+        only_keys(&mut secret);
+        assert_eq!(secret.metadata.name.as_deref(), Some("admin-kubeconfig"));
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("cluster-a"));
+        assert_eq!(secret.metadata.annotations, None);
+        assert_eq!(secret.string_data, None);
+        let data = secret.data.expect("the keys stay");
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["kubeconfig"]);
+        assert!(data.values().all(|v| v.0.is_empty()));
+    }
 
     #[test]
     fn the_process_may_read_only_its_own_cluster_and_secret() {

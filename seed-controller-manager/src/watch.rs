@@ -1,16 +1,24 @@
 //! Watches shared by the seed controllers.
 
 use futures::StreamExt;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::controller;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 use mla_common::api::Cluster;
 use mla_common::runtime::on_first_sync;
 use mla_common::runtime::relisting_watcher;
 use serde::de::DeserializeOwned;
+
+/// How long a per-Cluster controller waits after the last change it watches before it
+/// reconciles (trailing-edge debounce; a change arriving meanwhile restarts the wait). A
+/// reconcile writes several objects, each of whose watch events asks for another
+/// reconcile of the same Cluster: run at once, that one found its cache without the
+/// objects just written and wrote them again (a fifth of the applies of a cold start,
+/// half of the Services', each a no-op for the API server to work out). What this costs
+/// is that second before a controller acts on a change.
+pub const DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Keeps, of an object's managedFields, only the entries of `manager`, their field sets as
 /// text ([`mla_common::apply::compact_managed_fields`]). A controller's applier reads its
@@ -60,15 +68,17 @@ pub fn cluster_watch(
 }
 
 /// The Clusters of a (reflector's) event stream whose part a seed controller reads changed:
-/// generation (any spec change, KKP's pause included), labels, finalizers, deletion, the
-/// namespace and address in the status, and the controller's own `condition`. Another
-/// controller's status write (five controllers write a condition each, the
-/// user-cluster-controller-manager writes health) wakes no one else: at thousands of
-/// Clusters, waking every controller for every write multiplied the reconciles (and their
-/// reads) several times over during a cold start.
+/// generation (any spec change, KKP's pause included), labels, deletion, the namespace and
+/// address in the status, the controller's own `condition` and its own `finalizer` (and,
+/// once the Cluster is being deleted, every finalizer: a cleanup may wait for KKP's).
+/// Another controller's status write or finalizer (five controllers write a condition
+/// each, two add a finalizer, the user-cluster-controller-manager writes health) wakes no
+/// one else: at thousands of Clusters, waking every controller for every write multiplied
+/// the reconciles (and their reads) several times over during a cold start.
 pub fn cluster_changes<S>(
     events: S,
     condition: &'static str,
+    finalizer: Option<&'static str>,
 ) -> impl futures::Stream<Item = Result<Cluster, watcher::Error>> + Send + 'static
 where
     S: futures::Stream<Item = Result<watcher::Event<Cluster>, watcher::Error>> + Send + 'static,
@@ -76,11 +86,14 @@ where
     // A hash of the relevant part is all that is kept per Cluster (not the part itself).
     relevant_changes(events, move |cluster: &Cluster| {
         let meta = &cluster.metadata;
+        let deleting = meta.deletion_timestamp.is_some();
+        let ours = finalizer.is_some_and(|ours| meta.finalizers.iter().flatten().any(|f| f == ours));
         let relevant = serde_json::json!([
             meta.generation,
             meta.labels,
-            meta.finalizers,
-            meta.deletion_timestamp.is_some(),
+            ours,
+            deleting,
+            if deleting { meta.finalizers.clone() } else { None },
             cluster.status.as_ref().map(|s| (&s.namespace_name, &s.address)),
             cluster.condition(condition),
         ]);
@@ -98,23 +111,18 @@ pub fn fingerprint(value: &serde_json::Value) -> u64 {
 }
 
 /// A reflector of a controller's children of one kind: the objects labelled
-/// `app.kubernetes.io/name=<app>` in all namespaces, with only `manager`'s managedFields
+/// `app.kubernetes.io/name=<app>` (in all namespaces, or cluster-scoped), with only `manager`'s managedFields
 /// ([`only_managed_by`]). `synced` is called once, with the first complete list; the
 /// stream yields every object touched, for `owns_stream`.
-pub fn children<K>(
+pub fn children<K, F>(
     client: &kube::Client,
     app: &str,
     manager: &str,
-    synced: impl FnOnce() + Send + 'static,
-) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+    synced: F,
+) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static + use<K, F>)
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    F: FnOnce() + Send + 'static,
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
     let selector = format!("app.kubernetes.io/name={app}");
@@ -130,6 +138,45 @@ where
         });
     let stream = on_first_sync(reflector::reflector(writer, watch), synced).touched_objects();
     (store, stream)
+}
+
+/// The object `key` from `store`, else (one we did not make carries none of our labels;
+/// one just created may not be in the cache yet) from the API server.
+pub async fn cached_or_get<K>(
+    store: &Store<K>,
+    api: &Api<K>,
+    key: &ObjectRef<K>,
+) -> Result<Option<std::sync::Arc<K>>, mla_common::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned,
+{
+    if let Some(object) = store.get(key) {
+        return Ok(Some(object));
+    }
+    let object = api.get_opt(&key.name).await.map_err(|source| {
+        let name = key.namespace.as_ref().map_or_else(|| key.name.clone(), |ns| format!("{ns}/{}", key.name));
+        mla_common::Error::kube("get", K::kind(&()).into_owned(), name, source)
+    })?;
+    Ok(object.map(std::sync::Arc::new))
+}
+
+/// The object `key` as far as `store` knows, once it has synced: a store of every object
+/// we make (by its label) that does not hold one means there is none, or one just created
+/// whose event is on its way (and wakes the controller again). Before the first list is
+/// in, the API server is asked ([`cached_or_get`]).
+pub async fn known_or_get<K>(
+    store: &Store<K>,
+    api: &Api<K>,
+    key: &ObjectRef<K>,
+) -> Result<Option<std::sync::Arc<K>>, mla_common::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned,
+{
+    use futures::FutureExt;
+    if store.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok()) {
+        return Ok(store.get(key));
+    }
+    cached_or_get(store, api, key).await
 }
 
 /// Runs a controller's results to the end (shutdown). Reconcile errors are logged by each

@@ -88,6 +88,7 @@ pub(super) fn run(
     let cluster_events = crate::watch::cluster_changes(
         mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("alerting/clusters")),
         CONDITION,
+        Some(FINALIZER),
     );
 
     let (alertmanagers, writer) = reflector::store();
@@ -168,7 +169,7 @@ pub(super) fn run(
                 }
             })
             .reconcile_all_on(futures::stream::select(periodic, leader_gained))
-            .with_config(ControllerConfig::default().concurrency(8))
+            .with_config(ControllerConfig::default().concurrency(8).debounce(crate::watch::DEBOUNCE))
             .graceful_shutdown_on(stop.cancelled_owned())
             .run(reconcile, error_policy, context);
         crate::watch::report_watch_errors(results, "alerting").await;
@@ -290,6 +291,7 @@ where
     let name = object.name_any();
     ctx.applier.ensure_leader("create", &name)?;
     let params = PostParams { field_manager: Some(ctx.applier.field_manager().to_string()), ..Default::default() };
+    ctx.applier.count::<K>("create");
     match api.create(&params, object).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),

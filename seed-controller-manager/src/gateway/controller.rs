@@ -125,20 +125,22 @@ pub fn run(
         };
         let app = resources::GATEWAY;
         let manager = applier.field_manager().to_string();
-        let (secrets, secret_events) = watch::children::<Secret>(&client, app, &manager, synced("gateway/secrets"));
+        let (secrets, secret_events) = watch::children::<Secret, _>(&client, app, &manager, synced("gateway/secrets"));
         let (config_maps, config_map_events) =
-            watch::children::<ConfigMap>(&client, app, &manager, synced("gateway/configmaps"));
+            watch::children::<ConfigMap, _>(&client, app, &manager, synced("gateway/configmaps"));
         let (deployments, deployment_events) =
-            watch::children::<Deployment>(&client, app, &manager, synced("gateway/deployments"));
-        let (services, service_events) = watch::children::<Service>(&client, app, &manager, synced("gateway/services"));
+            watch::children::<Deployment, _>(&client, app, &manager, synced("gateway/deployments"));
+        let (services, service_events) =
+            watch::children::<Service, _>(&client, app, &manager, synced("gateway/services"));
         // The pod sets of a gateway being replaced, to remove once ours has rolled out.
         let (replica_sets, replica_set_events) =
-            watch::children::<ReplicaSet>(&client, app, &manager, synced("gateway/replicasets"));
+            watch::children::<ReplicaSet, _>(&client, app, &manager, synced("gateway/replicasets"));
         let (clusters, cluster_writer) = reflector::store();
         let cluster_watch = watch::cluster_watch(&client, &manager, CONDITION);
         let cluster_events = watch::cluster_changes(
             mark_synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("gateway/clusters")),
             CONDITION,
+            None,
         );
         let (admin_settings, admin_settings_writer) = reflector::store();
         let admin_settings_watch = mla_common::runtime::relisting_watcher(
@@ -183,7 +185,7 @@ pub fn run(
                 Some(ObjectRef::new(&settings.spec.cluster_name))
             })
             .reconcile_all_on(futures::stream::select(periodic, leader_gained))
-            .with_config(ControllerConfig::default().concurrency(8))
+            .with_config(ControllerConfig::default().concurrency(8).debounce(crate::watch::DEBOUNCE))
             .graceful_shutdown_on(stop.cancelled_owned());
         let results = controller.run(reconcile, error_policy, context);
         crate::watch::report_watch_errors(results, "gateway").await;
@@ -387,6 +389,7 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
         // until ours have rolled out (then it is removed below, on a later pass).
         if current.meta().deletion_timestamp.is_none() {
             ctx.applier.ensure_leader("replace", resources::GATEWAY)?;
+            ctx.applier.count::<Deployment>("delete");
             deployments.delete(resources::GATEWAY, &DeleteParams::orphan()).await.map_err(|source| {
                 mla_common::Error::kube("delete", "Deployment", format!("{namespace}/{}", resources::GATEWAY), source)
             })?;
@@ -477,14 +480,8 @@ where
         + std::fmt::Debug
         + serde::de::DeserializeOwned,
 {
-    if let Some(object) = store.get(&ObjectRef::new(name).within(namespace)) {
-        return Ok(Some(object));
-    }
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let object = api.get_opt(name).await.map_err(|source| {
-        mla_common::Error::kube("get", K::kind(&()).into_owned(), format!("{namespace}/{name}"), source)
-    })?;
-    Ok(object.map(Arc::new))
+    Ok(watch::cached_or_get(store, &api, &ObjectRef::new(name).within(namespace)).await?)
 }
 
 /// Once our Deployment has rolled out, removes the pods of the gateway it replaced (the

@@ -248,8 +248,17 @@ where
     (store, task)
 }
 
+/// The finalizers this controller reads (its own and KKP's MLA finalizer, which it
+/// releases with its own) and deletion; once an object is being deleted, every finalizer.
+/// Another writer's finalizer (the alerting controller's on every Cluster) wakes no pass.
 fn lifecycle<K: Resource>(object: &K) -> serde_json::Value {
-    serde_json::json!([object.meta().finalizers, object.meta().deletion_timestamp.is_some()])
+    let deleting = is_deleting(object);
+    serde_json::json!([
+        has_finalizer(object),
+        crate::scope::has_finalizer(object, crate::scope::KKP_MLA_FINALIZER),
+        deleting,
+        if deleting { object.meta().finalizers.clone() } else { None },
+    ])
 }
 
 fn relevant_project(project: &Project) -> serde_json::Value {

@@ -123,21 +123,23 @@ pub fn run(
         let child_synced = |name: &'static str| count_unsynced(readiness.gate(name), &unsynced);
         let app = resources::IAP;
         let manager = applier.field_manager().to_string();
-        let (secrets, secret_events) = watch::children::<Secret>(&client, app, &manager, child_synced("iap/secrets"));
+        let (secrets, secret_events) =
+            watch::children::<Secret, _>(&client, app, &manager, child_synced("iap/secrets"));
         let (config_maps, config_map_events) =
-            watch::children::<ConfigMap>(&client, app, &manager, child_synced("iap/configmaps"));
+            watch::children::<ConfigMap, _>(&client, app, &manager, child_synced("iap/configmaps"));
         let (deployments, deployment_events) =
-            watch::children::<Deployment>(&client, app, &manager, child_synced("iap/deployments"));
+            watch::children::<Deployment, _>(&client, app, &manager, child_synced("iap/deployments"));
         let (services, service_events) =
-            watch::children::<Service>(&client, app, &manager, child_synced("iap/services"));
+            watch::children::<Service, _>(&client, app, &manager, child_synced("iap/services"));
         let (ingresses, ingress_events) =
-            watch::children::<Ingress>(&client, app, &manager, child_synced("iap/ingresses"));
+            watch::children::<Ingress, _>(&client, app, &manager, child_synced("iap/ingresses"));
 
         let (clusters, cluster_writer) = reflector::store();
         let cluster_watch = watch::cluster_watch(&client, &manager, CONDITION);
         let cluster_events = watch::cluster_changes(
             synced(reflector::reflector(cluster_writer, cluster_watch), readiness.gate("iap/clusters"), &unsynced),
             CONDITION,
+            None,
         );
 
         let (bindings, binding_writer) = reflector::store();
@@ -244,7 +246,7 @@ pub fn run(
             .watches_stream(user_groups_events, move |_: UserGroups| all_clusters(&by_groups))
             .watches_stream(client_secret_events, move |_: Secret| all_clusters(&by_secret))
             .reconcile_all_on(futures::stream::select(periodic, leader_gained))
-            .with_config(ControllerConfig::default().concurrency(8))
+            .with_config(ControllerConfig::default().concurrency(8).debounce(crate::watch::DEBOUNCE))
             .graceful_shutdown_on(stop.cancelled_owned())
             .run(reconcile, error_policy, context);
         crate::watch::report_watch_errors(results, "IAP").await;
