@@ -21,7 +21,8 @@ pub mod world;
 
 pub use control_plane::{ControlPlane, Identity};
 pub use manifests::{
-    apply_manifest, apply_seed_manager_rbac, write_requests, write_requests_by_resource, write_requests_where,
+    apply_manifest, apply_seed_manager_rbac, requests_where, write_requests, write_requests_by_resource,
+    write_requests_where,
 };
 pub use process::{ManagedProcess, Stop};
 

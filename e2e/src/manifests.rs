@@ -63,6 +63,17 @@ pub async fn write_requests_where(
     client: &kube::Client,
     keep: impl Fn(&str, &str) -> bool,
 ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    const WRITES: [&str; 5] = ["POST", "PUT", "PATCH", "DELETE", "APPLY"];
+    requests_where(client, |group, resource, verb| keep(group, resource) && WRITES.contains(&verb)).await
+}
+
+/// The requests of any verb (GET, LIST, WATCH, the writes) the API server has served for
+/// what `keep(group, resource, verb)` accepts, by `group/resource/subresource verb`, from
+/// its own `apiserver_request_total` counter.
+pub async fn requests_where(
+    client: &kube::Client,
+    keep: impl Fn(&str, &str, &str) -> bool,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
     let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
     let mut counts = std::collections::BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
@@ -73,7 +84,7 @@ pub async fn write_requests_where(
         };
         let (Some(group), Some(verb)) = (label("group"), label("verb")) else { continue };
         let resource = label("resource").unwrap_or_default();
-        if keep(&group, &resource) && ["POST", "PUT", "PATCH", "DELETE", "APPLY"].contains(&verb.as_str()) {
+        if keep(&group, &resource, &verb) {
             let key = format!("{group}/{resource}/{} {verb}", label("subresource").unwrap_or_default());
             *counts.entry(key).or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
         }

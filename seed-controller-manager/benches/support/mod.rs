@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
-use kube::api::{ObjectMeta, Patch, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use mla_common::api::*;
 use mla_e2e::bench::{Met, report};
 use mla_e2e::cortex::Cortex;
@@ -45,6 +45,8 @@ pub struct Seed {
     pub grafana: GrafanaServer,
     pub count: usize,
     pub dir: PathBuf,
+    /// The port of the binary's admin server (`/metrics`).
+    pub admin_port: u16,
 }
 
 /// Runs `count` futures made by `make`, 32 at a time.
@@ -142,7 +144,7 @@ impl Seed {
             "created {projects} Projects and {count} MLA Clusters (namespace, kubeconfig Secret, address) in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        Ok(Self { plane, client, cortex, grafana, count, dir })
+        Ok(Self { plane, client, cortex, grafana, count, dir, admin_port: free_port()? })
     }
 
     /// Starts the binary with every controller on, as its ServiceAccount.
@@ -155,7 +157,7 @@ impl Seed {
         let mut command = mla_e2e::bench::profiled(BINARY);
         command
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--admin-addr=127.0.0.1:{}", free_port()?))
+            .arg(format!("--admin-addr=127.0.0.1:{}", self.admin_port))
             .args(["--leader-election-namespace=kubermatic", "--enable-user-cluster-mla=true", "--log-level=warn"])
             .arg(format!("--resync-period={resync}s"))
             .arg(format!("--grafana-url={}", self.grafana.url()))
@@ -264,6 +266,20 @@ impl Seed {
     }
 }
 
+/// The binary's own count of its write requests (`mla_api_writes_total`), by field
+/// manager, kind and verb, from its `/metrics`.
+pub async fn binary_writes(admin_port: u16) -> anyhow::Result<BTreeMap<String, u64>> {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics")).await?.error_for_status()?.text().await?;
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("mla_api_writes_total{")) {
+        if let Some((labels, value)) = line.rsplit_once(' ') {
+            let labels = labels.trim_start_matches("mla_api_writes_total{").trim_end_matches('}').replace('"', "");
+            counts.insert(labels, value.parse::<f64>().unwrap_or(0.0) as u64);
+        }
+    }
+    Ok(counts)
+}
+
 /// Write requests (POST, PUT, PATCH, DELETE, APPLY) the API server has served, by
 /// `group/resource/subresource verb`, from its `apiserver_request_total`. Left out: what
 /// the API server writes itself (Leases, `coordination.k8s.io`, also for leader election;
@@ -316,4 +332,163 @@ pub async fn report_writes_during(client: &kube::Client, period: Duration, figur
         println!("writes by kind: {writes:?}");
     }
     Ok(())
+}
+
+/// The limit a seed's cold start is measured against, in the same run: how fast this API
+/// server takes the writes one Cluster needs at least, sent as fast as it serves them
+/// with no controller in between (no reads, no reconcile, no Cortex or Grafana).
+pub struct RawLimit {
+    /// Clusters' worth of writes per second.
+    pub clusters_per_second: f64,
+    /// Writes per Cluster: every object the binary made for it (copied), one status
+    /// apply per condition the binary writes, and the Events it reported per Cluster.
+    pub writes_per_cluster: f64,
+}
+
+impl Seed {
+    /// Copies what the binary made for the first `sample` Clusters (every object in the
+    /// cluster namespace but the kubeconfig Secret and what Kubernetes makes itself, and
+    /// the cluster-scoped RBAC named after the Cluster) into fresh namespaces, then
+    /// server-side applies the copies, 32 Clusters at a time, each Cluster's writes one
+    /// after the other as a reconcile sends them, with 5 status applies (a condition each,
+    /// of names no controller reads) and `events_per_cluster` Events. Run it with the
+    /// binary stopped.
+    pub async fn raw_limit(&self, sample: usize, events_per_cluster: usize) -> anyhow::Result<RawLimit> {
+        use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+        let gvk = |group: &str, version: &str, kind: &str| {
+            ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
+        };
+        let namespaced = [
+            gvk("", "v1", "Secret"),
+            gvk("", "v1", "ConfigMap"),
+            gvk("", "v1", "Service"),
+            gvk("", "v1", "ServiceAccount"),
+            gvk("apps", "v1", "Deployment"),
+            gvk("networking.k8s.io", "v1", "Ingress"),
+            gvk("rbac.authorization.k8s.io", "v1", "Role"),
+            gvk("rbac.authorization.k8s.io", "v1", "RoleBinding"),
+            gvk("kubermatic.k8c.io", "v1", "Alertmanager"),
+        ];
+        let cluster_scoped = [
+            gvk("rbac.authorization.k8s.io", "v1", "ClusterRole"),
+            gvk("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding"),
+        ];
+        let kubernetes_own = ["kube-root-ca.crt", "default", "admin-kubeconfig"];
+        // The copies, per Cluster: (resource, object) in the order they were listed.
+        let mut copies: Vec<Vec<(ApiResource, DynamicObject)>> = Vec::new();
+        for i in 0..sample {
+            let (source, target) = (format!("cluster-bench{i}"), format!("raw{i}"));
+            ensure_namespace(&self.client, &target).await?;
+            let mut objects = Vec::new();
+            for resource in &namespaced {
+                let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &source, resource);
+                for object in api.list(&Default::default()).await?.items {
+                    if !kubernetes_own.contains(&object.metadata.name.as_deref().unwrap_or_default()) {
+                        objects.push((resource.clone(), copy_of(object, resource, Some(&target))));
+                    }
+                }
+            }
+            for resource in &cluster_scoped {
+                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
+                if let Some(object) = api.get_opt(&format!("mla:user-cluster-controller-manager:bench{i}")).await? {
+                    let mut copy = copy_of(object, resource, None);
+                    copy.metadata.name = Some(format!("raw:{i}"));
+                    objects.push((resource.clone(), copy));
+                }
+            }
+            copies.push(objects);
+        }
+        let objects: usize = copies.iter().map(Vec::len).sum();
+        let params = PatchParams::apply("raw-limit").force();
+        let started = Instant::now();
+        futures::stream::iter(copies.into_iter().enumerate())
+            .map(|(i, objects)| {
+                let (client, params) = (self.client.clone(), params.clone());
+                async move {
+                    for (resource, object) in objects {
+                        let name = object.metadata.name.clone().unwrap_or_default();
+                        let api: Api<DynamicObject> = match &object.metadata.namespace {
+                            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                            None => Api::all_with(client.clone(), &resource),
+                        };
+                        api.patch(&name, &params, &Patch::Apply(&object)).await?;
+                    }
+                    let clusters: Api<Cluster> = Api::all(client.clone());
+                    for k in 0..SETTLED.len() {
+                        let status = serde_json::json!({
+                            "apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster",
+                            "status": {"conditions": {format!("RawLimit{k}"): {
+                                "status": "True", "kubermaticVersion": "raw", "reason": "Raw", "message": "raw limit",
+                                "lastHeartbeatTime": "2026-01-01T00:00:00Z"}}}
+                        });
+                        let manager = PatchParams::apply(&format!("raw-limit-{k}")).force();
+                        clusters.patch_status(&format!("bench{i}"), &manager, &Patch::Apply(&status)).await?;
+                    }
+                    let events: Api<k8s_openapi::api::events::v1::Event> =
+                        Api::namespaced(client.clone(), &format!("raw{i}"));
+                    for e in 0..events_per_cluster {
+                        let event = k8s_openapi::api::events::v1::Event {
+                            metadata: ObjectMeta { name: Some(format!("raw-{e}")), ..Default::default() },
+                            regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
+                                kind: Some("ConfigMap".into()),
+                                namespace: Some(format!("raw{i}")),
+                                name: Some("raw".into()),
+                                ..Default::default()
+                            }),
+                            event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                                k8s_openapi::jiff::Timestamp::now(),
+                            )),
+                            action: Some("Raw".into()),
+                            reason: Some("Raw".into()),
+                            note: Some("raw limit".into()),
+                            reporting_controller: Some("raw-limit".into()),
+                            reporting_instance: Some("raw-limit".into()),
+                            type_: Some("Normal".into()),
+                            ..Default::default()
+                        };
+                        events.create(&PostParams::default(), &event).await?;
+                    }
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<Vec<()>>>()?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let writes = objects + sample * (SETTLED.len() + events_per_cluster);
+        Ok(RawLimit { clusters_per_second: sample as f64 / elapsed, writes_per_cluster: writes as f64 / sample as f64 })
+    }
+}
+
+/// `object` as a new object to apply in `namespace`: its kind set, what the API server
+/// filled in (identity, versions, managedFields, status, allocated addresses) removed.
+fn copy_of(
+    object: kube::api::DynamicObject,
+    resource: &kube::api::ApiResource,
+    namespace: Option<&str>,
+) -> kube::api::DynamicObject {
+    let mut copy = kube::api::DynamicObject::new(object.metadata.name.as_deref().unwrap_or_default(), resource);
+    copy.metadata.namespace = namespace.map(str::to_string);
+    copy.metadata.labels = object.metadata.labels;
+    copy.metadata.annotations = object.metadata.annotations;
+    copy.metadata.owner_references = object.metadata.owner_references;
+    let mut data = object.data;
+    if let Some(map) = data.as_object_mut() {
+        map.remove("status");
+    }
+    if resource.kind == "Service"
+        && let Some(spec) = data.get_mut("spec").and_then(|s| s.as_object_mut())
+    {
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
+        if let Some(ports) = spec.get_mut("ports").and_then(|p| p.as_array_mut()) {
+            for port in ports.iter_mut().filter_map(|p| p.as_object_mut()) {
+                port.remove("nodePort");
+            }
+        }
+    }
+    copy.data = data;
+    copy
 }
