@@ -48,6 +48,7 @@ pub struct ControlPlane {
     bin_dir: PathBuf,
     host: std::net::Ipv4Addr,
     pods: bool,
+    node_ports: Option<String>,
     port: u16,
     etcd_url: String,
     _etcd: ManagedProcess,
@@ -77,6 +78,9 @@ pub struct Options {
     /// Run pods: the ServiceAccount admission plugin is on (pods get their
     /// ServiceAccount's token mounted), as in any real cluster.
     pub pods: bool,
+    /// `--service-node-port-range` (Kubernetes' default: 30000-32767, 2,768 ports): a seed
+    /// whose Clusters all use the NodePort strategy holds one NodePort Service per gateway.
+    pub node_ports: Option<String>,
 }
 
 /// The directory holding `etcd` and `kube-apiserver`: `$MLA_CONTROL_PLANE_BIN`, else what
@@ -109,6 +113,14 @@ impl ControlPlane {
         let dir = std::env::temp_dir().join(format!("mla-cp-{name}-{}-{instance}", std::process::id()));
         let keep = std::env::var_os("MLA_KEEP_CONTROL_PLANE").is_some();
         Self::start_at(name, dir, keep, &Options::default()).await
+    }
+
+    /// [`ControlPlane::start`] as `options` say.
+    pub async fn start_options(name: &str, options: &Options) -> anyhow::Result<Self> {
+        let instance = INSTANCES.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("mla-cp-{name}-{}-{instance}", std::process::id()));
+        let keep = std::env::var_os("MLA_KEEP_CONTROL_PLANE").is_some();
+        Self::start_at(name, dir, keep, options).await
     }
 
     /// Starts a control plane as `options` say, whose data lives in `<base>/<name>`
@@ -181,6 +193,7 @@ impl ControlPlane {
             bin_dir,
             host,
             pods: options.pods,
+            node_ports: options.node_ports.clone(),
             port,
             etcd_url,
             _etcd: etcd,
@@ -213,6 +226,9 @@ impl ControlPlane {
             .arg(format!("--advertise-address={}", self.host))
             .args(["--service-cluster-ip-range=10.0.0.0/16", "--allow-privileged=true"])
             .args(["--authorization-mode=RBAC", "--enable-priority-and-fairness=false"]);
+        if let Some(range) = &self.node_ports {
+            command.arg(format!("--service-node-port-range={range}"));
+        }
         if self.pods {
             // Pods reach the API server through the `kubernetes` Service, whose endpoint
             // the lease reconciler keeps.

@@ -131,7 +131,7 @@ async fn deployed_form_runs_in_pods() -> anyhow::Result<()> {
     let sandbox_image = containerd_name(&image("pause")?);
 
     let cortex = Cortex::start_on(&network.dir().join("cortex"), host).await?;
-    let options = Options { address: Some(host), pods: true };
+    let options = Options { address: Some(host), pods: true, ..Default::default() };
     let mut seed = ControlPlane::start_with("seed", network.dir(), &options).await?;
     seed.start_pod_controllers()?;
     seed.install_crds().await?;

@@ -77,7 +77,11 @@ impl Seed {
     /// A seed named `name` with `count` MLA Clusters (monitoring and logging on, each with
     /// namespace, address, project label and kubeconfig Secret) in `count / 5` Projects.
     pub async fn prepare(name: &str, count: usize) -> anyhow::Result<Self> {
-        let plane = ControlPlane::start(name).await?;
+        // Every bench Cluster uses the NodePort strategy, one NodePort Service per gateway:
+        // Kubernetes' default range (2,768 ports) is full before 2,800 Clusters (and the
+        // API server answers 500 "range is full" to each further gateway).
+        let options = mla_e2e::control_plane::Options { node_ports: Some("10000-32767".into()), ..Default::default() };
+        let plane = ControlPlane::start_options(name, &options).await?;
         plane.install_crds().await?;
         let client = plane.client();
         ensure_namespace(&client, "kubermatic").await?;
