@@ -307,3 +307,69 @@ async fn gateway_lifecycle() -> anyhow::Result<()> {
     clusters.delete("c1", &DeleteParams::default()).await?;
     Ok(())
 }
+
+/// A gateway the API server refuses shows on its Cluster and recovers by itself: with a
+/// NodePort range of one port, the second Cluster with the NodePort strategy cannot get
+/// its external Service (`failed to allocate a nodePort: range is full`, which a seed
+/// with more NodePort Clusters than ports meets); once the first Cluster moves to the
+/// Tunneling strategy and frees the port, the second gets its gateway.
+#[tokio::test]
+async fn a_refused_gateway_shows_on_its_cluster_until_it_can_be_made() -> anyhow::Result<()> {
+    let options = mla_e2e::control_plane::Options { node_ports: Some("30000-30000".into()), ..Default::default() };
+    let plane = ControlPlane::start_options("gateway-refused", &options).await?;
+    plane.install_crds().await?;
+    let client = plane.client();
+    ensure_namespace(&client, "kubermatic").await?;
+    mla_e2e::apply_seed_manager_rbac(&client).await?;
+    let _manager =
+        support::spawn_seed_manager(&plane, ["--enable-user-cluster-mla=true"], "seed-controller-manager.log", WAIT)
+            .await?;
+    let clusters: Api<Cluster> = Api::all(client.clone());
+    for name in ["c1", "c2"] {
+        let mut object = cluster(name, true, false);
+        object.spec.expose_strategy = Some(ExposeStrategy::NodePort);
+        clusters.create(&PostParams::default(), &object).await?;
+        ensure_namespace(&client, &format!("cluster-{name}")).await?;
+        set_status(
+            &clusters,
+            name,
+            serde_json::json!({"namespaceName": format!("cluster-{name}"),
+                "address": {"externalName": format!("{name}.seed.example.com"), "ip": "192.0.2.10", "port": 6443}}),
+        )
+        .await?;
+        if name == "c1" {
+            // The first takes the one port.
+            condition(&clusters, "c1", "GatewayNotAvailable").await?;
+        }
+    }
+    let c2 = condition(&clusters, "c2", "ReconcileFailed").await?;
+    let reported = c2.status.as_ref().and_then(|s| s.conditions.get("MLAGatewayReady")).cloned().unwrap_or_default();
+    assert_eq!(reported.status, ConditionStatus::False);
+    let message = reported.message.unwrap_or_default();
+    assert!(message.contains("mla-gateway-ext") && message.contains("range is full"), "{message}");
+    assert!(!message.contains("Status {"), "the message is kube's text without its Status dump: {message}");
+    support::warning_event(&client, "default", "ReconcileFailed", "range is full", WAIT).await?;
+
+    // The port is freed: c2 gets its external Service, and its condition says so.
+    clusters
+        .patch(
+            "c1",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"exposeStrategy": "Tunneling"}})),
+        )
+        .await?;
+    // c2 tries again on its backoff (doubling from 1 s while it failed).
+    eventually("c2's gateway made", Duration::from_secs(90), || {
+        let clusters = clusters.clone();
+        async move {
+            let c2 = clusters.get("c2").await?;
+            let reason = c2.status.and_then(|s| s.conditions.get("MLAGatewayReady").and_then(|c| c.reason.clone()));
+            Ok((reason.as_deref() == Some("GatewayNotAvailable")).then_some(()))
+        }
+    })
+    .await?;
+    let external: Service = Api::namespaced(client.clone(), "cluster-c2").get("mla-gateway-ext").await?;
+    let port = external.spec.and_then(|s| s.ports).and_then(|p| p.first().and_then(|p| p.node_port));
+    assert_eq!(port, Some(30000));
+    Ok(())
+}

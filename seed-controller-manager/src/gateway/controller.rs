@@ -208,10 +208,42 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, G
         ctx.expiry.retain(|name| ctx.clusters.get(&ObjectRef::new(name)).is_some());
         *ctx.expiry_swept.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
-    if result.is_ok() {
-        ctx.backoff.reset(&cluster.name_any());
+    match &result {
+        Ok(_) => ctx.backoff.reset(&cluster.name_any()),
+        Err(error) => report_failure(&ctx, &cluster, error).await,
     }
     result
+}
+
+/// Shows on the Cluster (condition `ReconcileFailed`, a Warning Event when it changes) a
+/// failure the operator must act on: the API server refusing or failing a write (say,
+/// `failed to allocate a nodePort: range is full` once every port of the seed's NodePort
+/// range has a Service), or a certificate that cannot be issued. Not shown: a lost
+/// leadership or a conflict, which the retry resolves. The same failure again writes
+/// nothing.
+async fn report_failure(ctx: &Context, cluster: &Cluster, error: &GatewayError) {
+    if !matches!(error.category(), "kube_api" | "kube_invalid" | "kube_forbidden" | "pki")
+        || cluster.meta().deletion_timestamp.is_some()
+    {
+        return;
+    }
+    // kube's text of a refusal ends with the whole Status object, repeated in the message.
+    let text = error.to_string();
+    let text = text.split(" (Status {").next().unwrap_or_default();
+    let message = format!("the gateway could not be reconciled: {text}; retrying with backoff");
+    let unchanged = cluster.condition(CONDITION).is_some_and(|c| c.message.as_deref() == Some(message.as_str()));
+    if unchanged {
+        return;
+    }
+    let namespace = cluster.status.as_ref().and_then(|s| s.namespace_name.clone()).unwrap_or_default();
+    let health = gateway_health(ctx, &namespace);
+    let outcome =
+        Outcome { health, status: ConditionStatus::False, reason: "ReconcileFailed", message: message.clone() };
+    if let Err(error) = write_status(ctx, cluster, outcome).await {
+        tracing::warn!(cluster = %cluster.name_any(), %error, "could not report the gateway failure on the Cluster");
+        return;
+    }
+    ctx.events.warning(&cluster.object_ref(&()), "ReconcileFailed", "ReconcileGateway", message).await;
 }
 
 fn error_policy(cluster: Arc<Cluster>, error: &GatewayError, ctx: Arc<Context>) -> Action {
