@@ -25,7 +25,7 @@ failed=()
 BENCHES=(
   "master|cargo run --release --locked -p mla-e2e --bin bench-master-sync -- 10000 30|cargo run --release --locked -p mla-e2e --bin bench-master-sync -- 2000 15"
   "gateway|cargo bench --locked -p seed-controller-manager --bench gateway -- 1000 30|cargo bench --locked -p seed-controller-manager --bench gateway -- 300 15"
-  "seed-scale|cargo bench --locked -p seed-controller-manager --bench seed_scale -- 5000|cargo bench --locked -p seed-controller-manager --bench seed_scale -- 1000"
+  "seed-scale|cargo bench --locked -p seed-controller-manager --bench seed_scale -- 5000 300|cargo bench --locked -p seed-controller-manager --bench seed_scale -- 1000"
   "grafana|cargo bench --locked -p seed-controller-manager --bench grafana -- 5000 1000 10000|cargo bench --locked -p seed-controller-manager --bench grafana -- 300 50 500 10"
   "agents|cargo bench --locked -p user-cluster-controller-manager --bench agents|cargo bench --locked -p user-cluster-controller-manager --bench agents"
   "first-sample|cargo bench --locked -p mla-e2e --bench first_sample -- 5|cargo bench --locked -p mla-e2e --bench first_sample -- 3"
