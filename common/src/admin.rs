@@ -35,6 +35,13 @@ impl Readiness {
         ReadinessGate { readiness: self.clone(), name }
     }
 
+    /// Registers gate `name` and returns what opens it: for a watch that reports its first
+    /// complete list through a callback (`mla_common::runtime::on_first_sync`).
+    pub fn opener(&self, name: &str) -> impl FnOnce() + Send + 'static + use<> {
+        let gate = self.gate(name);
+        move || gate.set_ready()
+    }
+
     /// Ready: not shutting down and every gate ready.
     pub fn is_ready(&self) -> bool {
         !self.inner.shutting_down.load(Ordering::SeqCst) && self.gates().values().all(|ready| *ready)
@@ -171,6 +178,16 @@ mod tests {
             openmetrics_to_text(om),
             "# HELP a_seconds_total Time.\n# TYPE a_seconds_total counter\na_seconds_total 1\n# HELP g A gauge.\n# TYPE g gauge\ng 2\n"
         );
+    }
+
+    #[test]
+    fn an_opener_registers_its_gate_closed_and_opens_it_when_called() {
+        let readiness = Readiness::default();
+        let open = readiness.opener("secrets");
+        assert!(!readiness.is_ready());
+        assert_eq!(readiness.report(), "[-]secrets\n");
+        open();
+        assert!(readiness.is_ready());
     }
 
     #[test]

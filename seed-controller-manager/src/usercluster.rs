@@ -288,30 +288,38 @@ pub fn run(
     let applier = runtime.applier(CONTROLLER);
     let manager = applier.field_manager().to_string();
     let readiness = runtime.readiness.clone();
-    let synced = |name: &'static str| {
-        let gate = readiness.gate(name);
-        move || gate.set_ready()
-    };
     let (service_accounts, service_account_events) = watch::children::<ServiceAccount, _>(
         &client,
         NAME,
         &manager,
-        synced("user-cluster-controller/serviceaccounts"),
+        readiness.opener("user-cluster-controller/serviceaccounts"),
     );
     let (roles, role_events) =
-        watch::children::<Role, _>(&client, NAME, &manager, synced("user-cluster-controller/roles"));
-    let (role_bindings, role_binding_events) =
-        watch::children::<RoleBinding, _>(&client, NAME, &manager, synced("user-cluster-controller/rolebindings"));
-    let (cluster_roles, cluster_role_events) =
-        watch::children::<ClusterRole, _>(&client, NAME, &manager, synced("user-cluster-controller/clusterroles"));
+        watch::children::<Role, _>(&client, NAME, &manager, readiness.opener("user-cluster-controller/roles"));
+    let (role_bindings, role_binding_events) = watch::children::<RoleBinding, _>(
+        &client,
+        NAME,
+        &manager,
+        readiness.opener("user-cluster-controller/rolebindings"),
+    );
+    let (cluster_roles, cluster_role_events) = watch::children::<ClusterRole, _>(
+        &client,
+        NAME,
+        &manager,
+        readiness.opener("user-cluster-controller/clusterroles"),
+    );
     let (cluster_role_bindings, cluster_role_binding_events) = watch::children::<ClusterRoleBinding, _>(
         &client,
         NAME,
         &manager,
-        synced("user-cluster-controller/clusterrolebindings"),
+        readiness.opener("user-cluster-controller/clusterrolebindings"),
     );
-    let (deployments, deployment_events) =
-        watch::children::<Deployment, _>(&client, NAME, &manager, synced("user-cluster-controller/deployments"));
+    let (deployments, deployment_events) = watch::children::<Deployment, _>(
+        &client,
+        NAME,
+        &manager,
+        readiness.opener("user-cluster-controller/deployments"),
+    );
     // A kubeconfig Secret appearing (or changing) brings its Cluster's process up.
     let (kubeconfigs, kubeconfig_writer) = reflector::store();
     let kubeconfig_watch = relisting_watcher(
@@ -320,9 +328,9 @@ pub fn run(
     )
     .default_backoff()
     .modify(only_keys);
-    let kubeconfig_events = mla_common::runtime::on_first_sync(
+    let kubeconfig_events = mark_synced(
         reflector::reflector(kubeconfig_writer, kubeconfig_watch),
-        synced("user-cluster-controller/kubeconfig-secrets"),
+        readiness.gate("user-cluster-controller/kubeconfig-secrets"),
     )
     .touched_objects();
     let caches = Caches {

@@ -119,22 +119,19 @@ pub fn run(
     let leader = runtime.leader.clone();
     let stop = runtime.shutdown.clone();
     async move {
-        let synced = |name: &'static str| {
-            let gate = readiness.gate(name);
-            move || gate.set_ready()
-        };
         let app = resources::GATEWAY;
         let manager = applier.field_manager().to_string();
-        let (secrets, secret_events) = watch::children::<Secret, _>(&client, app, &manager, synced("gateway/secrets"));
+        let (secrets, secret_events) =
+            watch::children::<Secret, _>(&client, app, &manager, readiness.opener("gateway/secrets"));
         let (config_maps, config_map_events) =
-            watch::children::<ConfigMap, _>(&client, app, &manager, synced("gateway/configmaps"));
+            watch::children::<ConfigMap, _>(&client, app, &manager, readiness.opener("gateway/configmaps"));
         let (deployments, deployment_events) =
-            watch::children::<Deployment, _>(&client, app, &manager, synced("gateway/deployments"));
+            watch::children::<Deployment, _>(&client, app, &manager, readiness.opener("gateway/deployments"));
         let (services, service_events) =
-            watch::children::<Service, _>(&client, app, &manager, synced("gateway/services"));
+            watch::children::<Service, _>(&client, app, &manager, readiness.opener("gateway/services"));
         // The pod sets of a gateway being replaced, to remove once ours has rolled out.
         let (replica_sets, replica_set_events) =
-            watch::children::<ReplicaSet, _>(&client, app, &manager, synced("gateway/replicasets"));
+            watch::children::<ReplicaSet, _>(&client, app, &manager, readiness.opener("gateway/replicasets"));
         let (clusters, cluster_writer) = reflector::store();
         let cluster_watch = watch::cluster_watch(&client, &manager, CONDITION);
         let cluster_events = watch::cluster_changes(
