@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::DeleteParams;
@@ -349,19 +349,11 @@ async fn reconcile_gateway(cluster: &Cluster, ctx: &Context) -> Result<Action, G
         };
 
     // nginx.conf: an invalid setting leaves the last good configuration serving.
-    // The store is ready once its first list is in (polled, not awaited).
-    let synced = ctx.admin_settings.wait_until_ready().now_or_never().is_some_and(|ready| ready.is_ok());
-    let admin_settings = if synced {
-        ctx.admin_settings.get(&ObjectRef::new(MLA_ADMIN_SETTING_NAME).within(&namespace))
-    } else {
-        let settings_api: Api<MLAAdminSetting> = Api::namespaced(ctx.client.clone(), &namespace);
-        settings_api
-            .get_opt(MLA_ADMIN_SETTING_NAME)
-            .await
-            .map_err(|source| mla_common::Error::kube("get", "MLAAdminSetting", &namespace, source))?
-            .map(Arc::new)
-    }
-    .filter(|s| s.spec.cluster_name == name);
+    let settings_api: Api<MLAAdminSetting> = Api::namespaced(ctx.client.clone(), &namespace);
+    let settings_key = ObjectRef::new(MLA_ADMIN_SETTING_NAME).within(&namespace);
+    let admin_settings = watch::known_or_get(&ctx.admin_settings, &settings_api, &settings_key)
+        .await?
+        .filter(|s| s.spec.cluster_name == name);
     let nginx_conf = match nginx::render(
         &name,
         admin_settings.as_ref().map(|s| &s.spec),
