@@ -138,6 +138,14 @@ async fn gateway_lifecycle() -> anyhow::Result<()> {
     let metrics = reqwest::get(format!("{}/metrics", seed.admin)).await?.text().await?;
     assert_eq!(expiry(&metrics, "ca"), pki::not_after(&ca_pem), "{metrics}");
     assert_eq!(expiry(&metrics, "gateway"), pki::not_after(&text(&certs, "gateway.crt")), "{metrics}");
+    // Every object the gateway wrote is counted by kind (mla_api_writes_total).
+    for kind in ["Secret", "ConfigMap", "Service", "Deployment"] {
+        let line = format!(
+            "mla_api_writes_total{{manager=\"seed-controller-manager/gateway\",kind=\"{kind}\",verb=\"apply\"}} "
+        );
+        let applies = metrics.lines().find_map(|l| l.strip_prefix(&line)?.trim().parse::<f64>().ok());
+        assert!(applies.is_some_and(|n| n >= 1.0), "{kind} applies counted: {applies:?}\n{metrics}");
+    }
 
     // The Deployment becomes available: health Up, condition True.
     let available = serde_json::json!({"status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1, "observedGeneration": 1}});
